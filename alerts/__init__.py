@@ -1,0 +1,1 @@
+"""Alerts: fold matches into stories, apply subscription rules and deliver to channels exactly once."""

@@ -1,0 +1,1 @@
+"""One module per notification channel, behind the ``Channel`` protocol."""

@@ -1,0 +1,1 @@
+"""Classify: embed articles and score them against every enabled topic; produce Matches."""

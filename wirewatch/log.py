@@ -1,0 +1,60 @@
+"""Structured logging: JSON lines in services, readable console output on a terminal.
+
+A log event is a constant name plus fields: ``log.info("feed_fetched", feed_id=..., status=304)``.
+Fields whose names look secret (``secret``, ``password``, ``token``, ``authorization``...) are redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token|authorization|api_key|apikey|signature)", re.I)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@", re.I)
+
+
+def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in list(event.items()):
+        if key != "event" and _SECRET_KEY.search(key) and value not in (None, ""):
+            event[key] = "***"
+        elif isinstance(value, str) and "://" in value and "@" in value:
+            event[key] = _URL_CREDENTIALS.sub(r"\g<scheme>***@", value)
+    return event
+
+
+def configure(level: str = "info", fmt: str = "auto", *, stream: Any = None) -> None:
+    """Configure structlog and the standard library's logging for this process.
+
+    ``fmt`` is ``json``, ``console`` or ``auto`` (console when ``stream`` is a terminal).
+    """
+    out = stream or sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and hasattr(out, "isatty") and out.isatty())
+    numeric = logging.getLevelName(level.upper())
+    renderer: Any = structlog.dev.ConsoleRenderer(colors=use_console and out.isatty()) if use_console else (
+        structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=out, force=True)
+    # kafka-python is chatty at INFO about every connection; its warnings still come through.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def get_logger(name: str, **bound: Any) -> Any:
+    """A structlog logger carrying ``component=name`` and any ``bound`` ids."""
+    return structlog.get_logger(component=name, **bound)

@@ -1,0 +1,38 @@
+"""Every Prometheus metric Wirewatch exports, defined here and nowhere else.
+
+Names follow Prometheus conventions (``wirewatch_<stage>_..._total`` / ``_seconds``); label values are
+low-cardinality (outcomes, stages, topic ids chosen by operators) and never a URL, article or user id.
+Each stage adds its metrics in its own section below.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+
+# --- bus: shared Kafka consumer/producer loop -------------------------------------------------------------
+BUS_CONSUMED = Counter("wirewatch_bus_consumed_total", "Messages consumed.", ["group", "topic"])
+BUS_PRODUCED = Counter("wirewatch_bus_produced_total", "Messages produced and acknowledged.", ["topic"])
+BUS_DLQ = Counter("wirewatch_bus_dlq_total", "Messages sent to a dead-letter topic.", ["group", "topic", "reason"])
+BUS_BATCH_SECONDS = Histogram(
+    "wirewatch_bus_batch_seconds", "Time to handle one consumed batch, commit included.", ["group"],
+    buckets=LATENCY_BUCKETS,
+)
+BUS_BATCH_RETRIES = Counter("wirewatch_bus_batch_retries_total", "Batches retried after a handler error.", ["group"])
+BUS_COMMITS = Counter("wirewatch_bus_commits_total", "Offset commits.", ["group", "trigger"])
+BUS_LAG = Gauge("wirewatch_consumer_lag_messages", "Consumer lag per partition.", ["group", "topic", "partition"])
+
+
+def serve(port: int | None, addr: str = "127.0.0.1") -> int | None:
+    """Expose ``/metrics`` on ``addr:port`` in a background thread; ``None`` or 0 disables it.
+
+    Returns the port served, or ``None``.
+    """
+    if not port:
+        return None
+    start_http_server(port, addr=addr)
+    return port
+
+
+BUILD_INFO = Info("wirewatch_build", "Wirewatch version.")

@@ -1,0 +1,282 @@
+"""The records that cross process boundaries: Article, Topic, Match, Subscription, Delivery.
+
+Every record is a frozen pydantic model. On the wire each is a JSON object carrying a schema version field
+``v`` (``"MAJOR.MINOR"``). A reader accepts any minor version of a major it knows (unknown fields are ignored,
+so a newer writer may add fields) and rejects any other major with :class:`RecordError`, which consumers turn
+into a dead-letter entry rather than a crash.
+
+Change records with ``record.model_copy(update=...)``; never in place.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_MAJOR = 1
+SCHEMA_VERSION = f"{SCHEMA_MAJOR}.0"
+
+
+class RecordError(ValueError):
+    """A payload that cannot become a record: undecodable, wrong schema version or invalid fields."""
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class Record(BaseModel):
+    """Base of all wire records: frozen, strict about unknown enum values, lenient about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=False)
+
+    kind: ClassVar[str] = "record"
+    v: str = SCHEMA_VERSION
+
+    @field_validator("v")
+    @classmethod
+    def _known_major(cls, value: str) -> str:
+        major = value.split(".", 1)[0]
+        if major != str(SCHEMA_MAJOR):
+            raise ValueError(f"unsupported schema version {value!r} (this reader knows major {SCHEMA_MAJOR})")
+        return value
+
+    def to_json(self) -> bytes:
+        """Serialize to compact UTF-8 JSON, ``v`` included."""
+        return self.model_dump_json(exclude_none=False).encode()
+
+
+R = TypeVar("R", bound=Record)
+
+
+def decode(cls: type[R], payload: bytes | str | dict[str, Any]) -> R:
+    """Parse ``payload`` into ``cls``.
+
+    Raises:
+        RecordError: when the bytes are not JSON, the schema major version is unknown or missing,
+            or a field is invalid. The message names the record kind and the first offending field.
+    """
+    try:
+        data = payload if isinstance(payload, dict) else json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError(f"{cls.kind}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise RecordError(f"{cls.kind}: expected a JSON object, got {type(data).__name__}")
+    if "v" not in data:
+        raise RecordError(f"{cls.kind}: missing schema version field 'v'")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise RecordError(f"{cls.kind}: field {loc!r}: {first['msg']}") from exc
+
+
+def encode(record: Record) -> bytes:
+    """Serialize a record; the inverse of :func:`decode`."""
+    return record.to_json()
+
+
+class Article(Record):
+    """One news item, normalized by ingest. ``id`` comes from :func:`wirewatch.identity.article_id`."""
+
+    kind: ClassVar[str] = "article"
+    id: str = Field(min_length=1, max_length=128)
+    url: str | None = None
+    title: str
+    summary: str = ""
+    content: str | None = None
+    published_at: datetime
+    fetched_at: datetime
+    published_estimated: bool = False
+    """True when the feed gave no usable date and ``published_at`` is the fetch time (or was clamped)."""
+    feed_url: str
+    feed_id: str | None = None
+    source: str = ""
+    authors: tuple[str, ...] = ()
+    language: str | None = None
+    tags: tuple[str, ...] = ()
+    update: bool = False
+    """True when an already-published article came back with a changed title or summary."""
+
+    @field_validator("published_at", "fetched_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return _as_utc(value)
+
+    def text(self, content_chars: int = 600) -> str:
+        """Title, summary and the lead of the content: the text classifiers embed."""
+        parts = [self.title.strip(), self.summary.strip()]
+        if self.content:
+            lead = self.content.strip()[:content_chars]
+            if lead and lead not in self.summary:
+                parts.append(lead)
+        return "\n".join(p for p in parts if p)
+
+
+class Topic(Record):
+    """What a desk wants to hear about, in plain words, examples and optional keyword rules."""
+
+    kind: ClassVar[str] = "topic"
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=4000)
+    examples: tuple[str, ...] = ()
+    counter_examples: tuple[str, ...] = ()
+    include_any: tuple[str, ...] = ()
+    include_all: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    enabled: bool = True
+    version: int = Field(default=1, ge=1)
+    owner: str | None = None
+    updated_at: datetime | None = None
+
+
+class ModelInfo(Record):
+    """Which embedding model and backend produced a score."""
+
+    kind: ClassVar[str] = "model"
+    name: str
+    revision: str = ""
+    backend: str = ""
+
+
+class Evidence(Record):
+    """Why an article matched a topic."""
+
+    kind: ClassVar[str] = "evidence"
+    closest: str = ""
+    """The description or example the article was most similar to."""
+    closest_kind: Literal["description", "example", "name", ""] = ""
+    similarity: float = 0.0
+    counter_example: str | None = None
+    counter_margin: float | None = None
+    """Similarity to the closest example minus similarity to the closest counter-example."""
+    keywords: tuple[str, ...] = ()
+    features: dict[str, float] = Field(default_factory=dict)
+
+
+class Match(Record):
+    """An article that passed a topic's threshold, with the evidence for it."""
+
+    kind: ClassVar[str] = "match"
+    article: Article
+    topic_id: str
+    topic_version: int = 1
+    score: float
+    threshold: float
+    evidence: Evidence = Field(default_factory=Evidence)
+    model: ModelInfo
+    classified_at: datetime = Field(default_factory=utcnow)
+    vector: tuple[float, ...] | None = None
+    """The article's unit-norm embedding, so alerts can fold near-duplicates without re-embedding."""
+    replay: bool = False
+
+    @field_validator("classified_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return _as_utc(value)
+
+
+class ChannelKind(StrEnum):
+    """The channel modules alerts knows."""
+
+    WEBHOOK = "webhook"
+    SLACK = "slack"
+    TEAMS = "teams"
+    EMAIL = "email"
+    APPRISE = "apprise"
+
+
+class ChannelSpec(Record):
+    """Where a subscription's notifications go. ``secret`` is never logged."""
+
+    kind: ClassVar[str] = "channel"
+    type: ChannelKind
+    target: str = Field(min_length=1, max_length=2000)
+    secret: str | None = Field(default=None, repr=False)
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class DigestSpec(Record):
+    """When a digest subscription is delivered."""
+
+    kind: ClassVar[str] = "digest"
+    period: Literal["hourly", "daily"] = "hourly"
+    at: str = Field(default="08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    timezone: str = "UTC"
+
+
+class RateLimit(Record):
+    """At most ``count`` instant notifications per ``per_seconds``; overflow goes to the next digest."""
+
+    kind: ClassVar[str] = "rate_limit"
+    count: int = Field(default=20, ge=1)
+    per_seconds: int = Field(default=3600, ge=1)
+
+
+class QuietHours(Record):
+    """Local-time window during which alerts are held and sent as one digest when it ends."""
+
+    kind: ClassVar[str] = "quiet_hours"
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    timezone: str = "UTC"
+
+
+class Subscription(Record):
+    """A channel subscribed to a topic, with its delivery rules."""
+
+    kind: ClassVar[str] = "subscription"
+    id: str = Field(min_length=1, max_length=64)
+    topic_id: str
+    channel: ChannelSpec
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0)
+    mode: Literal["instant", "digest"] = "instant"
+    digest: DigestSpec | None = None
+    rate_limit: RateLimit | None = None
+    quiet_hours: QuietHours | None = None
+    muted_until: datetime | None = None
+    follow_ups: Literal["none", "material", "sources"] = "material"
+    enabled: bool = True
+    owner: str | None = None
+
+
+class DeliveryStatus(StrEnum):
+    """Outcome of one delivery decision."""
+
+    SENT = "sent"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    QUEUED = "queued"
+
+
+class Delivery(Record):
+    """One line of the audit trail on ``wirewatch.deliveries``: what was sent, failed or suppressed, and why."""
+
+    kind: ClassVar[str] = "delivery"
+    id: str
+    subscription_id: str
+    topic_id: str = ""
+    story_id: str
+    article_ids: tuple[str, ...] = ()
+    status: DeliveryStatus
+    reason: str = ""
+    attempts: int = 0
+    idempotency_key: str = ""
+    sent_at: datetime | None = None
+    recorded_at: datetime = Field(default_factory=utcnow)
+    response: str = ""
+    channel: str = ""

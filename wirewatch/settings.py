@@ -1,0 +1,281 @@
+"""All configuration in one place: a TOML file overlaid by ``WIREWATCH_*`` environment variables.
+
+Precedence, highest first: keyword arguments, environment (``WIREWATCH_KAFKA__BOOTSTRAP_SERVERS=...``,
+nested keys joined by ``__``), the TOML file (``--config FILE`` or ``WIREWATCH_CONFIG``), defaults.
+A bad value fails at start with :class:`ConfigError`, whose message names each bad key and what it expected.
+Each stage owns its section class here; stages read only their own section and the shared ones.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from wirewatch.records import Subscription, Topic
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the message names the key(s) and the expectation."""
+
+
+class Section(BaseModel):
+    """Base of config sections: unknown keys are errors, so typos fail at start."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaTopics(Section):
+    """Kafka topic names; dead-letter topics are ``<name>.dlq``."""
+
+    articles: str = "wirewatch.articles"
+    matches: str = "wirewatch.matches"
+    deliveries: str = "wirewatch.deliveries"
+
+
+class KafkaSettings(Section):
+    """Where Kafka is and how topics are laid out. ``bootstrap_servers`` unset: the local stack."""
+
+    bootstrap_servers: str | None = Field(default=None, description="host:port[,host:port]; unset = local stack")
+    topics: KafkaTopics = KafkaTopics()
+    partitions: int = Field(default=6, ge=1, le=1000)
+    replication_factor: int = Field(default=1, ge=1, le=7)
+    client_id: str = "wirewatch"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = Field(default=None, repr=False)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _hostports(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        for item in value.split(","):
+            host, sep, port = item.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+
+class RedisSettings(Section):
+    """Where Redis is. ``url`` unset: the local stack's redis-server."""
+
+    url: str | None = Field(default=None, description="redis://host:port/db; unset = local stack")
+    key_prefix: str = "ww:"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
+
+class StackSettings(Section):
+    """The local Kafka (KRaft) and redis-server that ``wirewatch stack up`` runs."""
+
+    kafka_version: str = "4.1.1"
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    controller_port: int = Field(default=9093, ge=1, le=65535)
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    kafka_heap: str = Field(default="512m", pattern=r"^\d+[mMgG]$")
+    cache_dir: Path | None = Field(default=None, description="where the Kafka jars are cached")
+    start_timeout_s: float = Field(default=90.0, gt=0)
+
+
+class LogSettings(Section):
+    """Log level and format; ``auto`` is console output on a terminal, JSON otherwise."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class FeedConfig(Section):
+    """A feed declared in the config file."""
+
+    url: str
+    name: str | None = None
+    interval_s: float | None = Field(default=None, gt=0, description="unset = adaptive")
+    tags: tuple[str, ...] = ()
+    enabled: bool = True
+
+
+class IngestSettings(Section):
+    """Feed polling."""
+
+    feeds: tuple[FeedConfig, ...] = ()
+    min_interval_s: float = Field(default=60.0, gt=0)
+    max_interval_s: float = Field(default=3600.0, gt=0)
+    default_interval_s: float = Field(default=300.0, gt=0)
+    max_backoff_s: float = Field(default=6 * 3600.0, gt=0)
+    fetch_timeout_s: float = Field(default=20.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    max_bytes: int = Field(default=15 * 1024 * 1024, gt=0)
+    max_decompressed_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_redirects: int = Field(default=5, ge=0)
+    concurrency: int = Field(default=64, ge=1)
+    per_host_concurrency: int = Field(default=2, ge=1)
+    seen_ttl_s: int = Field(default=30 * 86400, gt=0)
+    user_agent: str = "Wirewatch/0.1 (+https://github.com/wirewatch/wirewatch)"
+    metrics_port: int | None = Field(default=9101, ge=0, le=65535)
+
+
+class ClassifySettings(Section):
+    """Embedding and scoring."""
+
+    topics: tuple[Topic, ...] = ()
+    model: str = Field(default="all-MiniLM-L6-v2", description="package model name or a local model path")
+    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    max_wait_ms: int = Field(default=200, ge=0)
+    recent_store_size: int = Field(default=20000, ge=0)
+    metrics_port: int | None = Field(default=9102, ge=0, le=65535)
+
+
+class AlertsSettings(Section):
+    """Story folding and delivery."""
+
+    subscriptions: tuple[Subscription, ...] = ()
+    story_window_s: int = Field(default=48 * 3600, gt=0)
+    story_similarity: float = Field(default=0.8, ge=0.0, le=1.0)
+    claim_lease_s: float = Field(default=60.0, gt=0)
+    send_timeout_s: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    metrics_port: int | None = Field(default=9103, ge=0, le=65535)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "wirewatch@localhost"
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = Field(default=None, repr=False)
+
+
+class ApiSettings(Section):
+    """The subscription API and dashboard."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    url_allowlist: tuple[str, ...] = Field(
+        default=(), description="CIDRs or host names that SSRF checks let through (the demo allows 127.0.0.1)"
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+
+
+_FILE_DATA: ContextVar[dict[str, Any]] = ContextVar("wirewatch_file_data", default={})
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The TOML file's values, below the environment in precedence."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _FILE_DATA.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get())
+
+
+class Settings(BaseSettings):
+    """Everything Wirewatch reads at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WIREWATCH_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Field(default_factory=lambda: Path(os.environ.get("XDG_DATA_HOME", "~/.local/share")).expanduser() / "wirewatch")
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    stack: StackSettings = StackSettings()
+    log: LogSettings = LogSettings()
+    ingest: IngestSettings = IngestSettings()
+    classify: ClassifySettings = ClassifySettings()
+    alerts: AlertsSettings = AlertsSettings()
+    api: ApiSettings = ApiSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _FileSource(settings_cls)
+
+    @property
+    def local_kafka(self) -> bool:
+        """True when no external bootstrap servers are configured."""
+        return self.kafka.bootstrap_servers is None
+
+    @property
+    def local_redis(self) -> bool:
+        """True when no external Redis URL is configured."""
+        return self.redis.url is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The bootstrap servers to use: configured ones, else the local stack's."""
+        return self.kafka.bootstrap_servers or f"127.0.0.1:{self.stack.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        """The Redis URL to use: the configured one, else the local stack's."""
+        return self.redis.url or f"redis://127.0.0.1:{self.stack.redis_port}/0"
+
+    def dlq(self, topic: str) -> str:
+        """The dead-letter topic of ``topic``."""
+        return f"{topic}.dlq"
+
+
+def _format_errors(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        lines.append(f"  {key}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML config file.
+
+    Raises:
+        ConfigError: when the file is missing or not valid TOML (the message says which and where).
+    """
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from an optional TOML file, the environment and ``overrides``.
+
+    ``path`` defaults to ``$WIREWATCH_CONFIG`` when set.
+
+    Raises:
+        ConfigError: naming every bad key and what it expected.
+    """
+    chosen = path if path is not None else os.environ.get("WIREWATCH_CONFIG")
+    data: dict[str, Any] = read_toml(Path(chosen)) if chosen else {}
+    origin = str(chosen) if chosen else "environment and defaults"
+    token = _FILE_DATA.set(data)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin)) from exc
+    finally:
+        _FILE_DATA.reset(token)

@@ -1,0 +1,143 @@
+"""Redis access and the few atomic primitives the stages share.
+
+Redis holds only state that several processes must agree on; every key starts with ``redis.key_prefix``
+(``ww:`` by default). Batched operations are pipelined: one round trip per batch, not per item.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import redis
+
+from wirewatch.settings import Settings
+
+Client = redis.Redis
+
+
+def connect(settings: Settings, *, decode_responses: bool = False) -> redis.Redis:
+    """A Redis client for the configured (or local stack) URL, with bounded timeouts and retry on timeout."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        retry_on_timeout=True,
+        decode_responses=decode_responses,
+    )
+
+
+def key(settings: Settings, *parts: str) -> str:
+    """A namespaced key: ``<prefix><part>:<part>...``."""
+    return settings.redis.key_prefix + ":".join(parts)
+
+
+def first_seen(client: redis.Redis, keys: Sequence[str], ttl_s: int, value: bytes | str = b"1") -> list[bool]:
+    """Mark each key seen (``SET NX EX``) in one pipelined round trip.
+
+    Returns, per key, True when this call set it (the first sighting) and False when it already existed.
+    """
+    if not keys:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for k in keys:
+        pipe.set(k, value, nx=True, ex=ttl_s)
+    return [bool(r) for r in pipe.execute()]
+
+
+def get_many(client: redis.Redis, keys: Sequence[str]) -> list[bytes | None]:
+    """``MGET`` that tolerates an empty list."""
+    if not keys:
+        return []
+    return list(client.mget(keys))
+
+
+def set_many(client: redis.Redis, items: Sequence[tuple[str, bytes | str]], ttl_s: int | None) -> None:
+    """Set several keys (with an optional TTL) in one pipelined round trip."""
+    if not items:
+        return
+    pipe = client.pipeline(transaction=False)
+    for k, v in items:
+        pipe.set(k, v, ex=ttl_s)
+    pipe.execute()
+
+
+# Claim ``key`` for ``lease`` ms unless it is already done, or claimed by someone else whose lease is live.
+# Values: "done:<...>" (final) or "claim:<owner>:<expires_ms>".
+_CLAIM = """
+local v = redis.call('GET', KEYS[1])
+local now = tonumber(ARGV[3])
+if v then
+  if string.sub(v, 1, 5) == 'done:' then return {0, v} end
+  local owner, exp = string.match(v, '^claim:(.*):(%d+)$')
+  if owner and owner ~= ARGV[1] and tonumber(exp) > now then return {0, v} end
+end
+redis.call('SET', KEYS[1], 'claim:' .. ARGV[1] .. ':' .. (now + tonumber(ARGV[2])), 'PX', ARGV[4])
+return {1, v or ''}
+"""
+
+
+class Ledger:
+    """Claim-then-mark idempotency records: at most one holder per key at a time, final once marked done.
+
+    ``claim`` returns True when the caller may perform the side effect now: the key is not done and either
+    unclaimed, claimed by the same owner, or claimed by someone whose lease has run out (a crashed worker).
+    ``done`` marks the side effect performed; later claims return False for ``ttl_s``.
+    """
+
+    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+        self._client = client
+        self._ttl_ms = ttl_s * 1000
+        self._claim = client.register_script(_CLAIM)
+
+    def claim(self, key: str, owner: str, lease_s: float) -> bool:
+        """Try to take ``key`` for ``lease_s`` seconds. See the class docstring."""
+        now_ms = int(time.time() * 1000)
+        ok, _ = self._claim(keys=[key], args=[owner, int(lease_s * 1000), now_ms, self._ttl_ms])
+        return bool(ok)
+
+    def done(self, key: str, detail: str = "") -> None:
+        """Record the side effect as performed."""
+        self._client.set(key, f"done:{detail}", px=self._ttl_ms)
+
+    def release(self, key: str, owner: str) -> None:
+        """Give up a claim (the side effect was not performed and will be retried by whoever claims next)."""
+        value = self._client.get(key)
+        if value is not None and value.decode().startswith(f"claim:{owner}:"):
+            self._client.delete(key)
+
+    def is_done(self, key: str) -> bool:
+        """True when ``key`` was marked done."""
+        value = self._client.get(key)
+        return value is not None and value.startswith(b"done:")
+
+
+# Sliding-window counter: allow when fewer than ARGV[1] members in the last ARGV[2] ms.
+_RATE = """
+local now = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, now - tonumber(ARGV[2]))
+local n = redis.call('ZCARD', KEYS[1])
+if n < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, 0}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tonumber(oldest[2]) + tonumber(ARGV[2]) - now}
+"""
+
+
+class RateLimiter:
+    """A sliding-window rate limit shared by all processes: ``allow`` returns (allowed, retry_after_s)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._script = client.register_script(_RATE)
+        self._seq = 0
+
+    def allow(self, key: str, count: int, per_s: float) -> tuple[bool, float]:
+        """Take one slot in ``key``'s window of ``count`` per ``per_s`` seconds if one is free."""
+        now_ms = int(time.time() * 1000)
+        self._seq += 1
+        ok, wait_ms = self._script(keys=[key], args=[count, int(per_s * 1000), now_ms, f"{now_ms}-{id(self)}-{self._seq}"])
+        return bool(ok), max(0.0, float(wait_ms) / 1000)
