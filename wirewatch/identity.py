@@ -106,3 +106,12 @@ def article_id(
     if title and title.strip():
         return _digest("title", feed, _WS.sub(" ", title).strip().lower(), (published or "").strip())
     raise ValueError("entry has no link, GUID or title to identify it")
+
+
+def feed_id(url: str) -> str:
+    """The stable identity of a feed: a short hash of its canonical URL (or of the raw string if not http)."""
+    try:
+        canon = canonical_url(url)
+    except ValueError:
+        canon = url.strip()
+    return _digest("feed", canon)[:16]

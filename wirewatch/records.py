@@ -144,6 +144,21 @@ class Topic(Record):
     updated_at: datetime | None = None
 
 
+class Feed(Record):
+    """A feed to poll. ``id`` is :func:`wirewatch.identity.feed_id` of the URL; ``interval_s`` None = adaptive."""
+
+    kind: ClassVar[str] = "feed"
+    id: str = Field(min_length=1, max_length=64)
+    url: str = Field(min_length=1, max_length=2000)
+    name: str = ""
+    interval_s: float | None = Field(default=None, gt=0)
+    tags: tuple[str, ...] = ()
+    enabled: bool = True
+    disabled_reason: str = ""
+    owner: str | None = None
+    updated_at: datetime | None = None
+
+
 class ModelInfo(Record):
     """Which embedding model and backend produced a score."""
 
