@@ -140,7 +140,7 @@ def _register_stages() -> None:
     """Add each stage's commands. A stage module exposes ``register(app)``."""
     import importlib
 
-    for name in ("ingest.cli", "classify.cli", "alerts.cli", "wirewatch.ops"):
+    for name in ("ingest.cli", "classify.cli", "alerts.cli", "wirewatch.ops", "wirewatch.ops_keys"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

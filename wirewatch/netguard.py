@@ -1,0 +1,405 @@
+"""SSRF guard: feed and webhook URLs may only reach the public internet, unless an operator allows more.
+
+Two checks, both driven by the same allow-list (``settings.api.url_allowlist``: CIDRs such as ``10.0.0.0/8``
+or ``127.0.0.1``, and host names such as ``hooks.internal`` or ``.corp.example`` for a whole domain):
+
+* :func:`check_url` when a URL is registered: http/https only, a host, no credentials, and no literal
+  address (in any spelling: ``127.1``, ``0x7f000001``, ``[::ffff:127.0.0.1]``) in a refused range.
+* :func:`resolve_and_check` at every use, after DNS resolution: every address the name resolves to must be
+  allowed, so a public name that points at ``169.254.169.254`` is refused.
+
+HTTP clients get the second check on every connection, redirects included, by using
+:func:`guarded_transport` / :func:`guarded_async_transport`: their network backend resolves the host,
+checks every address, and connects to the checked address itself, so a DNS answer that changes between the
+check and the connection (rebinding) cannot slip through. Refusals raise :class:`UnsafeURLError`, a
+permanent error: retrying will not help until the operator changes the allow-list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPAT = ipaddress.ip_network("::/96")
+_UNLESS = "not allowed unless api.url_allowlist permits it"
+_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+
+
+class UnsafeURLError(ValueError):
+    """A URL or address that the SSRF policy refuses; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """Operator exceptions to the policy: networks and host names (``.example.com`` covers subdomains)."""
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    hosts: frozenset[str] = frozenset()
+    domains: tuple[str, ...] = ()
+
+    def permits_ip(self, ip: IP) -> bool:
+        """True when ``ip`` lies in an allowed network."""
+        return any(ip.version == net.version and ip in net for net in self.networks)
+
+    def permits_host(self, host: str) -> bool:
+        """True when ``host`` is an allowed name or lies under an allowed domain."""
+        h = host.lower().rstrip(".")
+        return h in self.hosts or any(h.endswith(d) or h == d[1:] for d in self.domains)
+
+
+def allowlist(entries: Iterable[str] | Allowlist | None) -> Allowlist:
+    """Parse allow-list entries (CIDR, address, host name or ``.domain`` / ``*.domain``).
+
+    Raises:
+        UnsafeURLError: for an entry that is none of these (the message quotes it).
+    """
+    if isinstance(entries, Allowlist):
+        return entries
+    return _parse_allowlist(tuple(entries or ()))
+
+
+@lru_cache(maxsize=64)
+def _parse_allowlist(entries: tuple[str, ...]) -> Allowlist:
+    nets, hosts, domains = [], set(), []
+    for raw in entries:
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            continue
+        except ValueError:
+            pass
+        if entry.startswith("*."):
+            entry = entry[1:]
+        name = entry.lstrip(".")
+        if not name or not all(part and (part.replace("-", "").isalnum()) for part in name.split(".")):
+            raise UnsafeURLError(f"url_allowlist entry {raw!r} is neither a CIDR, an address nor a host name")
+        if entry.startswith("."):
+            domains.append(entry)
+        else:
+            hosts.add(entry)
+    return Allowlist(tuple(nets), frozenset(hosts), tuple(domains))
+
+
+def _embedded_v4(ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address] | None:
+    """The IPv4 address an IPv6 transition form carries, and the form's name."""
+    if ip.ipv4_mapped is not None:
+        return "IPv4-mapped", ip.ipv4_mapped
+    if ip in _NAT64:
+        return "NAT64", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return "6to4", ip.sixtofour
+    if ip.teredo is not None:
+        return "Teredo", ip.teredo[1]
+    if ip in _IPV4_COMPAT and int(ip) > 1:
+        return "IPv4-compatible", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _v4_reason(ip: ipaddress.IPv4Address) -> str | None:
+    if ip in _METADATA:
+        return "the cloud metadata address"
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip in _CGNAT:
+        return "a carrier-grade NAT (100.64.0.0/10) address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_reserved or ip == ipaddress.IPv4Address("255.255.255.255"):
+        return "a reserved address"
+    if ip.is_private:
+        return "a private address"
+    if not ip.is_global:
+        return "a non-public address"
+    return None
+
+
+def blocked_reason(ip: IP, allow: Allowlist | None = None) -> str | None:
+    """Why the policy refuses ``ip``, or None when it may be reached.
+
+    An address in an allowed network is permitted; an IPv6 transition form (IPv4-mapped, NAT64, 6to4,
+    Teredo, IPv4-compatible) is judged by the IPv4 address it carries, and permitted when either the
+    IPv6 address or the carried IPv4 address is allowed.
+    """
+    allow = allow or Allowlist()
+    if allow.permits_ip(ip):
+        return None
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _v4_reason(ip)
+    if ip in _METADATA:
+        return "the cloud metadata address"
+    embedded = _embedded_v4(ip)
+    if embedded is not None:
+        form, v4 = embedded
+        if allow.permits_ip(v4):
+            return None
+        inner = _v4_reason(v4)
+        return f"{inner} in {form} form ({v4})" if inner else None
+    if ip in _NAT64_LOCAL:
+        return "a local-use NAT64 address"
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_site_local:
+        return "a site-local address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_private:
+        return "a private (unique local) address"
+    if ip.is_reserved:
+        return "a reserved address"
+    if not ip.is_global:
+        return "a non-public address"
+    return None
+
+
+def literal_ip(host: str) -> IP | None:
+    """``host`` as an address when it is one in any spelling the resolver accepts (``127.1``, ``0x7f.1``)."""
+    h = host.strip("[]")
+    try:
+        return ipaddress.ip_address(h.split("%", 1)[0])
+    except ValueError:
+        pass
+    if h and all(c in "0123456789abcdefxABCDEFX." for c in h) and h[0].isdigit():
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(h))
+        except OSError:
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class CheckedURL:
+    """A URL that passed :func:`check_url`: its scheme, host (lower case) and port."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+
+
+def check_url(url: str, allow: Iterable[str] | Allowlist | None = None, *, field: str = "url") -> CheckedURL:
+    """Check a URL before it is stored: scheme, host, credentials, and literal addresses.
+
+    Host names are not resolved here (a feed whose name does not resolve today may tomorrow);
+    :func:`resolve_and_check` runs at every use.
+
+    Raises:
+        UnsafeURLError: naming ``field`` and the reason.
+    """
+    al = allowlist(allow)
+    if not isinstance(url, str) or not url.strip():
+        raise UnsafeURLError(f"{field}: a URL is required")
+    if any(ord(c) < 0x21 for c in url):
+        raise UnsafeURLError(f"{field}: URL contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeURLError(f"{field}: not a valid URL ({exc})") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise UnsafeURLError(f"{field}: only http and https URLs are accepted, got {scheme or 'no'} scheme")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise UnsafeURLError(f"{field}: credentials in URLs are not accepted; use the secret field instead")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise UnsafeURLError(f"{field}: URL has no host")
+    port = port or (443 if scheme == "https" else 80)
+    if al.permits_host(host):
+        return CheckedURL(url, scheme, host, port)
+    ip = literal_ip(host)
+    if ip is not None:
+        reason = blocked_reason(ip, al)
+        if reason:
+            raise UnsafeURLError(f"{field}: {host} is {reason}; {_UNLESS}")
+    elif host == "localhost" or host.endswith((".localhost", ".local", ".internal", ".localdomain")):
+        raise UnsafeURLError(f"{field}: host {host} names a local or internal address; "
+                             f"{_UNLESS}")
+    return CheckedURL(url, scheme, host, port)
+
+
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (TCP), via the system resolver."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def resolve_and_check(
+    host: str, port: int, allow: Iterable[str] | Allowlist | None = None, *, resolver: Resolver | None = None
+) -> list[str]:
+    """Resolve ``host`` and return its addresses, all of which the policy permits.
+
+    A host name on the allow-list is trusted whatever it resolves to. Otherwise every address must pass:
+    one refused address refuses the host (a name that mixes public and private answers is an attack).
+
+    Raises:
+        UnsafeURLError: when an address is refused (the message names host, address and reason) or
+            the name does not resolve.
+    """
+    al = allowlist(allow)
+    ip = literal_ip(host)
+    if ip is not None:
+        reason = blocked_reason(ip, al)
+        if reason:
+            raise UnsafeURLError(f"{host} is {reason}; {_UNLESS}")
+        return [str(ip)]
+    try:
+        addresses = list((resolver or system_resolver)(host, port))
+    except OSError as exc:
+        raise UnsafeURLError(f"{host} does not resolve: {exc}") from exc
+    if not addresses:
+        raise UnsafeURLError(f"{host} resolves to no address")
+    if al.permits_host(host):
+        return addresses
+    for addr in addresses:
+        reason = blocked_reason(ipaddress.ip_address(addr.split("%", 1)[0]), al)
+        if reason:
+            raise UnsafeURLError(f"{host} resolves to {addr}, {reason}; {_UNLESS}")
+    return addresses
+
+
+def check_request_url(url: str, allow: Iterable[str] | Allowlist | None = None,
+                      *, resolver: Resolver | None = None) -> list[str]:
+    """Both checks for one hop: :func:`check_url` then :func:`resolve_and_check`; returns the addresses."""
+    c = check_url(url, allow)
+    return resolve_and_check(c.host, c.port, allow, resolver=resolver)
+
+
+class _GuardedSyncBackend(httpcore.SyncBackend):
+    def __init__(self, allow: Allowlist, resolver: Resolver | None) -> None:
+        self._allow = allow
+        self._resolver = resolver
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None, socket_options: Any = None) -> httpcore.NetworkStream:
+        addresses = resolve_and_check(host, port, self._allow, resolver=self._resolver)
+        last: Exception | None = None
+        for addr in addresses:
+            try:
+                return super().connect_tcp(addr, port, timeout=timeout, local_address=local_address,
+                                           socket_options=socket_options)
+            except httpcore.ConnectError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:
+        raise UnsafeURLError("unix sockets are not reachable through the guarded transport")
+
+
+class _GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, allow: Allowlist, resolver: Resolver | None) -> None:
+        self._allow = allow
+        self._resolver = resolver
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        import anyio
+
+        addresses = await anyio.to_thread.run_sync(
+            lambda: resolve_and_check(host, port, self._allow, resolver=self._resolver))
+        last: Exception | None = None
+        for addr in addresses:
+            try:
+                return await self._inner.connect_tcp(addr, port, timeout=timeout, local_address=local_address,
+                                                     socket_options=socket_options)
+            except httpcore.ConnectError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        raise UnsafeURLError("unix sockets are not reachable through the guarded transport")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _hook(al: Allowlist) -> Callable[[httpx.Request], None]:
+    def hook(request: httpx.Request) -> None:
+        check_url(str(request.url), al)
+    return hook
+
+
+def guarded_transport(allow: Iterable[str] | Allowlist | None = None, *, resolver: Resolver | None = None,
+                      **kwargs: Any) -> httpx.HTTPTransport:
+    """An ``httpx.HTTPTransport`` whose every connection is checked after DNS resolution.
+
+    Use it with ``follow_redirects=True`` and every hop is checked (each hop opens or reuses a connection
+    to a checked address). ``kwargs`` go to ``httpx.HTTPTransport`` (``verify``, ``limits``, ``retries``...);
+    proxies are not supported (a proxy would resolve names itself). Pair it with
+    ``event_hooks={"request": [request_hook(allow)]}`` to also refuse credentials or odd schemes per hop.
+    """
+    kwargs.pop("proxy", None)
+    transport = httpx.HTTPTransport(**kwargs)
+    # httpx does not take a network backend; the pool's backend is the one seam for connecting ourselves.
+    transport._pool._network_backend = _GuardedSyncBackend(allowlist(allow), resolver)  # type: ignore[union-attr]
+    return transport
+
+
+def guarded_async_transport(allow: Iterable[str] | Allowlist | None = None, *,
+                            resolver: Resolver | None = None, **kwargs: Any) -> httpx.AsyncHTTPTransport:
+    """The asyncio counterpart of :func:`guarded_transport`."""
+    kwargs.pop("proxy", None)
+    transport = httpx.AsyncHTTPTransport(**kwargs)
+    transport._pool._network_backend = _GuardedAsyncBackend(allowlist(allow), resolver)  # type: ignore[union-attr]
+    return transport
+
+
+def request_hook(allow: Iterable[str] | Allowlist | None = None) -> Callable[[httpx.Request], None]:
+    """An httpx request event hook that applies :func:`check_url` to every request, redirects included."""
+    return _hook(allowlist(allow))
+
+
+def async_request_hook(allow: Iterable[str] | Allowlist | None = None) -> Callable[[httpx.Request], Any]:
+    """The async client's version of :func:`request_hook`."""
+    sync = _hook(allowlist(allow))
+
+    async def hook(request: httpx.Request) -> None:
+        sync(request)
+    return hook
+
+
+def guarded_client(allow: Iterable[str] | Allowlist | None = None, **kwargs: Any) -> httpx.Client:
+    """An ``httpx.Client`` with the guarded transport and the per-request hook, not trusting proxy env."""
+    al = allowlist(allow)
+    transport_kw = {k: kwargs.pop(k) for k in ("verify", "limits", "retries", "http2") if k in kwargs}
+    return httpx.Client(transport=guarded_transport(al, **transport_kw), event_hooks={"request": [_hook(al)]},
+                        trust_env=False, **kwargs)
+
+
+def guarded_async_client(allow: Iterable[str] | Allowlist | None = None, **kwargs: Any) -> httpx.AsyncClient:
+    """The asyncio counterpart of :func:`guarded_client`."""
+    al = allowlist(allow)
+    transport_kw = {k: kwargs.pop(k) for k in ("verify", "limits", "retries", "http2") if k in kwargs}
+    return httpx.AsyncClient(transport=guarded_async_transport(al, **transport_kw),
+                             event_hooks={"request": [async_request_hook(al)]}, trust_env=False, **kwargs)
