@@ -54,7 +54,9 @@ def stack_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     started = time.monotonic()
     rows = stack.up(s)
     for row in rows:
-        _VERSIONS[row.name] = f"{row.version or '?'} at {row.endpoint} ({row.state}, up in {time.monotonic() - started:.1f}s)"
+        _VERSIONS[row.name] = (
+            f"{row.version or '?'} at {row.endpoint} ({row.state}, up in {time.monotonic() - started:.1f}s)"
+        )
     try:
         yield base
     finally:
@@ -74,8 +76,10 @@ def make_settings(stack_base: dict[str, Any]) -> Callable[..., Settings]:
     ns = uuid.uuid4().hex[:8]
     unique = {
         "redis": {"key_prefix": f"t{ns}:"},
-        "kafka": {"topics": {"articles": f"t{ns}.articles", "matches": f"t{ns}.matches",
-                             "deliveries": f"t{ns}.deliveries"}, "partitions": 3},
+        "kafka": {
+            "topics": {"articles": f"t{ns}.articles", "matches": f"t{ns}.matches", "deliveries": f"t{ns}.deliveries"},
+            "partitions": 3,
+        },
     }
 
     def build(**overrides: Any) -> Settings:

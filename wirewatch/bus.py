@@ -58,10 +58,14 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (KafkaError, ProduceError, r
 
 def _common(settings: Settings) -> dict[str, Any]:
     k = settings.kafka
-    conf: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers.split(","), "security_protocol": k.security_protocol}
+    conf: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "security_protocol": k.security_protocol,
+    }
     if k.sasl_mechanism:
-        conf.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username,
-                    sasl_plain_password=k.sasl_password)
+        conf.update(
+            sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username, sasl_plain_password=k.sasl_password
+        )
     return conf
 
 
@@ -80,22 +84,28 @@ def _kb(key: str | bytes | None) -> bytes | None:
 
 
 class Producer:
-    """An idempotent producer (acks=all, bounded retries) whose ``send_many`` returns only once Kafka
-    acknowledged every record."""
+    """An idempotent producer (acks=all, bounded retries).
+
+    ``send_many`` returns only once Kafka acknowledged every record.
+    """
 
     def __init__(self, settings: Settings, *, client_id: str = "wirewatch", **overrides: Any) -> None:
-        conf = _common(settings) | {
-            "client_id": f"{settings.kafka.client_id}-{client_id}",
-            "acks": "all",
-            "enable_idempotence": True,
-            "retries": 10,
-            "max_in_flight_requests_per_connection": 5,
-            "linger_ms": 5,
-            "request_timeout_ms": 15000,
-            "delivery_timeout_ms": 60000,
-            "max_block_ms": 30000,
-            "max_request_size": 4 * 1024 * 1024,
-        } | overrides
+        conf = (
+            _common(settings)
+            | {
+                "client_id": f"{settings.kafka.client_id}-{client_id}",
+                "acks": "all",
+                "enable_idempotence": True,
+                "retries": 10,
+                "max_in_flight_requests_per_connection": 5,
+                "linger_ms": 5,
+                "request_timeout_ms": 15000,
+                "delivery_timeout_ms": 60000,
+                "max_block_ms": 30000,
+                "max_request_size": 4 * 1024 * 1024,
+            }
+            | overrides
+        )
         self._producer = KafkaProducer(**conf)
 
     def send_many(self, items: Iterable[Outgoing], timeout_s: float = 60.0) -> int:
@@ -107,14 +117,22 @@ class Producer:
         futures = []
         try:
             for item in items:
-                futures.append((item.topic, self._producer.send(item.topic, key=_kb(item.key), value=item.value,
-                                                                headers=list(item.headers))))
+                futures.append(
+                    (
+                        item.topic,
+                        self._producer.send(
+                            item.topic, key=_kb(item.key), value=item.value, headers=list(item.headers)
+                        ),
+                    )
+                )
             self._producer.flush(timeout=timeout_s)
             for topic, fut in futures:
                 fut.get(timeout=max(0.1, timeout_s))
                 metrics.BUS_PRODUCED.labels(topic).inc()
         except KafkaError as exc:
-            raise ProduceError(f"Kafka did not acknowledge {len(futures)} record(s): {type(exc).__name__}: {exc}") from exc
+            raise ProduceError(
+                f"Kafka did not acknowledge {len(futures)} record(s): {type(exc).__name__}: {exc}"
+            ) from exc
         return len(futures)
 
     def send(self, item: Outgoing, timeout_s: float = 60.0) -> None:
@@ -128,12 +146,16 @@ class Producer:
 
 def ensure_topics(settings: Settings, topics: dict[str, int], *, timeout_s: float = 30.0) -> None:
     """Create each topic with its partition count if missing, and grow partitions that are too few."""
-    admin = KafkaAdminClient(**_common(settings), client_id=f"{settings.kafka.client_id}-admin",
-                             request_timeout_ms=int(timeout_s * 1000))
+    admin = KafkaAdminClient(
+        **_common(settings), client_id=f"{settings.kafka.client_id}-admin", request_timeout_ms=int(timeout_s * 1000)
+    )
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(name, partitions, settings.kafka.replication_factor)
-               for name, partitions in topics.items() if name not in existing]
+        new = [
+            NewTopic(name, partitions, settings.kafka.replication_factor)
+            for name, partitions in topics.items()
+            if name not in existing
+        ]
         if new:
             try:
                 admin.create_topics(new, timeout_ms=int(timeout_s * 1000))
@@ -159,8 +181,11 @@ def ensure_topics(settings: Settings, topics: dict[str, int], *, timeout_s: floa
 def ensure_default_topics(settings: Settings) -> None:
     """The three pipeline topics with ``kafka.partitions`` partitions, and their DLQs with one."""
     t = settings.kafka.topics
-    wanted = {t.articles: settings.kafka.partitions, t.matches: settings.kafka.partitions,
-              t.deliveries: settings.kafka.partitions}
+    wanted = {
+        t.articles: settings.kafka.partitions,
+        t.matches: settings.kafka.partitions,
+        t.deliveries: settings.kafka.partitions,
+    }
     wanted |= {settings.dlq(name): 1 for name in list(wanted)}
     ensure_topics(settings, wanted)
 
@@ -203,8 +228,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._loop._on_revoked(list(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        log.info("partitions_assigned", group=self._loop.group,
-                 partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+        log.info(
+            "partitions_assigned",
+            group=self._loop.group,
+            partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+        )
 
 
 @dataclass
@@ -303,7 +331,9 @@ class ConsumerLoop(Generic[T]):
         # a batch still in flight belongs to a partition we may no longer own and is dropped uncommitted.
         self._rebalanced = True
         metrics.BUS_COMMITS.labels(self.group, "revoke").inc()
-        log.info("partitions_revoked", group=self.group, partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+        log.info(
+            "partitions_revoked", group=self.group, partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked)
+        )
 
     def _poll_batch(self, consumer: KafkaConsumer) -> list[Any]:
         self._rebalanced = False
@@ -334,7 +364,9 @@ class ConsumerLoop(Generic[T]):
                     raise RecordError("empty message value")
                 value = self._decode(raw)
             except RecordError as exc:
-                bad.append(_Rejected(r.topic, r.partition, r.offset, r.key, raw, headers, r.timestamp, "decode", str(exc)))
+                bad.append(
+                    _Rejected(r.topic, r.partition, r.offset, r.key, raw, headers, r.timestamp, "decode", str(exc))
+                )
                 continue
             good.append(Consumed(r.topic, r.partition, r.offset, r.key, value, r.timestamp, headers, raw))
         return good, bad
@@ -350,12 +382,19 @@ class ConsumerLoop(Generic[T]):
                 attempt += 1
                 metrics.BUS_BATCH_RETRIES.labels(self.group).inc()
                 delay = min(self.cfg.max_backoff_s, 0.5 * 2 ** min(attempt, 10))
-                log.warning("batch_retry", group=self.group, attempt=attempt, delay_s=delay,
-                            error=f"{type(exc).__name__}: {exc}")
+                log.warning(
+                    "batch_retry",
+                    group=self.group,
+                    attempt=attempt,
+                    delay_s=delay,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
                 if not self._wait_alive(delay):
                     return None
             except Exception as exc:  # noqa: BLE001 - a non-transient error is a poison item; find it
-                log.warning("batch_poison_suspected", group=self.group, size=len(items), error=f"{type(exc).__name__}: {exc}")
+                log.warning(
+                    "batch_poison_suspected", group=self.group, size=len(items), error=f"{type(exc).__name__}: {exc}"
+                )
                 if len(items) == 1:
                     return [self._reject(items[0], "handler", f"{type(exc).__name__}: {exc}")]
                 out: list[_Rejected] = []
@@ -422,16 +461,25 @@ class ConsumerLoop(Generic[T]):
         out = []
         for b in bad:
             metrics.BUS_DLQ.labels(self.group, b.topic, b.kind).inc()
-            log.warning("message_dead_lettered", group=self.group, topic=b.topic, partition=b.partition,
-                        offset=b.offset, kind=b.kind, reason=b.reason[:500])
-            headers = [*b.headers,
-                       ("wirewatch.error", b.reason[:2000].encode()),
-                       ("wirewatch.error.kind", b.kind.encode()),
-                       ("wirewatch.source.topic", b.topic.encode()),
-                       ("wirewatch.source.partition", str(b.partition).encode()),
-                       ("wirewatch.source.offset", str(b.offset).encode()),
-                       ("wirewatch.source.timestamp", str(b.timestamp_ms).encode()),
-                       ("wirewatch.group", self.group.encode())]
+            log.warning(
+                "message_dead_lettered",
+                group=self.group,
+                topic=b.topic,
+                partition=b.partition,
+                offset=b.offset,
+                kind=b.kind,
+                reason=b.reason[:500],
+            )
+            headers = [
+                *b.headers,
+                ("wirewatch.error", b.reason[:2000].encode()),
+                ("wirewatch.error.kind", b.kind.encode()),
+                ("wirewatch.source.topic", b.topic.encode()),
+                ("wirewatch.source.partition", str(b.partition).encode()),
+                ("wirewatch.source.offset", str(b.offset).encode()),
+                ("wirewatch.source.timestamp", str(b.timestamp_ms).encode()),
+                ("wirewatch.group", self.group.encode()),
+            ]
             out.append(Outgoing(self.settings.dlq(b.topic), b.key, b.raw, headers))
         self._producer.send_many(out)
 

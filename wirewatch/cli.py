@@ -50,7 +50,9 @@ def settings_of(ctx: typer.Context | None = None) -> Settings:
 
 @app.callback()
 def _main(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (or $WIREWATCH_CONFIG).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML config file (or $WIREWATCH_CONFIG).")
+    ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning or error.")] = None,
     log_format: Annotated[str | None, typer.Option("--log-format", help="auto, json or console.")] = None,
 ) -> None:
@@ -75,7 +77,8 @@ def config_check(file: Annotated[Path, typer.Argument(help="TOML file to validat
     print(f"  kafka: {s.kafka.bootstrap_servers or 'local stack on 127.0.0.1:' + str(s.stack.kafka_port)}")
     print(f"  redis: {s.redis.url or 'local stack on 127.0.0.1:' + str(s.stack.redis_port)}")
     print(f"  data dir: {s.data_dir}")
-    print(f"  feeds: {len(s.ingest.feeds)}  topics: {len(s.classify.topics)}  subscriptions: {len(s.alerts.subscriptions)}")
+    counts = f"feeds: {len(s.ingest.feeds)}  topics: {len(s.classify.topics)}"
+    print(f"  {counts}  subscriptions: {len(s.alerts.subscriptions)}")
 
 
 def _print_status(rows: list) -> None:  # type: ignore[type-arg]

@@ -82,7 +82,8 @@ class Registry(Generic[R]):
             try:
                 out.append(decode(self.cls, raw))
             except RecordError as exc:
-                log.error("registry_record_unreadable", kind=self.kind, id=rid.decode(errors="replace"), error=str(exc))
+                name = rid.decode(errors="replace") if isinstance(rid, bytes) else rid
+                log.error("registry_record_unreadable", kind=self.kind, id=name, error=str(exc))
         return out
 
     def revision(self) -> int:
@@ -133,7 +134,9 @@ class Watcher(Generic[R]):
         try:
             self._on_change(records)
         except Exception as exc:  # noqa: BLE001 - a bad definition must not kill the worker
-            log.error("registry_apply_failed", kind=self._registry.kind, revision=rev, error=f"{type(exc).__name__}: {exc}")
+            log.error(
+                "registry_apply_failed", kind=self._registry.kind, revision=rev, error=f"{type(exc).__name__}: {exc}"
+            )
         self._seen = rev
         log.info("registry_loaded", kind=self._registry.kind, revision=rev, count=len(records))
         return True

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,11 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServiceStatus:
-    """One service's state: ``running`` (answers), ``stopped`` (not started), ``unreachable`` (started or
-    configured, but not answering), or ``external`` (configured elsewhere and answering)."""
+    """One service's state.
+
+    ``running`` (answers), ``stopped`` (not started), ``unreachable`` (started or configured, but not
+    answering), or ``external`` (configured elsewhere and answering).
+    """
 
     name: str
     state: str
@@ -140,11 +144,17 @@ def kafka_jars(settings: Settings) -> Path:
         (Path(tmp) / "pom.xml").write_text(_POM.format(version=settings.stack.kafka_version))
         proc = subprocess.run(
             [mvn, "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
-            cwd=tmp, capture_output=True, text=True, timeout=900, check=False,
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
         )
     if proc.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
-        raise StackError(f"could not resolve Kafka {settings.stack.kafka_version} jars with Maven: "
-                         f"{(proc.stdout + proc.stderr)[-2000:]}")
+        raise StackError(
+            f"could not resolve Kafka {settings.stack.kafka_version} jars with Maven: "
+            f"{(proc.stdout + proc.stderr)[-2000:]}"
+        )
     marker.write_text(settings.stack.kafka_version)
     return libs
 
@@ -205,10 +215,23 @@ def _format_kafka(settings: Settings, libs: Path, props: Path) -> None:
     if not cluster_file.exists():
         cluster_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
     proc = subprocess.run(
-        [_java(), "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
-         "kafka.tools.StorageTool", "format", "-t", cluster_file.read_text().strip(), "-c", str(props),
-         "--ignore-formatted"],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            _java(),
+            "-cp",
+            f"{libs}/*",
+            f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_file.read_text().strip(),
+            "-c",
+            str(props),
+            "--ignore-formatted",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if proc.returncode != 0:
         raise StackError(f"formatting Kafka storage failed: {(proc.stdout + proc.stderr)[-2000:]}")
@@ -234,8 +257,9 @@ def _kafka_answers(bootstrap: str, timeout_s: float = 5.0) -> str | None:
 def _probe(admin_cls: Any, error_cls: Any, bootstrap: str, timeout_s: float) -> str | None:
     KafkaAdminClient, KafkaError = admin_cls, error_cls  # noqa: N806
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
-                                 client_id="wirewatch-stack")
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), client_id="wirewatch-stack"
+        )
     except (KafkaError, OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
     try:
@@ -254,13 +278,23 @@ def _start_kafka(settings: Settings) -> None:
     root, _, pid_file, log_file = _kafka_paths(settings)
     heap = settings.stack.kafka_heap
     cmd = [
-        _java(), f"-Xmx{heap}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}", f"-Dkafka.logs.dir={root}",
-        "-cp", f"{libs}/*", "kafka.Kafka", str(props),
+        _java(),
+        f"-Xmx{heap}",
+        "-Xms128m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={root}",
+        "-cp",
+        f"{libs}/*",
+        "kafka.Kafka",
+        str(props),
     ]
     with open(root / "kafka.out", "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=root)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=root
+        )
     pid_file.write_text(str(proc.pid))
     log.info("kafka_starting", pid=proc.pid, port=settings.stack.kafka_port, log=str(log_file))
 
@@ -276,7 +310,9 @@ def redis_server_binary() -> str:
     Raises:
         StackError: when it is not installed.
     """
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
     if found is None:
         raise StackError("redis-server is not installed; install it (apt-get install -y redis-server)")
     return found
@@ -301,8 +337,14 @@ def _start_redis(settings: Settings) -> None:
             ]
         )
     )
-    proc = subprocess.Popen([redis_server_binary(), str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL, start_new_session=True, cwd=root)
+    proc = subprocess.Popen(
+        [redis_server_binary(), str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=root,
+    )
     pid_file.write_text(str(proc.pid))
     log.info("redis_starting", pid=proc.pid, port=settings.stack.redis_port)
 
@@ -363,7 +405,7 @@ def status(settings: Settings) -> list[ServiceStatus]:
     return [kafka_status(settings), redis_status(settings)]
 
 
-def _wait(check: callable, what: str, timeout_s: float, log_hint: Path | None) -> None:  # type: ignore[valid-type]
+def _wait(check: Callable[[], ServiceStatus], what: str, timeout_s: float, log_hint: Path | None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         st = check()

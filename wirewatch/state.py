@@ -50,7 +50,7 @@ def get_many(client: redis.Redis, keys: Sequence[str]) -> list[bytes | None]:
     """``MGET`` that tolerates an empty list."""
     if not keys:
         return []
-    return list(client.mget(keys))
+    return [v if v is None or isinstance(v, bytes) else v.encode() for v in client.mget(keys)]
 
 
 def set_many(client: redis.Redis, items: Sequence[tuple[str, bytes | str]], ttl_s: int | None) -> None:
@@ -61,6 +61,10 @@ def set_many(client: redis.Redis, items: Sequence[tuple[str, bytes | str]], ttl_
     for k, v in items:
         pipe.set(k, v, ex=ttl_s)
     pipe.execute()
+
+
+def _as_text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 # Claim ``key`` for ``lease`` ms unless it is already done, or claimed by someone else whose lease is live.
@@ -103,14 +107,14 @@ class Ledger:
 
     def release(self, key: str, owner: str) -> None:
         """Give up a claim (the side effect was not performed and will be retried by whoever claims next)."""
-        value = self._client.get(key)
-        if value is not None and value.decode().startswith(f"claim:{owner}:"):
+        value = _as_text(self._client.get(key))
+        if value is not None and value.startswith(f"claim:{owner}:"):
             self._client.delete(key)
 
     def is_done(self, key: str) -> bool:
         """True when ``key`` was marked done."""
-        value = self._client.get(key)
-        return value is not None and value.startswith(b"done:")
+        value = _as_text(self._client.get(key))
+        return value is not None and value.startswith("done:")
 
 
 # Sliding-window counter: allow when fewer than ARGV[1] members in the last ARGV[2] ms.
@@ -139,5 +143,7 @@ class RateLimiter:
         """Take one slot in ``key``'s window of ``count`` per ``per_s`` seconds if one is free."""
         now_ms = int(time.time() * 1000)
         self._seq += 1
-        ok, wait_ms = self._script(keys=[key], args=[count, int(per_s * 1000), now_ms, f"{now_ms}-{id(self)}-{self._seq}"])
+        ok, wait_ms = self._script(
+            keys=[key], args=[count, int(per_s * 1000), now_ms, f"{now_ms}-{id(self)}-{self._seq}"]
+        )
         return bool(ok), max(0.0, float(wait_ms) / 1000)

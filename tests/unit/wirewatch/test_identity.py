@@ -10,8 +10,13 @@ from wirewatch.identity import article_id, canonical_url
 
 segment = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._~%20", min_size=0, max_size=12)
 hosts = st.sampled_from(["Example.COM", "news.example.org", "BBC.co.uk", "127.0.0.1", "xn--bcher-kva.example"])
-params = st.lists(st.tuples(st.sampled_from(["id", "page", "q", "utm_source", "utm_medium", "fbclid", "gclid", "x"]),
-                            st.text(alphabet="abc123", max_size=5)), max_size=5)
+params = st.lists(
+    st.tuples(
+        st.sampled_from(["id", "page", "q", "utm_source", "utm_medium", "fbclid", "gclid", "x"]),
+        st.text(alphabet="abc123", max_size=5),
+    ),
+    max_size=5,
+)
 
 
 def build(scheme: str, host: str, port: str, path: list[str], query: list[tuple[str, str]], frag: str) -> str:
@@ -19,9 +24,15 @@ def build(scheme: str, host: str, port: str, path: list[str], query: list[tuple[
     return f"{scheme}://{host}{port}/{'/'.join(path)}" + (f"?{q}" if q else "") + (f"#{frag}" if frag else "")
 
 
-urls = st.builds(build, st.sampled_from(["http", "https", "HTTP", "HttpS"]), hosts,
-                 st.sampled_from(["", ":80", ":443", ":8080"]), st.lists(segment, max_size=4), params,
-                 st.text(alphabet="abc", max_size=4))
+urls = st.builds(
+    build,
+    st.sampled_from(["http", "https", "HTTP", "HttpS"]),
+    hosts,
+    st.sampled_from(["", ":80", ":443", ":8080"]),
+    st.lists(segment, max_size=4),
+    params,
+    st.text(alphabet="abc", max_size=4),
+)
 
 
 @given(urls)
@@ -48,7 +59,7 @@ def test_tracking_parameters_do_not_change_identity(url: str, tracking: str) -> 
 
 @given(urls)
 def test_http_https_flip_keeps_identity(url: str) -> None:
-    flipped = "https" + url[url.index(":"):] if url.lower().startswith("http:") else "http" + url[url.index(":"):]
+    flipped = "https" + url[url.index(":") :] if url.lower().startswith("http:") else "http" + url[url.index(":") :]
     a = article_id(url=url, feed_url="https://f/")
     b = article_id(url=flipped.replace(":443", "").replace(":80", ""), feed_url="https://f/")
     if ":443" not in url and ":80" not in url:
@@ -69,7 +80,9 @@ def test_canonical_examples(raw: str, canon: str) -> None:
     assert canonical_url(raw) == canon
 
 
-@pytest.mark.parametrize("bad", ["file:///etc/passwd", "/relative/path", "ftp://x/y", "javascript:alert(1)", "https://"])
+@pytest.mark.parametrize(
+    "bad", ["file:///etc/passwd", "/relative/path", "ftp://x/y", "javascript:alert(1)", "https://"]
+)
 def test_non_http_urls_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         canonical_url(bad)
@@ -88,4 +101,6 @@ def test_identity_fallbacks() -> None:
 @given(st.text(min_size=1, max_size=40), st.text(min_size=1, max_size=40))
 def test_different_guids_give_different_ids(a: str, b: str) -> None:
     if a.strip() != b.strip() and a.strip() and b.strip():
-        assert article_id(url=None, feed_url="https://f/", guid=a) != article_id(url=None, feed_url="https://f/", guid=b)
+        assert article_id(url=None, feed_url="https://f/", guid=a) != article_id(
+            url=None, feed_url="https://f/", guid=b
+        )
