@@ -23,6 +23,34 @@ BUS_BATCH_RETRIES = Counter("wirewatch_bus_batch_retries_total", "Batches retrie
 BUS_COMMITS = Counter("wirewatch_bus_commits_total", "Offset commits.", ["group", "trigger"])
 BUS_LAG = Gauge("wirewatch_consumer_lag_messages", "Consumer lag per partition.", ["group", "topic", "partition"])
 
+# --- ingest: feed polling -------------------------------------------------------------------------------
+INGEST_FETCHES = Counter(
+    "wirewatch_ingest_fetches_total",
+    "Feed fetches by outcome (200, 304, 4xx, 5xx, timeout, too_large, parse_error, ...).", ["outcome"],
+)
+INGEST_ITEMS = Counter(
+    "wirewatch_ingest_items_total", "Feed entries by fate: new, updated, seen, stale, invalid, busy.", ["kind"]
+)
+INGEST_PARSE_PROBLEMS = Counter(
+    "wirewatch_ingest_parse_problems_total", "Feeds parsed with problems (bozo), by error type.", ["error"]
+)
+INGEST_FETCH_SECONDS = Histogram(
+    "wirewatch_ingest_fetch_seconds", "Time of one fetch, redirects and body included.", buckets=LATENCY_BUCKETS
+)
+INGEST_PROCESS_SECONDS = Histogram(
+    "wirewatch_ingest_process_seconds", "Fetch to Kafka acknowledgement of one feed's new entries.",
+    buckets=LATENCY_BUCKETS,
+)
+INGEST_FEEDS = Gauge("wirewatch_ingest_feeds", "Feeds this worker polls, by state.", ["state"])
+INGEST_FEEDS_DUE = Gauge("wirewatch_ingest_feeds_due", "Feeds whose poll is due now.")
+INGEST_FEEDS_OVERDUE = Gauge(
+    "wirewatch_ingest_feeds_overdue", "Feeds due for longer than a minimum interval but not yet fetched."
+)
+INGEST_FEEDS_QUIET = Gauge("wirewatch_ingest_feeds_quiet", "Feeds silent for much longer than their own cadence.")
+INGEST_FEEDS_DISABLED = Counter("wirewatch_ingest_feeds_disabled_total", "Feeds disabled (410 Gone), by reason.",
+                                ["reason"])
+INGEST_URL_MOVES = Counter("wirewatch_ingest_url_moves_total", "Stored feed URLs updated after a permanent redirect.")
+
 
 def serve(port: int | None, addr: str = "127.0.0.1") -> int | None:
     """Expose ``/metrics`` on ``addr:port`` in a background thread; ``None`` or 0 disables it.

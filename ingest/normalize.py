@@ -1,0 +1,155 @@
+"""Raw feed entries to :class:`Article` records: plain text, UTC dates, one identity, bounded sizes.
+
+Every text field is plain text: tags removed (script/style bodies with them), entities decoded, whitespace
+folded to single spaces, and cut at a word boundary to its cap. Dates are UTC; an entry without a usable date
+gets the fetch time, and one dated further in the future than ``future_tolerance_s`` is clamped to the fetch
+time; both are flagged ``published_estimated``. Identity is :func:`wirewatch.identity.article_id`, nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from ingest.parser import ParsedFeed, RawEntry
+from wirewatch.identity import article_id, canonical_url
+from wirewatch.records import Article
+from wirewatch.settings import IngestSettings
+
+_DROP_BLOCKS = re.compile(r"<(script|style|noscript|template)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_CDATA = re.compile(r"<!\[CDATA\[(.*?)\]\]>", re.DOTALL)
+_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)[^<>]*>|<![^<>]*>|<\?[^<>]*>")
+# Inline markup joins the words around it; anything else (paragraphs, breaks, cells) separates them.
+_INLINE = frozenset({"a", "abbr", "b", "bdi", "bdo", "cite", "code", "data", "dfn", "em", "font", "i", "kbd",
+                     "mark", "q", "s", "samp", "small", "span", "strong", "sub", "sup", "time", "u", "var"})
+
+
+def _tag_space(m: re.Match[str]) -> str:
+    name = m.group(1)
+    return "" if name and name.lower() in _INLINE else " "
+_WS = re.compile(r"\s+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+
+
+def plain_text(value: str, limit: int) -> str:
+    """HTML or text to folded plain text of at most ``limit`` characters (cut at a word where possible)."""
+    if not value:
+        return ""
+    text = value
+    if "<" in text:
+        text = _COMMENT.sub(" ", _DROP_BLOCKS.sub(" ", _CDATA.sub(r"\1", text)))
+        text = _TAG.sub(_tag_space, text)
+    if "&" in text:
+        text = html.unescape(text)
+        if "<" in text and _TAG.search(text):
+            # Double-escaped markup (``&lt;p&gt;``) is still markup once decoded.
+            text = _TAG.sub(_tag_space, text)
+    text = _WS.sub(" ", _CONTROL.sub("", text)).strip()
+    if len(text) > limit:
+        cut = text[:limit]
+        space = cut.rfind(" ")
+        text = (cut[:space] if space > limit * 0.8 else cut[: limit - 1]).rstrip() + "…"
+    return text
+
+
+def content_hash(title: str, summary: str) -> str:
+    """A short digest of what a reader sees; a change means the entry was retitled or edited."""
+    return hashlib.blake2b(f"{title}\x1f{summary}".encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def _link(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return canonical_url(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """An article and its content hash, or why an entry was dropped."""
+
+    article: Article
+    digest: str
+
+
+def _source(parsed: ParsedFeed, feed_name: str, feed_url: str) -> str:
+    if feed_name:
+        return feed_name
+    if parsed.title:
+        return plain_text(parsed.title, 200)
+    host = urlsplit(feed_url).hostname or ""
+    return host.removeprefix("www.")
+
+
+def normalize_entry(entry: RawEntry, *, parsed: ParsedFeed, feed_url: str, identity_feed_url: str,
+                    feed_id: str | None, feed_name: str, fetched_at: datetime,
+                    cfg: IngestSettings) -> Normalized:
+    """One entry to an Article.
+
+    Raises:
+        ValueError: when the entry has no link, GUID or title to identify it.
+    """
+    title = plain_text(entry.title, cfg.title_max_chars)
+    summary = plain_text(entry.summary, cfg.summary_max_chars)
+    content = plain_text(entry.content, cfg.content_max_chars) if cfg.content_max_chars else ""
+    if not summary and content:
+        summary = plain_text(content, cfg.summary_max_chars)
+    if content == summary:
+        content = ""
+    url = _link(entry.link)
+    aid = article_id(url=url, feed_url=identity_feed_url, guid=entry.guid, title=title or None,
+                     published=entry.published_raw)
+    published, estimated = entry.published, False
+    if published is None:
+        published, estimated = fetched_at, True
+    elif published > fetched_at + timedelta(seconds=cfg.future_tolerance_s):
+        published, estimated = fetched_at, True
+    if not title:
+        title = plain_text(summary, 160) or (url or "")
+    article = Article(
+        id=aid, url=url, title=title, summary=summary, content=content or None,
+        published_at=published, fetched_at=fetched_at, published_estimated=estimated,
+        feed_url=feed_url, feed_id=feed_id, source=_source(parsed, feed_name, feed_url),
+        authors=tuple(dict.fromkeys(plain_text(a, 200) for a in entry.authors if a.strip()))[:20],
+        language=(entry.language or parsed.language or "").strip().lower()[:35] or None,
+        tags=tuple(dict.fromkeys(plain_text(t, 100) for t in entry.tags if t.strip()))[:50],
+    )
+    return Normalized(article, content_hash(title, summary))
+
+
+def normalize(parsed: ParsedFeed, *, feed_url: str, identity_feed_url: str | None = None, feed_id: str | None = None,
+              feed_name: str = "", fetched_at: datetime, cfg: IngestSettings,
+              ) -> tuple[list[Normalized], list[tuple[int, str]]]:
+    """All entries of a parsed feed, in feed order, each identity once (the first occurrence wins).
+
+    Returns the normalized entries and, for each entry that could not be identified, its index and why.
+    """
+    out: list[Normalized] = []
+    bad: list[tuple[int, str]] = []
+    ids: set[str] = set()
+    for i, entry in enumerate(parsed.entries):
+        try:
+            n = normalize_entry(entry, parsed=parsed, feed_url=feed_url,
+                                identity_feed_url=identity_feed_url or feed_url, feed_id=feed_id,
+                                feed_name=feed_name, fetched_at=fetched_at, cfg=cfg)
+        except ValueError as exc:
+            bad.append((i, str(exc)[:200]))
+            continue
+        if n.article.id in ids:
+            continue
+        ids.add(n.article.id)
+        out.append(n)
+    return out, bad
+
+
+def articles(items: Iterable[Normalized]) -> list[Article]:
+    """The articles of normalized items."""
+    return [n.article for n in items]

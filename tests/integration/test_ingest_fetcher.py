@@ -1,0 +1,178 @@
+"""The fetcher against a real HTTP server on 127.0.0.1: each hostile or odd answer gets its outcome, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import tracemalloc
+from collections.abc import Iterator
+from email.utils import formatdate
+
+import pytest
+from ingest_server import (
+    Conditional,
+    FeedServer,
+    deflated,
+    gzip_bomb,
+    gzipped,
+    huge,
+    redirect,
+    respond,
+    rss,
+    static,
+    trickle,
+)
+
+from ingest.fetcher import Conditional as Validators
+from ingest.fetcher import HttpFetcher, Outcome, retry_after
+from wirewatch.settings import IngestSettings
+
+BODY = rss([{"title": "One", "link": "https://example.com/1", "guid": "1"}])
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    s = FeedServer().start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def fetch(url: str, validators: Validators = Validators(), **cfg: object) -> object:
+    async def go() -> object:
+        f = HttpFetcher(IngestSettings(**cfg))  # type: ignore[arg-type]
+        try:
+            return await f.fetch(url, validators)
+        finally:
+            await f.aclose()
+    return asyncio.run(go())
+
+
+def test_conditional_get_echoes_validators_exactly_and_gets_304(server: FeedServer) -> None:
+    odd_date = "Tue, 15 Nov 1994 12:45:26 GMT"
+    feed = Conditional(BODY, etag='W/"abc-123"', last_modified=odd_date)
+    server.routes["/f"] = feed
+    first = fetch(server.url("/f"))
+    assert first.outcome is Outcome.OK and first.body == BODY
+    assert first.etag == 'W/"abc-123"' and first.last_modified == odd_date
+    second = fetch(server.url("/f"), Validators(first.etag, first.last_modified))
+    assert second.outcome is Outcome.NOT_MODIFIED and second.body == b""
+    sent = server.hits("/f")[-1]
+    assert sent["If-None-Match"] == 'W/"abc-123"'
+    assert sent["If-Modified-Since"] == odd_date
+    assert sent["User-Agent"].startswith("Wirewatch/")
+    assert feed.hits_304 == 1
+
+
+def test_429_and_503_retry_after_are_reported(server: FeedServer) -> None:
+    server.routes["/busy"] = static(b"slow down", 429, {"Retry-After": "120"})
+    when = formatdate(time.time() + 600, usegmt=True)
+    server.routes["/down"] = static(b"", 503, {"Retry-After": when})
+    r = fetch(server.url("/busy"))
+    assert r.outcome is Outcome.RATE_LIMITED and r.retry_after_s == 120
+    r = fetch(server.url("/down"))
+    assert r.outcome is Outcome.SERVER_ERROR and r.status == 503
+    assert r.retry_after_s is not None and 590 <= r.retry_after_s <= 601
+    assert retry_after("garbage") is None
+
+
+def test_permanent_redirects_report_the_new_url_temporary_ones_do_not(server: FeedServer) -> None:
+    server.routes["/old"] = redirect("/mid", 301)
+    server.routes["/mid"] = redirect(server.url("/new"), 308)
+    server.routes["/new"] = static(BODY)
+    server.routes["/tmp"] = redirect("/new", 302)
+    r = fetch(server.url("/old"))
+    assert r.outcome is Outcome.OK and r.moved_to == server.url("/new") and r.url == server.url("/new")
+    r = fetch(server.url("/tmp"))
+    assert r.outcome is Outcome.OK and r.moved_to is None
+
+
+def test_redirect_loop_and_too_many_hops_stop(server: FeedServer) -> None:
+    server.routes["/a"] = redirect("/b")
+    server.routes["/b"] = redirect("/a")
+    for i in range(7):
+        server.routes[f"/hop{i}"] = redirect(f"/hop{i + 1}", 302)
+    server.routes["/hop7"] = static(BODY)
+    r = fetch(server.url("/a"))
+    assert r.outcome is Outcome.TOO_MANY_REDIRECTS and "loop" in r.error
+    r = fetch(server.url("/hop0"))
+    assert r.outcome is Outcome.TOO_MANY_REDIRECTS and "more than 5" in r.error
+    assert len(server.hits("/a")) == 1
+
+
+def test_only_http_and_https_are_fetched(server: FeedServer) -> None:
+    server.routes["/to-file"] = redirect("file:///etc/passwd")
+    assert fetch("file:///etc/passwd").outcome is Outcome.BAD_URL
+    assert fetch("/etc/passwd").outcome is Outcome.BAD_URL
+    assert fetch("ftp://example.com/feed").outcome is Outcome.BAD_URL
+    r = fetch(server.url("/to-file"))
+    assert r.outcome is Outcome.BAD_URL and "file" in r.error
+
+
+def test_410_is_gone_and_other_statuses_are_classified(server: FeedServer) -> None:
+    server.routes["/gone"] = static(b"", 410)
+    server.routes["/err"] = static(b"", 500)
+    assert fetch(server.url("/gone")).outcome is Outcome.GONE
+    assert fetch(server.url("/missing")).outcome is Outcome.CLIENT_ERROR
+    assert fetch(server.url("/err")).outcome is Outcome.SERVER_ERROR
+
+
+def test_gzip_and_both_deflate_flavours_are_decoded(server: FeedServer) -> None:
+    server.routes["/gz"] = gzipped(BODY)
+    server.routes["/zlib"] = deflated(BODY)
+    server.routes["/raw"] = deflated(BODY, raw=True)
+    for path in ("/gz", "/zlib", "/raw"):
+        r = fetch(server.url(path))
+        assert r.outcome is Outcome.OK and r.body == BODY, path
+
+
+def test_50_mib_body_is_cut_at_the_byte_cap(server: FeedServer) -> None:
+    server.routes["/big"] = huge(50 << 20)
+    server.routes["/big-chunked"] = huge(50 << 20, chunked=True)
+    r = fetch(server.url("/big"))
+    assert r.outcome is Outcome.TOO_LARGE and "Content-Length" in r.error
+    tracemalloc.start()
+    try:
+        r = fetch(server.url("/big-chunked"), max_bytes=8 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert r.outcome is Outcome.TOO_LARGE
+    assert peak < 24 << 20, f"peak {peak >> 20} MiB while the cap is 8 MiB"
+
+
+def test_gzip_bomb_stops_at_the_decompressed_cap_with_bounded_memory(server: FeedServer) -> None:
+    handler, size = gzip_bomb(200 << 20)
+    assert size < 400_000  # ~200 KB on the wire
+    server.routes["/bomb"] = handler
+    tracemalloc.start()
+    try:
+        r = fetch(server.url("/bomb"), max_decompressed_bytes=16 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert r.outcome is Outcome.TOO_LARGE and "decompressed" in r.error
+    assert peak < 48 << 20, f"peak {peak >> 20} MiB while the cap is 16 MiB"
+
+
+def test_server_sending_one_byte_a_second_is_cut_at_the_total_deadline(server: FeedServer) -> None:
+    server.routes["/slow"] = trickle(BODY, 1.0)
+    started = time.monotonic()
+    r = fetch(server.url("/slow"), fetch_timeout_s=2.0, read_timeout_s=5.0)
+    took = time.monotonic() - started
+    assert r.outcome is Outcome.TIMEOUT
+    assert took < 4.0
+
+
+def test_connection_refused_is_a_network_error() -> None:
+    from wirewatch.stack import free_port
+
+    r = fetch(f"http://127.0.0.1:{free_port()}/feed")
+    assert r.outcome is Outcome.NETWORK and r.error
+
+
+def test_unsupported_content_encoding_is_refused(server: FeedServer) -> None:
+    server.routes["/br"] = lambda h: respond(h, 200, b"\x0b\x02\x80", {"Content-Encoding": "br"})
+    r = fetch(server.url("/br"))
+    assert r.outcome is Outcome.BAD_ENCODING
