@@ -27,12 +27,25 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at write time (it is swapped by test runners and daemons)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(level: str = "info", fmt: str = "auto", *, stream: Any = None) -> None:
     """Configure structlog and the standard library's logging for this process.
 
     ``fmt`` is ``json``, ``console`` or ``auto`` (console when ``stream`` is a terminal).
     """
-    out = stream or sys.stderr
+    out = stream or _CurrentStderr()
     use_console = fmt == "console" or (fmt == "auto" and hasattr(out, "isatty") and out.isatty())
     numeric = logging.getLevelName(level.upper())
     renderer: Any = structlog.dev.ConsoleRenderer(colors=use_console and out.isatty()) if use_console else (
