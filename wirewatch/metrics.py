@@ -64,3 +64,37 @@ def serve(port: int | None, addr: str = "127.0.0.1") -> int | None:
 
 
 BUILD_INFO = Info("wirewatch_build", "Wirewatch version.")
+
+# --- pipeline: end-to-end hop latency (observed by the stages, defined once here) -----------------------
+# Hops: "fetch" = published_at -> fetched_at (ingest), "classify" = fetched_at -> classified_at (classify),
+# "deliver" = classified_at -> sent (alerts), "end_to_end" = published_at -> sent (alerts). Observe with
+# ``PIPELINE_HOP.labels(hop).observe(seconds)``; :func:`observe_hop` clamps clock skew to zero.
+HOP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 10800, 43200, 86400)
+PIPELINE_HOPS = ("fetch", "classify", "deliver", "end_to_end")
+PIPELINE_HOP = Histogram(
+    "wirewatch_pipeline_hop_seconds",
+    "Latency of one pipeline hop: fetch (published to fetched), classify (fetched to classified), "
+    "deliver (classified to sent), end_to_end (published to sent).",
+    ["hop"], buckets=HOP_BUCKETS,
+)
+
+
+def observe_hop(hop: str, seconds: float) -> None:
+    """Record one hop's latency; negative values (clock skew between hosts) count as zero."""
+    PIPELINE_HOP.labels(hop).observe(max(0.0, seconds))
+
+
+# --- ops: supervisor, consumer-group lag as measured from outside -----------------------------------------
+OPS_CHILD_RESTARTS = Counter("wirewatch_ops_restarts_total", "Worker processes restarted by the supervisor.",
+                             ["role"])
+OPS_CHILD_EXITS = Counter("wirewatch_ops_exits_total", "Worker process exits seen by the supervisor, by kind "
+                          "(crash, clean, signal).", ["role", "kind"])
+OPS_CHILD_UP = Gauge("wirewatch_ops_up", "1 while the supervised worker of a role is running.", ["role"])
+OPS_GROUP_LAG = Gauge(
+    "wirewatch_ops_group_lag_messages",
+    "Messages not yet committed by a consumer group, per partition (end offset minus committed offset), "
+    "measured by the supervisor from the broker; keeps counting when a worker is stuck or gone.",
+    ["group", "topic", "partition"],
+)
+OPS_TOPIC_END_OFFSET = Gauge("wirewatch_ops_topic_end_offset", "End (high-water) offset per topic partition.",
+                             ["topic", "partition"])
