@@ -98,3 +98,20 @@ OPS_GROUP_LAG = Gauge(
 )
 OPS_TOPIC_END_OFFSET = Gauge("wirewatch_ops_topic_end_offset", "End (high-water) offset per topic partition.",
                              ["topic", "partition"])
+
+# --- alerts: story folding, rules, delivery ---------------------------------------------------------------
+ALERTS_STORIES = Counter("wirewatch_alerts_stories_total", "Matches folded, by result (new story, folded, replay).",
+                         ["result"])
+ALERTS_DECISIONS = Counter("wirewatch_alerts_decisions_total",
+                           "Rule decisions per (match, subscription): send, digest or suppress, with the reason.",
+                           ["action", "reason"])
+ALERTS_ATTEMPTS = Counter("wirewatch_alerts_send_attempts_total", "Channel send attempts, by channel and outcome.",
+                          ["channel", "outcome"])
+ALERTS_SEND_SECONDS = Histogram("wirewatch_alerts_send_seconds", "Time of one channel send attempt.", ["channel"],
+                                buckets=LATENCY_BUCKETS)
+ALERTS_LATENCY_SECONDS = Histogram(
+    "wirewatch_alerts_latency_seconds", "From match consumed to channel acknowledged (first-try instant alerts).",
+    buckets=LATENCY_BUCKETS,
+)
+ALERTS_OUTBOX_PENDING = Gauge("wirewatch_alerts_outbox_pending", "Notifications written but not yet acknowledged.")
+ALERTS_DIGESTS = Counter("wirewatch_alerts_digests_total", "Digests built, by trigger.", ["trigger"])

@@ -169,7 +169,6 @@ class AlertsSettings(Section):
     batch_size: int = Field(default=200, ge=1, le=10000)
     max_wait_ms: int = Field(default=20, ge=0)
     ledger_ttl_s: int = Field(default=7 * 86400, gt=0, description="how long a sent (subscription, story) is kept")
-    source_milestones: bool = Field(default=True, description="follow-ups at 3/5/10/20/50 sources when asked")
     metrics_port: int | None = Field(default=9103, ge=0, le=65535)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=25, ge=1, le=65535)

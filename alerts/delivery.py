@@ -1,0 +1,287 @@
+"""The delivery runner: sends outbox entries through their channels; decides retry, give up or done.
+
+One runner per process. Entries reach it two ways: straight from the worker after the outbox write (the
+fast path, no polling delay) and from a poller that picks up whatever is due in the shared outbox
+(retries, and entries a dead process left behind). Per entry:
+
+    claim in the ledger -> channel.send -> ledger done -> Delivery "sent" recorded -> outbox entry removed
+
+Retries: timeouts, connection failures, 5xx and 429 are retried with exponential backoff and full
+jitter (never sooner than the server's Retry-After), up to ``alerts.max_attempts``; other 4xx and bad
+targets fail at once. Every attempt is recorded. Isolation: each destination has at most
+``per_channel_concurrency`` sends in flight and a send budget (the channel's ``budget`` per
+``budget_per_s``); an entry over either waits in the outbox without holding a thread, so a failing or
+hanging destination never delays another subscription.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+
+from alerts import channels
+from alerts.channels import Channel, Notification, PermanentSendError, RetryableSendError
+from alerts.ledger import NotificationLedger
+from alerts.outbox import Entry, Outbox
+from alerts.recorder import Recorder, delivery_id
+from wirewatch import metrics
+from wirewatch.log import get_logger
+from wirewatch.records import ChannelSpec, Delivery, DeliveryStatus, Subscription, utcnow
+from wirewatch.settings import AlertsSettings, Settings
+
+log = get_logger("alerts.delivery")
+ChannelBuilder = Callable[[ChannelSpec, AlertsSettings], Channel]
+
+
+def backoff(attempt: int, s: AlertsSettings, retry_after_s: float | None = None) -> float:
+    """Delay before attempt ``attempt + 1``: exponential with full jitter, at least Retry-After."""
+    ceiling = min(s.backoff_max_s, s.backoff_initial_s * 2 ** max(0, attempt - 1))
+    delay = random.uniform(ceiling / 2, ceiling)
+    return max(delay, retry_after_s or 0.0)
+
+
+def destination(spec: ChannelSpec) -> str:
+    """A stable, secret-free name for one destination (budgets and concurrency are per destination)."""
+    return spec.type.value + ":" + hashlib.sha256(spec.target.encode()).hexdigest()[:16]
+
+
+class Budget:
+    """A token bucket: ``count`` sends per ``per_s`` seconds, bursting up to ``count``."""
+
+    def __init__(self, count: int, per_s: float) -> None:
+        self._cap = float(count)
+        self._rate = count / per_s
+        self._tokens = float(count)
+        self._at = time.monotonic()
+
+    def take(self) -> float:
+        """Take a token; returns 0 when taken, else the seconds until one is free (nothing taken)."""
+        now = time.monotonic()
+        self._tokens = min(self._cap, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self._rate
+
+
+class Dispatcher:
+    """Sends outbox entries; see the module docstring. Thread-safe; ``start``/``stop`` run the poller."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, recorder: Recorder, *,
+                 build: ChannelBuilder = channels.build, on_sent: Callable[[Entry, float], None] | None = None,
+                 poll_interval_s: float = 0.2) -> None:
+        self.settings = settings
+        self.owner = uuid.uuid4().hex[:12]
+        self.ledger = NotificationLedger(client, settings)
+        self.outbox = Outbox(client, settings)
+        self._recorder = recorder
+        self._build = build
+        self._on_sent = on_sent
+        self._poll_s = poll_interval_s
+        self._subs: dict[str, Subscription] = {}
+        self._channels: dict[str, tuple[ChannelSpec, Channel]] = {}
+        self._pool = ThreadPoolExecutor(settings.alerts.send_workers, thread_name_prefix="alerts-send")
+        self._lock = threading.Lock()
+        self._inflight: set[str] = set()
+        self._per_dest: Counter[str] = Counter()
+        self._budgets: dict[str, Budget] = {}
+        self._not_before: dict[str, float] = {}
+        self._consumed_at: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="alerts-outbox", daemon=True)
+
+    # -- control ----------------------------------------------------------------------------------------
+    def set_subscriptions(self, subs: list[Subscription]) -> None:
+        """Replace the known subscriptions (hot reload); channels whose spec changed are rebuilt."""
+        with self._lock:
+            self._subs = {s.id: s for s in subs}
+
+    def subscription(self, sid: str) -> Subscription | None:
+        """A known subscription."""
+        return self._subs.get(sid)
+
+    def start(self) -> Dispatcher:
+        """Start the outbox poller."""
+        self._poller.start()
+        return self
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop polling and wait for sends in flight (bounded by their timeouts)."""
+        self._stop.set()
+        self._poller.join(timeout_s)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for _, ch in self._channels.values():
+            ch.close()
+
+    def submit(self, entries: list[Entry], consumed_at: float | None = None) -> None:
+        """Start sending entries that are already in the outbox. Blocks while too many are pending."""
+        limit = self.settings.alerts.max_pending
+        while self.pending() >= limit and not self._stop.is_set():
+            time.sleep(0.01)
+        for e in entries:
+            if consumed_at is not None:
+                self._consumed_at[e.key] = consumed_at
+            self._start(e.key, e)
+
+    def pending(self) -> int:
+        """Entries handed to this process's senders and not finished."""
+        return len(self._inflight)
+
+    def idle(self) -> bool:
+        """True when nothing is in flight here and nothing is due in the outbox."""
+        return not self._inflight and not self.outbox.due(1)
+
+    # -- internals --------------------------------------------------------------------------------------
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            try:
+                due = self.outbox.due(500)
+                metrics.ALERTS_OUTBOX_PENDING.set(self.outbox.pending())
+            except (redis.RedisError, OSError) as exc:
+                log.warning("outbox_poll_failed", error=str(exc))
+                continue
+            now = time.monotonic()
+            for k in due:
+                if self._not_before.get(k, 0.0) <= now:
+                    self._start(k, None)
+
+    def _start(self, key: str, entry: Entry | None) -> None:
+        with self._lock:
+            if key in self._inflight:
+                return
+            self._inflight.add(key)
+        self._pool.submit(self._run, key, entry)
+
+    def _run(self, key: str, entry: Entry | None) -> None:
+        try:
+            self._attempt(key, entry)
+        except Exception as exc:  # noqa: BLE001 - the entry stays in the outbox; the poller tries again
+            log.error("delivery_attempt_error", key=key, error=f"{type(exc).__name__}: {exc}")
+            self._not_before[key] = time.monotonic() + 1.0
+        finally:
+            with self._lock:
+                self._inflight.discard(key)
+
+    def _attempt(self, key: str, entry: Entry | None) -> None:
+        entry = entry or self.outbox.get(key)
+        if entry is None:  # settled by someone else meanwhile
+            self.outbox.remove([key])
+            return
+        n = entry.notification
+        sub = self._subs.get(n.subscription_id)
+        if sub is None:
+            self._settle(entry, DeliveryStatus.SUPPRESSED, "subscription_deleted", "")
+            return
+        dest = destination(sub.channel)
+        with self._lock:
+            if self._per_dest[dest] >= self.settings.alerts.per_channel_concurrency:
+                self._not_before[key] = time.monotonic() + 0.05
+                return
+            self._per_dest[dest] += 1
+            budget = self._budgets.get(dest)
+            if budget is None:
+                cls = channels.REGISTRY[sub.channel.type]
+                budget = self._budgets[dest] = Budget(cls.budget, cls.budget_per_s)
+            wait = budget.take()
+        try:
+            if wait > 0:
+                self._not_before[key] = time.monotonic() + wait
+                return
+            if not self.ledger.claim(key, self.owner):
+                if self.ledger.states([key])[0] == "done":
+                    self.outbox.remove([key])  # sent by someone whose outbox cleanup did not finish
+                else:
+                    self._not_before[key] = time.monotonic() + 1.0  # a live claim elsewhere
+                return
+            self._send(entry, sub)
+        finally:
+            with self._lock:
+                self._per_dest[dest] -= 1
+
+    def _channel(self, sub: Subscription) -> Channel:
+        with self._lock:
+            cached = self._channels.get(sub.id)
+            if cached is not None and cached[0] == sub.channel:
+                return cached[1]
+        ch = self._build(sub.channel, self.settings.alerts)
+        with self._lock:
+            old = self._channels.get(sub.id)
+            self._channels[sub.id] = (sub.channel, ch)
+        if old is not None:
+            old[1].close()
+        return ch
+
+    def _send(self, entry: Entry, sub: Subscription) -> None:
+        n = entry.notification
+        attempt = entry.attempts + 1
+        kind = sub.channel.type.value
+        started = time.monotonic()
+        try:
+            response = self._channel(sub).send(n)
+        except RetryableSendError as exc:
+            self._failed(entry, sub, attempt, exc.detail, retry_after=exc.retry_after_s, retryable=True)
+            return
+        except PermanentSendError as exc:
+            self._failed(entry, sub, attempt, exc.detail, retry_after=None, retryable=False)
+            return
+        finally:
+            metrics.ALERTS_SEND_SECONDS.labels(kind).observe(time.monotonic() - started)
+        acked = time.monotonic()
+        self.ledger.done([n.key, *entry.marks], detail=f"{self.owner}:{attempt}")
+        metrics.ALERTS_ATTEMPTS.labels(kind, "sent").inc()
+        consumed = self._consumed_at.pop(n.key, None)
+        if consumed is not None:
+            metrics.ALERTS_LATENCY_SECONDS.observe(acked - consumed)
+        if self._on_sent is not None:
+            self._on_sent(entry, acked)
+        log.info("notification_sent", subscription_id=n.subscription_id, story_id=n.story_id, kind=n.kind,
+                 channel=kind, attempts=attempt)
+        self._settle(entry, DeliveryStatus.SENT, n.kind, response, attempts=attempt)
+
+    def _failed(self, entry: Entry, sub: Subscription, attempt: int, detail: str, *,
+                retry_after: float | None, retryable: bool) -> None:
+        n, s = entry.notification, self.settings.alerts
+        kind = sub.channel.type.value
+        self._consumed_at.pop(n.key, None)
+        if retryable and attempt < s.max_attempts:
+            delay = backoff(attempt, s, retry_after)
+            self.outbox.reschedule(Entry(n, entry.marks, attempt), int((time.time() + delay) * 1000))
+            self.ledger.release(n.key, self.owner)
+            metrics.ALERTS_ATTEMPTS.labels(kind, "retry").inc()
+            log.warning("notification_retry", subscription_id=n.subscription_id, channel=kind, attempt=attempt,
+                        delay_s=round(delay, 2), error=detail)
+            self._recorder.record(self._delivery(n, DeliveryStatus.FAILED, f"retry in {delay:.1f}s: {detail}",
+                                                 attempts=attempt, channel=kind))
+            return
+        self.ledger.release(n.key, self.owner)
+        outcome = "gave_up" if retryable else "permanent"
+        metrics.ALERTS_ATTEMPTS.labels(kind, outcome).inc()
+        reason = (f"gave up after {attempt} attempts: {detail}" if retryable else f"permanent: {detail}")
+        log.error("notification_failed", subscription_id=n.subscription_id, channel=kind, attempts=attempt,
+                  error=detail)
+        self._settle(entry, DeliveryStatus.FAILED, reason, "", attempts=attempt)
+
+    def _settle(self, entry: Entry, status: DeliveryStatus, reason: str, response: str, attempts: int = 0) -> None:
+        n = entry.notification
+        sub = self._subs.get(n.subscription_id)
+        d = self._delivery(n, status, reason, attempts=attempts, response=response,
+                           channel=sub.channel.type.value if sub else "")
+        self._recorder.record(d, then=lambda: self.outbox.remove([n.key]))
+
+    @staticmethod
+    def _delivery(n: Notification, status: DeliveryStatus, reason: str, *, attempts: int = 0,
+                  response: str = "", channel: str = "") -> Delivery:
+        return Delivery(id=delivery_id(), subscription_id=n.subscription_id, topic_id=n.topic_id,
+                        story_id=n.story_id or ",".join(n.story_ids)[:500], article_ids=n.article_ids[:100],
+                        status=status, reason=reason[:1000], attempts=attempts, idempotency_key=n.key,
+                        sent_at=utcnow() if status == DeliveryStatus.SENT else None, response=response[:300],
+                        channel=channel)

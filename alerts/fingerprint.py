@@ -1,0 +1,101 @@
+"""Text fingerprints for story folding: MinHash of word shingles, and the names a text mentions.
+
+Vectors from the classifier say two articles are about the same thing; they are blind to which town or
+which count (the Aleppo evacuation and the Daraya evacuation embed close together). The fingerprint adds
+what the words say: a MinHash resemblance for republished copy and a check that neither text names a
+place or person the other does not mention at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+PERMUTATIONS = 64
+_MASK = np.uint64(0xFFFFFFFF)
+_rng = np.random.default_rng(20240611)
+_A = (_rng.integers(1, 2**32 - 1, PERMUTATIONS, dtype=np.uint64) | np.uint64(1))
+_B = _rng.integers(0, 2**32 - 1, PERMUTATIONS, dtype=np.uint64)
+_WORD = re.compile(r"[\w][\w'’-]*", re.UNICODE)
+_NAME = re.compile(r"(?<![\w'’-])([A-Z][\w'’-]*[a-z][\w'’-]*|[A-Z]{2,})")
+_NUMBER = re.compile(r"\d[\d,.]*")
+# Capitalized words that name nothing: sentence starts, weekdays, months, honorifics, newsroom words.
+_NOT_NAMES = frozenset("""
+a an the and but or if in on at to of for from by with as is are was were be been it its this that these those
+he she they we you i his her their our my your there here what when where who why how after before over under
+new breaking update updated live exclusive report reports says said say according officials official police
+monday tuesday wednesday thursday friday saturday sunday january february march april may june july august
+september october november december mr mrs ms dr sir president minister prime government state city
+""".split())
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens."""
+    return [w.lower().strip("'’-") for w in _WORD.findall(text)]
+
+
+def names(text: str) -> frozenset[str]:
+    """Lower-cased capitalized words and acronyms that are not common words (rough named entities)."""
+    return frozenset(n.lower().strip("'’-") for n in _NAME.findall(text)) - _NOT_NAMES
+
+
+def numbers(text: str) -> frozenset[str]:
+    """The numbers a text states (``1,200``, ``3.5``)."""
+    return frozenset(n.rstrip(",.").replace(",", "") for n in _NUMBER.findall(text))
+
+
+def _h32(token: str) -> int:
+    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=4).digest(), "little")
+
+
+def minhash(tokens: list[str], k: int = 2) -> NDArray[np.uint32]:
+    """MinHash signature of the ``k``-word shingles (single words for very short texts)."""
+    shingles = {" ".join(tokens[i:i + k]) for i in range(max(1, len(tokens) - k + 1))} if tokens else {""}
+    h = np.fromiter((_h32(s) for s in shingles), dtype=np.uint64, count=len(shingles))
+    sig = ((_A[:, None] * h[None, :] + _B[:, None]) & _MASK).min(axis=1)
+    out: NDArray[np.uint32] = sig.astype(np.uint32)
+    return out
+
+
+def resemblance(a: NDArray[np.uint32], b: NDArray[np.uint32]) -> float:
+    """Estimated Jaccard similarity of the shingle sets behind two signatures."""
+    return float(np.count_nonzero(a == b)) / len(a)
+
+
+@dataclass(frozen=True)
+class Print:
+    """What folding keeps of one article's text."""
+
+    signature: NDArray[np.uint32]
+    names: frozenset[str]
+    vocab: frozenset[str]
+    numbers: frozenset[str]
+
+    @classmethod
+    def of(cls, text: str) -> Print:
+        """Fingerprint ``text``."""
+        toks = words(text)
+        return cls(minhash(toks), names(text), frozenset(toks), numbers(text))
+
+
+def name_conflict(a: Print, b: Print) -> bool:
+    """True when each text names something the other never mentions (different places, people, groups)."""
+    only_a = a.names - b.vocab
+    only_b = b.names - a.vocab
+    return bool(only_a) and bool(only_b)
+
+
+def similarity(a: Print, b: Print, cosine: float | None, *, conflict_penalty: float = 0.15) -> float:
+    """Same-story similarity in [0, 1].
+
+    The stronger of vector cosine and text resemblance, lowered when the two texts name different things.
+    """
+    text = min(1.0, resemblance(a.signature, b.signature) * 2.0)
+    base = max(text, cosine if cosine is not None else 0.0)
+    if name_conflict(a, b) and text < 0.9:
+        base -= conflict_penalty
+    return max(0.0, min(1.0, base))

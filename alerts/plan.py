@@ -1,0 +1,117 @@
+"""From folded matches to what happens per subscription.
+
+The result is notifications to send, stories to hold and the audit records of every suppression and hold.
+:func:`alerts.rules.judge` decides per (match, subscription); this module supplies what it needs from
+shared state in three pipelined round trips per batch (is the story already sent, pending or held for
+the subscription?), applies the rate limits, and builds the notifications with their idempotency keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import redis
+
+from alerts.channels import Item, Notification
+from alerts.channels.base import clip
+from alerts.digest import DigestQueue, Held
+from alerts.ledger import FIRST, NotificationLedger, idempotency_key
+from alerts.outbox import Entry, Outbox
+from alerts.recorder import delivery_id
+from alerts.rules import Action, judge, overflow_due
+from alerts.stories import Folded
+from wirewatch import metrics
+from wirewatch.records import Delivery, DeliveryStatus, Match, Subscription
+from wirewatch.settings import Settings
+from wirewatch.state import RateLimiter, key
+
+
+@dataclass
+class Plan:
+    """What one batch leads to."""
+
+    sends: list[Entry] = field(default_factory=list)
+    holds: list[Held] = field(default_factory=list)
+    records: list[Delivery] = field(default_factory=list)
+
+
+def why(m: Match) -> str:
+    """One line on why the article matched."""
+    parts = [f"score {m.score:.2f} (threshold {m.threshold:.2f})"]
+    if m.evidence.closest:
+        parts.append(f"closest to “{clip(m.evidence.closest, 80)}”")
+    if m.evidence.keywords:
+        parts.append("keywords: " + ", ".join(m.evidence.keywords[:5]))
+    return "; ".join(parts)
+
+
+def notification(sub: Subscription, f: Folded, seq: str, topic_name: str) -> Notification:
+    """The notification for one folded match to one subscription."""
+    a = f.match.article
+    item = Item(title=a.title, url=a.url, source=a.source, summary=a.summary, published_at=a.published_at,
+                score=f.match.score)
+    return Notification(
+        key=idempotency_key(sub.id, f.story.id, seq), kind="alert" if seq == FIRST else "follow_up",
+        subscription_id=sub.id, topic_id=sub.topic_id, topic_name=topic_name, story_id=f.story.id,
+        items=(item,), sources=f.story.sources, article_count=f.story.article_count, reason=why(f.match),
+        article_ids=(a.id,), thread_key=None if seq == FIRST else idempotency_key(sub.id, f.story.id),
+    )
+
+
+def _record(sub: Subscription, f: Folded, status: DeliveryStatus, reason: str) -> Delivery:
+    return Delivery(id=delivery_id(), subscription_id=sub.id, topic_id=sub.topic_id, story_id=f.story.id,
+                    article_ids=(f.match.article.id,), status=status, reason=reason,
+                    idempotency_key=idempotency_key(sub.id, f.story.id), channel=sub.channel.type.value)
+
+
+class Planner:
+    """Applies the rules to a folded batch against the shared ledger, outbox, held queues and rate limits."""
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self._s = settings
+        self._ledger = NotificationLedger(client, settings)
+        self._outbox = Outbox(client, settings)
+        self._held = DigestQueue(client, settings)
+        self._rates = RateLimiter(client)
+
+    def plan(self, folded: list[Folded], subs_by_topic: dict[str, list[Subscription]],
+             topic_names: dict[str, str], now: datetime) -> Plan:
+        """Decide for every (match, subscription on its topic) pair."""
+        pairs = [(f, sub) for f in folded for sub in subs_by_topic.get(f.match.topic_id, ())]
+        known = self._known(pairs)
+        out = Plan()
+        planned: set[tuple[str, str]] = set()
+        for (f, sub), was_known in zip(pairs, known, strict=True):
+            d = judge(sub, f, known=was_known or (sub.id, f.story.id) in planned, now=now)
+            if d.action is Action.SEND and sub.rate_limit is not None:
+                rl = sub.rate_limit
+                ok, wait = self._rates.allow(key(self._s, "alerts", "rate", sub.id), rl.count, rl.per_seconds)
+                if not ok:
+                    if d.seq != FIRST:
+                        d = type(d)(Action.SUPPRESS, "rate_limited_follow_up")
+                    else:
+                        d = type(d)(Action.HOLD, "rate_limited", due=overflow_due(sub, now, wait))
+            metrics.ALERTS_DECISIONS.labels(d.action.value, d.reason).inc()
+            if d.action is Action.SEND:
+                out.sends.append(Entry(notification(sub, f, d.seq, topic_names.get(sub.topic_id, sub.topic_id))))
+                planned.add((sub.id, f.story.id))
+            elif d.action is Action.HOLD:
+                assert d.due is not None
+                out.holds.append(Held(sub.id, sub.topic_id, f.story.id, d.due))
+                reason = f"{d.reason}: held until {d.due.isoformat()}"
+                out.records.append(_record(sub, f, DeliveryStatus.QUEUED, reason))
+                planned.add((sub.id, f.story.id))
+            else:
+                out.records.append(_record(sub, f, DeliveryStatus.SUPPRESSED, d.reason))
+        return out
+
+    def _known(self, pairs: list[tuple[Folded, Subscription]]) -> list[bool]:
+        """Per pair: does the subscription already have the story (sent, claimed, pending or held)?"""
+        if not pairs:
+            return []
+        firsts = [idempotency_key(sub.id, f.story.id) for f, sub in pairs]
+        states = self._ledger.states(firsts)
+        pending = self._outbox.exists(firsts)
+        held = self._held.contains([(sub.id, sub.topic_id, f.story.id) for f, sub in pairs])
+        return [st is not None or p or h for st, p, h in zip(states, pending, held, strict=True)]

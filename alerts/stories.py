@@ -1,0 +1,314 @@
+"""Story folding: near-duplicate matches on a topic become one story within a time window.
+
+A match folds into the existing story whose closest member article is at least ``story_similarity``
+similar (:func:`alerts.fingerprint.similarity`: classifier vector cosine or text resemblance, lowered when
+the texts name different places or people); otherwise it starts a new story. A story keeps its articles
+and sources. Folding is idempotent: an article already folded (a replay after a crash) gets its story
+back unchanged, so everything downstream computes the same keys again.
+
+Redis layout, per topic (every key under the configured prefix, expiring after the window):
+``st:<topic>:idx`` a stream of member fingerprints (what other processes added since we last looked),
+``st:<topic>:s:<story>`` the story JSON, ``st:<topic>:a:<article>`` the article's story,
+``st:<topic>:list`` story ids by last update, ``st:<topic>:lock`` held while folding a batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import redis
+from numpy.typing import NDArray
+
+from alerts.fingerprint import Print, similarity
+from wirewatch import metrics
+from wirewatch.records import Match
+from wirewatch.settings import Settings
+from wirewatch.state import key
+
+MAX_ARTICLES = 200
+MILESTONES = (3, 5, 10, 20, 50)
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+@dataclass(frozen=True)
+class Story:
+    """A cluster of articles on one topic about one event."""
+
+    id: str
+    topic_id: str
+    title: str
+    url: str | None
+    summary: str
+    first_article_id: str
+    article_ids: tuple[str, ...]
+    sources: tuple[str, ...]
+    article_count: int
+    created_at: datetime
+    updated_at: datetime
+
+    def to_json(self) -> str:
+        """Serialize."""
+        d = self.__dict__ | {"created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat()}
+        return json.dumps(d, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Story:
+        """Parse what :meth:`to_json` wrote."""
+        d = json.loads(raw)
+        d["article_ids"], d["sources"] = tuple(d["article_ids"]), tuple(d["sources"])
+        d["created_at"], d["updated_at"] = (datetime.fromisoformat(d[k]) for k in ("created_at", "updated_at"))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A match and the story it belongs to after folding."""
+
+    match: Match
+    story: Story
+    new_story: bool
+    replay: bool = False
+    """The article was folded before (a re-delivered message): nothing changed."""
+    similarity: float = 1.0
+    material: bool = False
+    """It joined a known story and states numbers or names the story had not mentioned."""
+    milestone: int | None = None
+    """The story's source count just reached this milestone."""
+
+
+def story_id(topic_id: str, article_id: str) -> str:
+    """The id of a story started by ``article_id``."""
+    return hashlib.sha1(f"{topic_id}\x1f{article_id}".encode()).hexdigest()[:16]
+
+
+def _text(m: Match) -> str:
+    return f"{m.article.title}\n{m.article.summary[:600]}"
+
+
+@dataclass
+class _Member:
+    story: str
+    vector: NDArray[np.float32] | None
+    fp: Print
+    at_ms: int
+
+
+@dataclass
+class _TopicIndex:
+    last_id: str = "0-0"
+    members: list[_Member] = field(default_factory=list)
+
+
+class StoryFolder:
+    """Folds batches of matches into stories; safe to run in many processes at once (per-topic lock)."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._r = client
+        self._s = settings
+        self._window_ms = settings.alerts.story_window_s * 1000
+        self._threshold = settings.alerts.story_similarity
+        self._indexes: dict[str, _TopicIndex] = defaultdict(_TopicIndex)
+        self._unlock = client.register_script(_UNLOCK)
+        self._token = uuid.uuid4().hex
+
+    def _k(self, topic: str, *parts: str) -> str:
+        return key(self._s, "st", topic, *parts)
+
+    def fold(self, matches: list[Match]) -> list[Folded]:
+        """Assign each match to a story, in order; returns one :class:`Folded` per match."""
+        if not matches:
+            return []
+        known = self._r.mget([self._k(m.topic_id, "a", m.article.id) for m in matches])
+        out: dict[int, Folded] = {}
+        fresh: dict[str, list[int]] = defaultdict(list)
+        for i, (m, sid) in enumerate(zip(matches, known, strict=True)):
+            if sid is None:
+                fresh[m.topic_id].append(i)
+        replayed = [i for i, sid in enumerate(known) if sid is not None]
+        if replayed:
+            raws = self._r.mget([self._k(matches[i].topic_id, "s", known[i].decode()) for i in replayed])  # type: ignore[union-attr]
+            for i, raw in zip(replayed, raws, strict=True):
+                if raw is None:  # the story expired but the mapping did not: fold again
+                    fresh[matches[i].topic_id].append(i)
+                else:
+                    out[i] = Folded(matches[i], Story.from_json(raw), new_story=False, replay=True)
+        if fresh:
+            with self._locked(sorted(fresh)):
+                self._sync(sorted(fresh))
+                for topic, idxs in fresh.items():
+                    for i, f in zip(idxs, self._fold_topic(topic, [matches[i] for i in idxs]), strict=True):
+                        out[i] = f
+        for f in out.values():
+            metrics.ALERTS_STORIES.labels("replay" if f.replay else "new" if f.new_story else "folded").inc()
+        return [out[i] for i in range(len(matches))]
+
+    # -- internals ------------------------------------------------------------------------------------
+    def _locked(self, topics: list[str]) -> _Lock:
+        return _Lock(self._r, [self._k(t, "lock") for t in topics], self._token, self._unlock)
+
+    def _sync(self, topics: list[str]) -> None:
+        """Read what any process appended to these topics' indexes since we last looked."""
+        pipe = self._r.pipeline(transaction=False)
+        for t in topics:
+            pipe.xrange(self._k(t, "idx"), min=f"({self._indexes[t].last_id}", max="+")
+        horizon = int(time.time() * 1000) - self._window_ms
+        for t, entries in zip(topics, pipe.execute(), strict=True):
+            idx = self._indexes[t]
+            for entry_id, fields in entries:
+                idx.last_id = entry_id.decode()
+                idx.members.append(_decode_member(fields))
+            idx.members = [m for m in idx.members if m.at_ms >= horizon]
+
+    def _fold_topic(self, topic: str, matches: list[Match]) -> list[Folded]:
+        idx = self._indexes[topic]
+        now = datetime.now(UTC)
+        now_ms = int(now.timestamp() * 1000)
+        stories: dict[str, Story] = {}
+        results: list[Folded] = []
+        for m in matches:
+            fp = Print.of(_text(m))
+            vec = np.asarray(m.vector, dtype=np.float32) if m.vector is not None else None
+            best, best_sim = None, -1.0
+            for member in idx.members:
+                cos = float(vec @ member.vector) if vec is not None and member.vector is not None \
+                    and member.vector.shape == vec.shape else None
+                sim = similarity(fp, member.fp, cos)
+                if sim > best_sim:
+                    best, best_sim = member, sim
+            if best is not None and best_sim >= self._threshold:
+                story = stories.get(best.story) or self._load(topic, best.story)
+                if story is None:  # expired between sync and now: start afresh
+                    best = None
+            if best is not None and best_sim >= self._threshold and story is not None:
+                seen = [x.fp for x in idx.members if x.story == story.id]
+                before = len(story.sources)
+                story = _add(story, m, now)
+                material = _is_material(fp, m.article.title, seen)
+                milestone = len(story.sources) if len(story.sources) > before and len(story.sources) in MILESTONES \
+                    else None
+                results.append(Folded(m, story, False, False, best_sim, material, milestone))
+            else:
+                story = Story(id=story_id(topic, m.article.id), topic_id=topic, title=m.article.title,
+                              url=m.article.url,
+                              summary=m.article.summary[:1000], first_article_id=m.article.id,
+                              article_ids=(m.article.id,), sources=(m.article.source,) if m.article.source else (),
+                              article_count=1, created_at=now, updated_at=now)
+                results.append(Folded(m, story, True, similarity=max(best_sim, 0.0)))
+            stories[story.id] = story
+            idx.members.append(_Member(story.id, vec, fp, now_ms))
+        self._write(topic, results, stories, now_ms)
+        return results
+
+    def _load(self, topic: str, sid: str) -> Story | None:
+        raw = self._r.get(self._k(topic, "s", sid))
+        return Story.from_json(raw) if raw is not None else None
+
+    def _write(self, topic: str, results: list[Folded], stories: dict[str, Story], now_ms: int) -> None:
+        ttl_ms = self._window_ms + 3600_000
+        pipe = self._r.pipeline(transaction=False)
+        for f in results:
+            fp = Print.of(_text(f.match))
+            fields: dict[str, bytes | str] = {
+                "s": f.story.id, "t": str(now_ms), "mh": fp.signature.tobytes(),
+                "n": " ".join(sorted(fp.names)), "w": " ".join(sorted(fp.vocab))[:4000],
+                "d": " ".join(sorted(fp.numbers)),
+            }
+            if f.match.vector is not None:
+                fields["v"] = np.asarray(f.match.vector, dtype=np.float32).tobytes()
+            pipe.xadd(self._k(topic, "idx"), fields)  # type: ignore[arg-type]
+            pipe.set(self._k(topic, "a", f.match.article.id), f.story.id, px=ttl_ms)
+        for s in stories.values():
+            pipe.set(self._k(topic, "s", s.id), s.to_json(), px=ttl_ms)
+            pipe.zadd(self._k(topic, "list"), {s.id: now_ms})
+        pipe.xtrim(self._k(topic, "idx"), minid=str(now_ms - self._window_ms), approximate=True)
+        pipe.zremrangebyscore(self._k(topic, "list"), 0, now_ms - self._window_ms)
+        pipe.pexpire(self._k(topic, "idx"), ttl_ms)
+        pipe.pexpire(self._k(topic, "list"), ttl_ms)
+        entries = pipe.execute()
+        ids = [e for e in entries if isinstance(e, bytes) and b"-" in e]
+        if ids:
+            self._indexes[topic].last_id = ids[-1].decode()
+
+    def list(self, topic: str, limit: int = 50) -> list[Story]:
+        """The topic's stories, most recently updated first."""
+        ids = self._r.zrevrange(self._k(topic, "list"), 0, limit - 1)
+        names = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        raws = self._r.mget([self._k(topic, "s", i) for i in names]) if names else []
+        return [Story.from_json(r) for r in raws if r is not None]
+
+    def get(self, topic: str, sid: str) -> Story | None:
+        """One story, or None when unknown or expired."""
+        return self._load(topic, sid)
+
+
+def _add(story: Story, m: Match, now: datetime) -> Story:
+    if m.article.id in story.article_ids:
+        return story
+    src = m.article.source
+    sources = story.sources + ((src,) if src and src not in story.sources else ())
+    return replace(story, article_ids=(story.article_ids + (m.article.id,))[-MAX_ARTICLES:], sources=sources,
+                   article_count=story.article_count + 1, updated_at=now)
+
+
+def _is_material(fp: Print, title: str, seen: list[Print]) -> bool:
+    """A development: the new headline states a number, or two names, that no earlier article of the story had.
+
+    (A death toll that rises, a second city; one new name is usually just a retitle: "Syria: ...".)
+    """
+    head = Print.of(title)
+    known_words = frozenset().union(*(p.vocab for p in seen)) if seen else frozenset()
+    known_numbers = frozenset().union(*(p.numbers for p in seen)) if seen else frozenset()
+    new_names = {n for n in head.names - known_words if not any(w.startswith(n) for w in known_words)}
+    return bool(head.numbers - known_numbers) or len(new_names) >= 2
+
+
+def _decode_member(fields: dict[bytes, bytes]) -> _Member:
+    vec = np.frombuffer(fields[b"v"], dtype=np.float32) if b"v" in fields else None
+    fp = Print(np.frombuffer(fields[b"mh"], dtype=np.uint32), frozenset(fields[b"n"].decode().split()),
+               frozenset(fields[b"w"].decode().split()), frozenset(fields.get(b"d", b"").decode().split()))
+    return _Member(fields[b"s"].decode(), vec, fp, int(fields[b"t"]))
+
+
+class _Lock:
+    """Per-topic locks taken all at once or not at all (so two processes never deadlock), released on exit.
+
+    A lock expires after ``ttl_s`` so a killed holder blocks others for at most that long.
+    """
+
+    def __init__(self, client: redis.Redis, keys: list[str], token: str, unlock: Any,
+                 wait_s: float = 15.0, ttl_s: float = 5.0) -> None:
+        self._r, self._keys, self._token, self._unlock = client, keys, token, unlock
+        self._wait, self._ttl_ms = wait_s, int(ttl_s * 1000)
+
+    def __enter__(self) -> None:
+        deadline = time.monotonic() + self._wait
+        while True:
+            pipe = self._r.pipeline(transaction=False)
+            for k in self._keys:
+                pipe.set(k, self._token, nx=True, px=self._ttl_ms)
+            got = pipe.execute()
+            if all(got):
+                return
+            self._release([k for k, ok in zip(self._keys, got, strict=True) if ok])
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"story lock still held by another worker after {self._wait:.0f}s")
+            time.sleep(random.uniform(0.002, 0.02))
+
+    def __exit__(self, *_: object) -> None:
+        self._release(self._keys)
+
+    def _release(self, keys: list[str]) -> None:
+        if keys:
+            pipe = self._r.pipeline(transaction=False)
+            for k in keys:
+                self._unlock(keys=[k], args=[self._token], client=pipe)
+            pipe.execute()
