@@ -14,6 +14,9 @@ and sees and changes only the records it owns (``owner`` == its key id). Routes 
   :func:`visible` (filter a listing);
 * :func:`check_cap` before creating a topic, subscription or feed (403 naming the cap).
 
+The dashboard sends the key as the ``ww_key`` cookie (HttpOnly, SameSite=Strict); a cookie-authenticated
+request that changes data must also carry ``X-Wirewatch-CSRF: 1``, which a cross-site form cannot send.
+
 The request-scoped :class:`ApiContext` (settings, Redis client, key store) is reached with
 ``Depends(get_context)``; routers never build their own Redis connections.
 """
@@ -92,7 +95,7 @@ def parse_secret(secret: str) -> str | None:
 class KeyStore:
     """API keys in Redis, by id, with only the secret's hash stored."""
 
-    def __init__(self, client: Redis[bytes], settings: Settings) -> None:
+    def __init__(self, client: Redis, settings: Settings) -> None:
         self._client = client
         self._hash = key(settings, "api", "keys")
 
@@ -142,13 +145,13 @@ class ApiContext:
     """What every route may use: the settings, one shared Redis client, the key store and the limiter."""
 
     settings: Settings
-    redis: Redis[bytes]
+    redis: Redis
     keys: KeyStore
     limiter: RateLimiter
     extras: dict[str, Any]
 
     @classmethod
-    def build(cls, settings: Settings, client: Redis[bytes]) -> ApiContext:
+    def build(cls, settings: Settings, client: Redis) -> ApiContext:
         """A context on ``client``."""
         return cls(settings, client, KeyStore(client, settings), RateLimiter(client), {})
 
@@ -159,15 +162,21 @@ def get_context(request: Request) -> ApiContext:
     return ctx
 
 
-def _presented_secret(request: Request) -> str | None:
+COOKIE = "ww_key"
+CSRF_HEADER = "x-wirewatch-csrf"
+
+
+def _presented_secret(request: Request) -> tuple[str | None, bool]:
+    """The secret sent with the request and whether it came from the dashboard's cookie."""
     header = request.headers.get("x-api-key")
     if header:
-        return header.strip()
+        return header.strip(), False
     auth = request.headers.get("authorization", "")
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
+        return value.strip(), False
+    cookie = request.cookies.get(COOKIE)
+    return (cookie, True) if cookie else (None, False)
 
 
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="wirewatch", charset="UTF-8"'}
@@ -175,9 +184,12 @@ _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="wirewatch", charset="UTF-8"'
 
 def current_key(request: Request, ctx: Annotated[ApiContext, Depends(get_context)]) -> ApiKey:
     """The caller's key. 401 without a key or with a wrong one; 429 past the key's rate limit."""
-    secret = _presented_secret(request)
+    secret, from_cookie = _presented_secret(request)
     if not secret:
         raise HTTPException(401, "missing API key: send it in the X-API-Key header", headers=_UNAUTHORIZED)
+    if from_cookie and request.method not in ("GET", "HEAD") and request.headers.get(CSRF_HEADER) != "1":
+        # A cross-site form can carry the cookie but not a custom header.
+        raise HTTPException(403, f"dashboard requests that change data need the {CSRF_HEADER} header")
     api_key = ctx.keys.verify(secret)
     if api_key is None:
         raise HTTPException(401, "invalid API key", headers=_UNAUTHORIZED)

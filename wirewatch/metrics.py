@@ -115,3 +115,17 @@ ALERTS_LATENCY_SECONDS = Histogram(
 )
 ALERTS_OUTBOX_PENDING = Gauge("wirewatch_alerts_outbox_pending", "Notifications written but not yet acknowledged.")
 ALERTS_DIGESTS = Counter("wirewatch_alerts_digests_total", "Digests built, by trigger.", ["trigger"])
+
+# --- api: subscription API and dashboard ------------------------------------------------------------------
+API_REQUESTS = Counter("wirewatch_api_requests_total", "HTTP requests, by route template, method and status class.",
+                       ["route", "method", "status"])
+API_REQUEST_SECONDS = Histogram("wirewatch_api_request_seconds", "Time to answer one HTTP request (streams excluded).",
+                                ["route"], buckets=LATENCY_BUCKETS)
+API_AUTH_FAILURES = Counter("wirewatch_api_auth_failures_total", "Requests refused by auth, by status (401/403/429).",
+                            ["status"])
+API_STREAM_CLIENTS = Gauge("wirewatch_api_stream_clients", "Server-sent-event clients connected to /v1/stream.")
+API_STREAM_DROPPED = Counter("wirewatch_api_stream_dropped_total",
+                             "Events dropped because a stream client's buffer was full (slow client).")
+API_MATCHES_STORED = Counter("wirewatch_api_matches_stored_total",
+                             "Matches added to the recent-matches store, by result (new, seen, bad).", ["result"])
+API_FEEDBACK = Counter("wirewatch_api_feedback_total", "Feedback received on matches, by verdict.", ["verdict"])

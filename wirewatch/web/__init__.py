@@ -1,0 +1,1 @@
+"""The API's own routes, its recent-matches store and live stream, and the dashboard."""
