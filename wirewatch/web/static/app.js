@@ -85,9 +85,9 @@ function feedbackButtons(topicId, articleId) {
     } catch (e) { toast(e.message, true); ev.target.disabled = false; }
   };
   return h("span", { class: "fb" },
-    h("button", { type: "button", title: "Relevant", "aria-label": "Relevant", onclick: send("relevant") }, "👍"),
-    h("button", { type: "button", title: "Not relevant", "aria-label": "Not relevant", onclick: send("not_relevant") }, "👎"),
-    h("button", { type: "button", title: "Duplicate", "aria-label": "Duplicate", onclick: send("duplicate") }, "≡"));
+    h("button", { type: "button", "aria-label": "Relevant", onclick: send("relevant") }, "Relevant"),
+    h("button", { type: "button", "aria-label": "Not relevant", onclick: send("not_relevant") }, "Not relevant"),
+    h("button", { type: "button", "aria-label": "Duplicate", onclick: send("duplicate") }, "Duplicate"));
 }
 
 function matchItem(m) {
@@ -142,7 +142,7 @@ async function drawChart() {
   if (!box) return;
   let data;
   try { data = await api("/v1/matches/counts?hours=24"); } catch (e) { box.textContent = e.message; return; }
-  const W = 720, H = 180, P = 28;
+  const W = 1100, H = 200, P = 30;
   const span = Math.max(1, data.until - data.since);
   let max = 1;
   for (const t of data.topics) for (const [, n] of t.buckets) max = Math.max(max, n);

@@ -1,0 +1,114 @@
+"""The dashboard in headless chromium: sign-in, live matches arriving over SSE, feedback, chart, every page.
+
+A screenshot of each page is kept under test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from api_support import Api, match, produce_matches
+from conftest import ARTIFACTS
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from wirewatch import registry, state
+from wirewatch.records import Feed, Topic
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+
+def _shot(driver: Any, name: str) -> None:
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def _sign_in(driver: Any, api: Api, secret: str) -> None:
+    driver.get(api.base_url + "/ui/")
+    WebDriverWait(driver, 10).until(ec.presence_of_element_located((By.ID, "api_key")))
+    assert driver.current_url.endswith("/ui/login"), "a page without a key sends you to sign in"
+    box = driver.find_element(By.ID, "api_key")
+    box.send_keys(secret)
+    box.send_keys(Keys.ENTER)
+    WebDriverWait(driver, 10).until(ec.presence_of_element_located((By.ID, "matches")))
+
+
+def _console_errors(driver: Any) -> list[str]:
+    try:
+        logs = driver.get_log("browser")
+    except Exception:  # noqa: BLE001 - some drivers have no log endpoint
+        return []
+    return [entry["message"] for entry in logs if entry.get("level") == "SEVERE"
+            and "favicon" not in entry["message"]]
+
+
+def test_wrong_key_is_refused_with_a_message(live_api: Api, browser: Any) -> None:
+    browser.get(live_api.base_url + "/ui/login")
+    box = browser.find_element(By.ID, "api_key")
+    box.send_keys("ww_nope_aaaaaaaaaaaaaaaaaaaaaaaa")
+    box.send_keys(Keys.ENTER)
+    alert = WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.CSS_SELECTOR, "[role=alert]")))
+    assert "not valid" in alert.text
+    _shot(browser, "login-refused")
+
+
+def test_live_match_appears_and_takes_feedback(live_api: Api, browser: Any) -> None:
+    r = state.connect(live_api.settings)
+    registry.topics(r, live_api.settings).put(Topic(id="quakes", name="Earthquakes", description="earthquakes"))
+    _sign_in(browser, live_api, live_api.admin)
+    WebDriverWait(browser, 15).until(lambda d: d.find_element(By.ID, "stream-state").text == "live")
+    hub = live_api.app.state.ww.extras["hub"]
+    assert hub.count() == 1
+    produce_matches(live_api.settings, [match("quakes", "Magnitude 6.1 quake strikes off the coast")])
+    item = WebDriverWait(browser, 15).until(ec.presence_of_element_located(
+        (By.XPATH, "//ol[@id='matches']/li[contains(., 'Magnitude 6.1 quake')]")))
+    assert "quakes" in item.text
+    _shot(browser, "live")
+    item.find_element(By.CSS_SELECTOR, "button[aria-label='Relevant']").click()
+    toast = WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "toast").text or None)
+    assert "version 2" in toast
+    t = registry.topics(r, live_api.settings).get("quakes")
+    assert t is not None and t.version == 2 and t.examples
+    browser.refresh()
+    legend = WebDriverWait(browser, 10).until(
+        lambda d: d.find_element(By.ID, "chart-legend").text or None)
+    assert "quakes (1)" in legend
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart svg polyline"), "the chart is drawn"
+    _shot(browser, "live-chart")
+    assert _console_errors(browser) == []
+
+
+def test_keyboard_skip_link_and_navigation(live_api: Api, browser: Any) -> None:
+    _sign_in(browser, live_api, live_api.alice)
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)
+    active = browser.switch_to.active_element
+    assert active.text == "Skip to content"
+    active.send_keys(Keys.ENTER)
+    assert browser.switch_to.active_element.get_attribute("id") == "main"
+    body.send_keys(Keys.TAB)  # from main, Tab continues into the page
+    links = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "header nav a")]
+    assert links == ["Live", "Topics", "Subscriptions", "Feeds", "Deliveries"]
+
+
+def test_every_page_renders(live_api: Api, browser: Any) -> None:
+    r = state.connect(live_api.settings)
+    registry.topics(r, live_api.settings).put(Topic(id="floods", name="Floods", description="river floods",
+                                                    examples=("River bursts its banks",)))
+    registry.feeds(r, live_api.settings).put(Feed(id="f1", url="https://news.example.com/rss", name="Example"))
+    _sign_in(browser, live_api, live_api.admin)
+    for path, name, marker in [
+        ("/ui/topics", "topics", "Floods"),
+        ("/ui/topics/floods", "topic-editor", "Preview on recent articles"),
+        ("/ui/topics/new", "topic-new", "New topic"),
+        ("/ui/subscriptions", "subscriptions", "New subscription"),
+        ("/ui/feeds", "feeds", "news.example.com"),
+        ("/ui/deliveries", "deliveries", "Delivery log"),
+        ("/ui/stories/s1", "story", "Story"),
+    ]:
+        browser.get(live_api.base_url + path)
+        WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.ID, "main")))
+        assert marker in browser.find_element(By.ID, "main").text, path
+        _shot(browser, name)
