@@ -92,6 +92,7 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(settings.alerts.send_workers, thread_name_prefix="alerts-send")
         self._lock = threading.Lock()
         self._inflight: set[str] = set()
+        self._settling: set[str] = set()  # finished here, waiting for the audit record before leaving the outbox
         self._per_dest: Counter[str] = Counter()
         self._budgets: dict[str, Budget] = {}
         self._not_before: dict[str, float] = {}
@@ -156,7 +157,7 @@ class Dispatcher:
 
     def _start(self, key: str, entry: Entry | None) -> None:
         with self._lock:
-            if key in self._inflight:
+            if key in self._inflight or key in self._settling:
                 return
             self._inflight.add(key)
         self._pool.submit(self._run, key, entry)
@@ -262,20 +263,37 @@ class Dispatcher:
             self._recorder.record(self._delivery(n, DeliveryStatus.FAILED, f"retry in {delay:.1f}s: {detail}",
                                                  attempts=attempt, channel=kind))
             return
-        self.ledger.release(n.key, self.owner)
         outcome = "gave_up" if retryable else "permanent"
         metrics.ALERTS_ATTEMPTS.labels(kind, outcome).inc()
         reason = (f"gave up after {attempt} attempts: {detail}" if retryable else f"permanent: {detail}")
         log.error("notification_failed", subscription_id=n.subscription_id, channel=kind, attempts=attempt,
                   error=detail)
-        self._settle(entry, DeliveryStatus.FAILED, reason, "", attempts=attempt)
+        self._settle(entry, DeliveryStatus.FAILED, reason, "", attempts=attempt, release=True)
 
-    def _settle(self, entry: Entry, status: DeliveryStatus, reason: str, response: str, attempts: int = 0) -> None:
+    def _settle(self, entry: Entry, status: DeliveryStatus, reason: str, response: str, attempts: int = 0,
+                release: bool = False) -> None:
+        """Record the outcome; once the record is durable, the entry leaves the outbox.
+
+        A failed entry's claim is given back then, so a later article of the story may try again. Until
+        then our live claim keeps other processes off it and ``_settling`` keeps our own poller off it.
+        """
         n = entry.notification
         sub = self._subs.get(n.subscription_id)
         d = self._delivery(n, status, reason, attempts=attempts, response=response,
                            channel=sub.channel.type.value if sub else "")
-        self._recorder.record(d, then=lambda: self.outbox.remove([n.key]))
+        with self._lock:
+            self._settling.add(n.key)
+
+        def settled() -> None:
+            try:
+                self.outbox.remove([n.key])
+                if release:
+                    self.ledger.release(n.key, self.owner)
+            finally:
+                with self._lock:
+                    self._settling.discard(n.key)
+
+        self._recorder.record(d, then=settled)
 
     @staticmethod
     def _delivery(n: Notification, status: DeliveryStatus, reason: str, *, attempts: int = 0,

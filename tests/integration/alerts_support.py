@@ -49,6 +49,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.server.block_on_close = False  # a hanging handler must not hold the test at teardown
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

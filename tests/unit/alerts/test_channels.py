@@ -7,12 +7,11 @@ import time
 
 import pytest
 
-from alerts.channels import REGISTRY, Item, Notification, PermanentSendError, build
+from alerts.channels import REGISTRY, Item, Notification, PermanentSendError, build, slack, teams, webhook
 from alerts.channels import email as email_ch
-from alerts.channels import slack, teams, webhook
 from alerts.channels._http import retry_after
-from alerts.channels.base import clip, plain, redact, safe_url, target_label
 from alerts.channels.apprise import body as apprise_body
+from alerts.channels.base import clip, plain, redact, safe_url, target_label
 from wirewatch.records import ChannelKind, ChannelSpec
 from wirewatch.settings import AlertsSettings
 
