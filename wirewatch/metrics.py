@@ -7,6 +7,8 @@ Each stage adds its metrics in its own section below.
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
@@ -52,14 +54,15 @@ INGEST_FEEDS_DISABLED = Counter("wirewatch_ingest_feeds_disabled_total", "Feeds 
 INGEST_URL_MOVES = Counter("wirewatch_ingest_url_moves_total", "Stored feed URLs updated after a permanent redirect.")
 
 
-def serve(port: int | None, addr: str = "127.0.0.1") -> int | None:
+def serve(port: int | None, addr: str | None = None) -> int | None:
     """Expose ``/metrics`` on ``addr:port`` in a background thread; ``None`` or 0 disables it.
 
-    Returns the port served, or ``None``.
+    ``addr`` defaults to ``$WIREWATCH_OPS__METRICS_ADDR`` (``0.0.0.0`` in containers, so Prometheus can
+    scrape every worker), else 127.0.0.1. Returns the port served, or ``None``.
     """
     if not port:
         return None
-    start_http_server(port, addr=addr)
+    start_http_server(port, addr=addr or os.environ.get("WIREWATCH_OPS__METRICS_ADDR") or "127.0.0.1")
     return port
 
 

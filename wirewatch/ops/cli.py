@@ -120,6 +120,33 @@ def replay(
             print(f"  partition {partition}: offsets {lo}..{hi - 1}")
 
 
+def exporter() -> None:
+    """Serve consumer-group lag and topic end offsets on ops.metrics_port until SIGTERM.
+
+    For deployments whose workers run without ``wirewatch run`` (compose, Kubernetes).
+    """
+    import signal
+    import threading
+
+    from wirewatch import metrics
+    from wirewatch.cli import settings_of
+    from wirewatch.ops.lag import LagExporter
+
+    s = settings_of()
+    if not s.ops.metrics_port:
+        print("error: ops.metrics_port is 0; nothing to serve", file=sys.stderr)
+        raise typer.Exit(2)
+    metrics.serve(s.ops.metrics_port, s.ops.metrics_addr)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    lag = LagExporter(s, s.ops.lag_interval_s).start()
+    log.info("exporter_started", port=s.ops.metrics_port, interval_s=s.ops.lag_interval_s)
+    done.wait()
+    lag.stop()
+    log.info("exporter_stopped")
+
+
 def register(app: typer.Typer) -> None:
     """Add the operator commands to the ``wirewatch`` CLI."""
     from wirewatch.demo.cli import demo
@@ -128,3 +155,4 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
     app.command("status")(status)
     app.command("replay")(replay)
+    app.command("exporter")(exporter)
