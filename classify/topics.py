@@ -1,0 +1,254 @@
+"""Topics: keyword rules, topic files, and the shared topic store with hot reload and feedback.
+
+Keyword rules (``include_any``, ``include_all``, ``exclude``) match whole words and phrases only ("truce"
+does not fire on "truces" unless written ``truce*``). They are case aware: a term written in lower case
+matches any case, a term with a capital letter matches that case exactly (``US`` is not "us", ``AI`` is
+not "ai"). ``exclude`` vetoes a topic outright; the include rules are evidence for the topic's model.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from wirewatch import registry
+from wirewatch.log import get_logger
+from wirewatch.records import Topic, utcnow
+from wirewatch.settings import Settings
+
+log = get_logger("classify.topics")
+_WORD = re.compile(r"\w+")
+
+
+class TopicFileError(ValueError):
+    """A topics file that cannot be read; the message names the file and the bad entry."""
+
+
+@dataclass(frozen=True)
+class Doc:
+    """An article's text prepared once for every topic's keyword rules."""
+
+    text: str
+    words: frozenset[str]
+    lower_words: frozenset[str]
+
+    @classmethod
+    def of(cls, text: str) -> Doc:
+        """Prepare ``text``."""
+        words = frozenset(_WORD.findall(text))
+        return cls(text, words, frozenset(w.lower() for w in words))
+
+
+class Term:
+    """One keyword or phrase, whole-word and case aware; a trailing ``*`` matches any word ending."""
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw.strip()
+        if not self.raw or not _WORD.search(self.raw):
+            raise ValueError(f"keyword {raw!r} has no word characters")
+        self.prefix = self.raw.endswith("*")
+        body = self.raw.rstrip("*").strip()
+        self.case_sensitive = body != body.lower()
+        tokens = _WORD.findall(body)
+        self._need = frozenset(tokens if self.case_sensitive else (t.lower() for t in tokens))
+        if self.prefix:
+            # The last token is a prefix, so it cannot prefilter by exact word.
+            self._need = self._need - {tokens[-1] if self.case_sensitive else tokens[-1].lower()}
+        pattern = r"\s+".join(re.escape(p) for p in body.split())
+        tail = r"\w*" if self.prefix else ""
+        self._re = re.compile(rf"(?<!\w){pattern}{tail}(?!\w)", 0 if self.case_sensitive else re.IGNORECASE)
+        self._simple = len(tokens) == 1 and not self.prefix and tokens[0] == body
+
+    def found(self, doc: Doc) -> bool:
+        """True when the term occurs in ``doc`` as whole words."""
+        words = doc.words if self.case_sensitive else doc.lower_words
+        if not self._need <= words:
+            return False
+        if self._simple:
+            return True
+        return self._re.search(doc.text) is not None
+
+
+@dataclass(frozen=True)
+class KeywordHits:
+    """What a topic's keyword rules found in one article."""
+
+    any_hits: tuple[str, ...]
+    all_hits: tuple[str, ...]
+    excluded: tuple[str, ...]
+    any_total: int
+    all_total: int
+
+    @property
+    def fired(self) -> tuple[str, ...]:
+        """The include terms that fired, for the evidence."""
+        return self.all_hits + tuple(t for t in self.any_hits if t not in self.all_hits)
+
+    @property
+    def has_rules(self) -> bool:
+        """True when the topic has include rules at all."""
+        return bool(self.any_total or self.all_total)
+
+    @property
+    def boolean(self) -> bool:
+        """The classic boolean query: every include_all term, at least one include_any term, no exclude."""
+        if not self.has_rules or self.excluded:
+            return False
+        return len(self.all_hits) == self.all_total and (self.any_total == 0 or bool(self.any_hits))
+
+    def features(self) -> tuple[float, float, float]:
+        """(boolean, any-fired, share of include_all fired) for the topic model."""
+        any_f = float(bool(self.any_hits)) if self.any_total else 0.0
+        all_f = len(self.all_hits) / self.all_total if self.all_total else 0.0
+        return float(self.boolean), any_f, all_f
+
+
+class KeywordRules:
+    """A topic's compiled keyword rules."""
+
+    def __init__(self, topic: Topic) -> None:
+        try:
+            self.any = [Term(t) for t in topic.include_any]
+            self.all = [Term(t) for t in topic.include_all]
+            self.exclude = [Term(t) for t in topic.exclude]
+        except ValueError as exc:
+            raise ValueError(f"topic {topic.id!r}: {exc}") from exc
+
+    @property
+    def empty(self) -> bool:
+        """True when the topic has no keyword rules."""
+        return not (self.any or self.all or self.exclude)
+
+    def check(self, doc: Doc) -> KeywordHits:
+        """Apply the rules to ``doc``."""
+        return KeywordHits(
+            any_hits=tuple(t.raw for t in self.any if t.found(doc)),
+            all_hits=tuple(t.raw for t in self.all if t.found(doc)),
+            excluded=tuple(t.raw for t in self.exclude if t.found(doc)),
+            any_total=len(self.any),
+            all_total=len(self.all),
+        )
+
+
+def load_topic_file(path: Path) -> list[Topic]:
+    """Topics from a TOML file: ``[[topics]]`` tables, or a config file's ``[[classify.topics]]``.
+
+    Raises:
+        TopicFileError: when the file is missing, not TOML, or a topic is invalid (named by index and id).
+    """
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise TopicFileError(f"topics file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise TopicFileError(f"topics file {path} is not valid TOML: {exc}") from exc
+    entries = data.get("topics", data.get("topic", data.get("classify", {}).get("topics")))
+    if not isinstance(entries, list) or not entries:
+        raise TopicFileError(f"{path}: no [[topics]] (or [[classify.topics]]) tables")
+    out = []
+    for i, entry in enumerate(entries):
+        try:
+            topic = Topic.model_validate(entry)
+            KeywordRules(topic)
+        except ValueError as exc:
+            raise TopicFileError(f"{path}: topic #{i + 1} ({entry.get('id', '?')}): {exc}") from exc
+        out.append(topic)
+    return out
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, list | tuple):
+        if not value:
+            return "[]"
+        return "[\n" + "".join(f"  {_toml_value(v)},\n" for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dump_topics(topics: Iterable[Topic]) -> str:
+    """TOML text for ``topics`` as ``[[topics]]`` tables (readable back by :func:`load_topic_file`)."""
+    blocks = []
+    for topic in topics:
+        data = topic.model_dump(exclude={"v", "updated_at", "owner"}, exclude_none=True)
+        blocks.append("[[topics]]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in data.items()))
+    return "\n".join(blocks)
+
+
+class TopicStore:
+    """The topics every worker shares: the registry of kind ``topics``, seeded from the config."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.registry = registry.topics(client, settings)
+        self._settings = settings
+
+    def seed(self) -> int:
+        """Add the config's topics that the store lacks (API edits are never overwritten)."""
+        added = self.registry.seed(self._settings.classify.topics)
+        if added:
+            log.info("topics_seeded", added=added)
+        return added
+
+    def watch(self, on_change: Callable[[list[Topic]], None], interval_s: float = 1.0) -> registry.Watcher[Topic]:
+        """Call ``on_change(topics)`` now and after every change (within ``interval_s``)."""
+        return registry.Watcher(self.registry, on_change, interval_s).start()
+
+    def get(self, topic_id: str) -> Topic | None:
+        """The topic, or None."""
+        return self.registry.get(topic_id)
+
+    def all(self) -> list[Topic]:
+        """All topics."""
+        return self.registry.all()
+
+    def put(self, topic: Topic) -> Topic:
+        """Store ``topic`` as given."""
+        return self.registry.put(topic)
+
+    def feedback(self, topic_id: str, text: str, relevant: bool) -> Topic:
+        """Add ``text`` to the topic's examples (relevant) or counter-examples, as a new version.
+
+        Raises:
+            KeyError: when the topic does not exist.
+            ValueError: when ``text`` is empty.
+        """
+        return self.registry.put(apply_feedback(self._require(topic_id), text, relevant))
+
+    def _require(self, topic_id: str) -> Topic:
+        topic = self.registry.get(topic_id)
+        if topic is None:
+            raise KeyError(f"no topic {topic_id!r}")
+        return topic
+
+
+def apply_feedback(topic: Topic, text: str, relevant: bool) -> Topic:
+    """``topic`` with ``text`` added to its examples or counter-examples, one version later.
+
+    A text already on the other side moves over, so the newest judgement wins.
+
+    Raises:
+        ValueError: when ``text`` is empty.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("feedback text is empty")
+    examples = [e for e in topic.examples if e != text]
+    counters = [c for c in topic.counter_examples if c != text]
+    (examples if relevant else counters).append(text)
+    return topic.model_copy(update={"examples": tuple(examples), "counter_examples": tuple(counters),
+                                    "version": topic.version + 1, "updated_at": utcnow()})
+
+
+def enabled(topics: Sequence[Topic]) -> list[Topic]:
+    """The enabled topics, in id order."""
+    return sorted((t for t in topics if t.enabled), key=lambda t: t.id)

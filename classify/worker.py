@@ -1,0 +1,122 @@
+"""``wirewatch classify``: consume articles in batches, produce Matches, commit after Kafka's acknowledgement.
+
+Per batch: embed every article once (identical texts once), score against every enabled topic, produce a
+Match per (article, topic) that passed, keyed by article id, and wait for the acks; the consumer loop then
+commits. Undecodable records and unknown schema versions go to the articles DLQ (the loop does that).
+Topics follow the registry: a change is in force within about a second, no restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from classify.classifier import Classifier
+from classify.embedder import load_embedder
+from classify.recent import RecentStore
+from classify.topics import TopicStore
+from wirewatch import bus, metrics, registry, state
+from wirewatch.log import get_logger
+from wirewatch.records import Article, Match, Topic, decode, encode
+from wirewatch.settings import Settings
+
+log = get_logger("classify.worker")
+
+GROUP = "wirewatch-classify"
+REPLAY_HEADER = "wirewatch.replay"
+REPLAY_TOPIC_HEADER = "wirewatch.replay.topic"
+
+
+def decode_article(raw: bytes) -> Article:
+    """Decode one consumed value (raises RecordError for the DLQ)."""
+    return decode(Article, raw)
+
+
+def _header(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:
+    for k, v in headers:
+        if k == name:
+            return v.decode(errors="replace")
+    return None
+
+
+class Handler:
+    """The consumer loop's batch handler: classify, produce, remember."""
+
+    def __init__(self, settings: Settings, classifier: Classifier, producer: bus.Producer,
+                 recent: RecentStore | None = None) -> None:
+        self._topic = settings.kafka.topics.matches
+        self._classifier = classifier
+        self._producer = producer
+        self._recent = recent
+
+    def __call__(self, batch: list[bus.Consumed[Article]]) -> None:
+        """Classify ``batch`` and produce its matches; returns once Kafka acknowledged them all."""
+        started = time.monotonic()
+        plain = [c for c in batch if _header(c.headers, REPLAY_HEADER) is None]
+        replays = [c for c in batch if _header(c.headers, REPLAY_HEADER) is not None]
+        matches: list[Match] = []
+        if plain:
+            result = self._classifier.classify([c.value for c in plain])
+            matches += result.matches
+            if self._recent is not None:
+                self._recent.add([c.value for c in plain], result.vectors)
+        for c in replays:
+            only = _header(c.headers, REPLAY_TOPIC_HEADER)
+            matches += self._classifier.classify([c.value], only_topic=only, replay=True).matches
+        self._producer.send_many([bus.Outgoing(self._topic, m.article.id, encode(m)) for m in matches])
+        for m in matches:
+            metrics.CLASSIFY_MATCHES.labels(m.topic_id).inc()
+        metrics.CLASSIFY_ARTICLES.inc(len(batch))
+        now = time.time()
+        for c in batch:
+            metrics.observe_hop("classify", now - c.value.fetched_at.timestamp())
+        metrics.CLASSIFY_BATCH_SECONDS.observe(time.monotonic() - started)
+        log.debug("batch_classified", articles=len(batch), matches=len(matches))
+
+
+@dataclass
+class Worker:
+    """The assembled worker; :meth:`close` after the loop returned."""
+
+    loop: bus.ConsumerLoop[Article]
+    classifier: Classifier
+    watcher: registry.Watcher[Topic]
+    producer: bus.Producer
+
+    def close(self) -> None:
+        """Stop following topics and flush the producer."""
+        self.watcher.stop()
+        self.producer.close()
+
+
+def build(settings: Settings) -> Worker:
+    """Assemble the worker: model, topics (seeded, watched), recent store, producer and consumer loop."""
+    c = settings.classify
+    embedder = load_embedder(c.model, c.backend, cache_size=c.embed_cache_size, threads=c.threads,
+                             onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size)
+    metrics.CLASSIFY_MODEL.info({"model": embedder.name, "revision": embedder.revision, "backend": embedder.backend,
+                                 "dim": str(embedder.dim)})
+    classifier = Classifier(embedder, content_chars=c.content_chars, include_vector=c.include_vector)
+    client = state.connect(settings)
+    store = TopicStore(client, settings)
+    store.seed()
+    watcher = store.watch(classifier.set_topics, interval_s=c.reload_interval_s)
+    producer = bus.Producer(settings, client_id="classify")
+    handler = Handler(settings, classifier, producer, RecentStore(client, settings))
+    loop: bus.ConsumerLoop[Article] = bus.ConsumerLoop(
+        settings, topics=[settings.kafka.topics.articles], group=GROUP, decode=decode_article, handle=handler,
+        producer=producer, config=bus.LoopConfig(batch_size=c.batch_size, max_wait_ms=c.max_wait_ms),
+    )
+    return Worker(loop, classifier, watcher, producer)
+
+
+def run(settings: Settings) -> None:
+    """Run the worker until SIGTERM/SIGINT."""
+    metrics.serve(settings.classify.metrics_port)
+    worker = build(settings)
+    worker.loop.install_signal_handlers()
+    try:
+        worker.loop.run()
+    finally:
+        worker.close()

@@ -1,0 +1,136 @@
+"""Embedding cache, per-topic model and batch scoring with evidence, on a deterministic fake embedder."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+from classify_fakes import BagOfWordsEmbedder, fake_embedder
+
+from classify.classifier import Classifier
+from classify.embedder import CachedEmbedder
+from classify.model import FEATURES, Background, TopicVectors, fit, sim_features
+from classify.scorer import TopicIndex
+from classify.topics import Doc
+from wirewatch.records import Article, Topic
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+BACKGROUND = [
+    "stock markets fall on weak factory data", "team wins cup final after extra time",
+    "new phone has folding screen", "heatwave warning as temperatures rise", "minister resigns over expenses",
+    "film wins top prize at festival", "bank raises interest rates", "storm cuts power to thousands",
+    "court jails fraudster", "school funding increased", "vaccine trial shows promise", "train fares rise",
+]
+TRAINS = Topic(
+    id="trains", name="Rail strikes", description="rail workers strike trains cancelled",
+    examples=("rail strike cancels trains", "train drivers strike over pay", "rail union strike trains halted"),
+    counter_examples=("model trains exhibition opens",), include_any=("strike",), threshold=0.5, version=7,
+)
+FOOD = Topic(id="food", name="Food prices", description="food prices rise in shops",
+             examples=("food prices rise again", "shoppers pay more for food"), exclude=("pet",))
+
+
+def article(title: str, summary: str = "") -> Article:
+    return Article(id=f"a-{abs(hash(title))}", title=title, summary=summary, published_at=NOW, fetched_at=NOW,
+                   feed_url="https://example.org/feed")
+
+
+def classifier() -> Classifier:
+    emb = fake_embedder()
+    c = Classifier(emb, Background.build(BACKGROUND, emb))
+    c.set_topics([TRAINS, FOOD, Topic(id="off", name="Off", enabled=False)])
+    return c
+
+
+def test_cache_embeds_each_distinct_text_once_and_keeps_order() -> None:
+    inner = BagOfWordsEmbedder()
+    cached = CachedEmbedder(inner, size=10)
+    first = cached.embed(["a b", "c d", "a b"])
+    again = cached.embed(["c d", "e f"])
+    assert inner.calls == [["a b", "c d"], ["e f"]]
+    assert np.allclose(first[0], first[2]) and np.allclose(first[1], again[0])
+    assert np.allclose(np.linalg.norm(first, axis=1), 1.0)
+    assert (cached.hits, cached.misses) == (2, 3)
+
+
+def test_cache_is_bounded_lru() -> None:
+    inner = BagOfWordsEmbedder()
+    cached = CachedEmbedder(inner, size=2)
+    cached.embed(["a", "b"])
+    cached.embed(["a", "c"])  # evicts b, the least recently used
+    cached.embed(["a", "b"])
+    assert inner.calls[-1] == ["b"]
+
+
+def test_examples_are_scored_leave_one_out_in_training() -> None:
+    emb = fake_embedder()
+    tv = TopicVectors.build(TRAINS, emb)
+    own = sim_features(tv.examples[:1], tv.desc, tv.examples, tv.counters)[0]
+    assert own[FEATURES.index("ex_max")] > 0.999  # an example is its own nearest neighbour...
+    model = fit(tv, Background.build(BACKGROUND, emb))
+    assert model.kind == "learned" and model.positives == 3 and model.negatives == 1 + len(BACKGROUND)
+    # ...so training must not have seen that: evidence weights stay positive, counter-similarity negative.
+    w = dict(zip(FEATURES, model.weights, strict=True))
+    assert w["ex_max"] >= 0 and w["desc"] >= 0 and w["cx_max"] <= 0
+    assert float(np.max(model.background_scores)) < 0.5
+
+
+def test_topic_without_examples_uses_prior_calibrated_on_background() -> None:
+    emb = fake_embedder()
+    bare = Topic(id="bare", name="Volcano eruptions", description="volcano erupts lava ash")
+    model = fit(TopicVectors.build(bare, emb), Background.build(BACKGROUND, emb))
+    assert model.kind == "prior"
+    assert np.mean(model.background_scores < 0.5) >= 0.9
+
+
+def test_matches_carry_score_evidence_version_and_unit_vector() -> None:
+    c = classifier()
+    batch = c.classify([article("Rail strike: trains cancelled as drivers walk out"),
+                        article("Heatwave warning for the weekend")])
+    assert [t.id for t in batch.index.topics] == ["food", "trains"]  # disabled topic left out
+    assert len(batch.matches) == 1
+    m = batch.matches[0]
+    assert m.topic_id == "trains" and m.topic_version == 7 and m.threshold == 0.5 and 0.5 <= m.score <= 1.0
+    assert m.evidence.closest_kind in ("example", "description") and m.evidence.closest
+    assert m.evidence.keywords == ("strike",)
+    assert m.evidence.counter_example == "model trains exhibition opens" and m.evidence.counter_margin is not None
+    assert set(m.evidence.features) == set(FEATURES)
+    assert m.vector is not None and abs(float(np.linalg.norm(m.vector)) - 1.0) < 1e-4
+    assert m.model.name == "bag-of-words" and m.model.backend == "fake"
+
+
+def test_an_article_may_match_several_topics() -> None:
+    c = classifier()
+    batch = c.classify([article("Rail strike and food prices rise", "train drivers strike while food prices rise")])
+    assert sorted(m.topic_id for m in batch.matches) == ["food", "trains"]
+
+
+def test_exclude_rule_vetoes_a_topic() -> None:
+    c = classifier()
+    batch = c.classify([article("Pet food prices rise in shops")])
+    col = batch.index.position("food")
+    assert batch.scores.excluded[0, col] and batch.scores.scores[0, col] == 0.0
+    assert not batch.matches
+
+
+def test_scores_are_in_unit_interval_and_empty_inputs_are_fine() -> None:
+    c = classifier()
+    batch = c.classify([article(t) for t in BACKGROUND])
+    assert ((batch.scores.scores >= 0) & (batch.scores.scores <= 1)).all()
+    assert c.classify([]).matches == []
+    empty = TopicIndex([], 64).score(np.zeros((2, 64), np.float32), [Doc.of("a"), Doc.of("b")])
+    assert empty.scores.shape == (2, 0)
+
+
+def test_topics_with_and_without_examples_and_counters_stack_correctly() -> None:
+    emb = fake_embedder()
+    bg = Background.build(BACKGROUND, emb)
+    topics = [Topic(id="a", name="volcano lava"), TRAINS, Topic(id="c", name="cup final", examples=("cup final win",)),
+              FOOD]
+    index = TopicIndex.build(topics, emb, bg)
+    v = emb.embed(["train drivers strike over pay"])
+    batch = index.score(v, [Doc.of("train drivers strike over pay")])
+    for col, topic in enumerate(index.topics):
+        tv, _ = index.entries[col]
+        expected = sim_features(v, tv.desc, tv.examples, tv.counters)[0]
+        assert np.allclose(batch.features[0, col, :5], expected, atol=1e-5), topic.id
