@@ -132,3 +132,17 @@ API_STREAM_DROPPED = Counter("wirewatch_api_stream_dropped_total",
 API_MATCHES_STORED = Counter("wirewatch_api_matches_stored_total",
                              "Matches added to the recent-matches store, by result (new, seen, bad).", ["result"])
 API_FEEDBACK = Counter("wirewatch_api_feedback_total", "Feedback received on matches, by verdict.", ["verdict"])
+
+# --- classify: embedding and topic scoring ----------------------------------------------------------------
+CLASSIFY_ARTICLES = Counter("wirewatch_classify_articles_total", "Articles embedded and scored.")
+CLASSIFY_MATCHES = Counter("wirewatch_classify_matches_total", "Matches produced, by topic id.", ["topic"])
+CLASSIFY_BATCH_SECONDS = Histogram("wirewatch_classify_batch_seconds",
+                                   "Time to embed, score and produce one batch (acks included).", buckets=LATENCY_BUCKETS)
+CLASSIFY_EMBED_SECONDS = Histogram("wirewatch_classify_embed_seconds", "Time to embed one batch.",
+                                   buckets=LATENCY_BUCKETS)
+CLASSIFY_EMBED_CACHE = Counter("wirewatch_classify_embed_cache_total",
+                               "Texts looked up in the embedding cache, by result (hit, miss).", ["result"])
+CLASSIFY_TOPICS = Gauge("wirewatch_classify_topics", "Enabled topics in force.")
+CLASSIFY_TOPIC_RELOADS = Counter("wirewatch_classify_topic_reloads_total", "Topic set reloads, by outcome.",
+                                 ["outcome"])
+CLASSIFY_MODEL = Info("wirewatch_classify_model", "Embedding model, revision and backend in use.")

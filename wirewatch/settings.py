@@ -148,6 +148,13 @@ class ClassifySettings(Section):
     max_wait_ms: int = Field(default=200, ge=0)
     recent_store_size: int = Field(default=20000, ge=0)
     metrics_port: int | None = Field(default=9102, ge=0, le=65535)
+    embed_batch_size: int = Field(default=16, ge=1, le=1024, description="texts per model call (ONNX: 8-32 is fastest)")
+    embed_cache_size: int = Field(default=50000, ge=0, description="distinct texts whose vectors are kept (LRU)")
+    threads: int | None = Field(default=None, ge=1, le=256, description="model threads; unset = all cores")
+    onnx_dir: Path | None = Field(default=None, description="where ONNX exports are cached; unset = ~/.cache/wirewatch/onnx")
+    content_chars: int = Field(default=600, ge=0, description="lead of the content embedded after title and summary")
+    include_vector: bool = Field(default=True, description="carry the article vector on each Match (alerts folds with it)")
+    reload_interval_s: float = Field(default=1.0, gt=0, le=5.0, description="how often topic changes are polled")
 
 
 class AlertsSettings(Section):
