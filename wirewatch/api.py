@@ -248,4 +248,4 @@ def serve(settings: Settings) -> None:
 
     app = create_app(settings)
     uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level=settings.log.level,
-                proxy_headers=False, server_header=False, timeout_graceful_shutdown=5)
+                proxy_headers=False, server_header=False, timeout_graceful_shutdown=5, access_log=False)

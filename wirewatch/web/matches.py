@@ -123,9 +123,11 @@ class MatchStore:
         raw = self._client.hget(self._data, f"{topic_id}:{article_id}")
         return None if raw is None else decode(Match, raw)
 
-    def page(self, *, topic: str | None = None, since: datetime | None = None, until: datetime | None = None,
-             limit: int = 50, cursor: str | None = None) -> tuple[list[Match], str | None]:
-        """Newest first, filtered by topic and time; returns the page and the next cursor (None at the end).
+    def page_raw(self, *, topic: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                 limit: int = 50, cursor: str | None = None) -> tuple[list[bytes], str | None]:
+        """Newest first, filtered by topic and time: the stored JSON of each match and the next cursor.
+
+        The listing route sends these bytes as they are (no decode and re-encode per request).
 
         Raises:
             ValueError: for a malformed cursor (message names the field).
@@ -147,16 +149,20 @@ class MatchStore:
             picked.append((mk, float(score)))
         more = len(picked) > limit
         picked = picked[:limit]
-        raws = self._client.hmget(self._data, [mk for mk, _ in picked]) if picked else []
+        raws: Any = self._client.hmget(self._data, [mk for mk, _ in picked]) if picked else []
+        next_cursor = encode_cursor(picked[-1][1], picked[-1][0]) if more and picked else None
+        return [raw for raw in raws if raw is not None], next_cursor
+
+    def page(self, *, topic: str | None = None, since: datetime | None = None, until: datetime | None = None,
+             limit: int = 50, cursor: str | None = None) -> tuple[list[Match], str | None]:
+        """As :meth:`page_raw`, decoded into records (unreadable entries skipped)."""
+        raws, next_cursor = self.page_raw(topic=topic, since=since, until=until, limit=limit, cursor=cursor)
         out = []
         for raw in raws:
-            if raw is None:
-                continue
             try:
                 out.append(decode(Match, raw))
             except RecordError:
                 continue
-        next_cursor = encode_cursor(picked[-1][1], picked[-1][0]) if more and picked else None
         return out, next_cursor
 
     def counts(self, since_s: float, until_s: float) -> dict[str, list[tuple[int, int]]]:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from wirewatch import metrics, registry
@@ -97,10 +97,12 @@ def router() -> APIRouter:
     ) -> MatchPage:
         """Recent matches, newest first, filtered by topic and time, with cursor pagination."""
         try:
-            items, nxt = _store(ctx).page(topic=topic, since=since, until=until, limit=limit, cursor=cursor)
+            raws, nxt = _store(ctx).page_raw(topic=topic, since=since, until=until, limit=limit, cursor=cursor)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
-        return MatchPage(items=items, next_cursor=nxt)
+        # The stored JSON is the Match record's own encoding: send it as is rather than decode and re-encode.
+        body = b'{"items":[' + b",".join(raws) + b'],"next_cursor":' + json.dumps(nxt).encode() + b"}"
+        return Response(body, media_type="application/json")  # type: ignore[return-value]
 
     @r.get("/matches/counts", response_model=MatchCounts)
     def match_counts(
