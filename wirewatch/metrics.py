@@ -137,7 +137,8 @@ API_FEEDBACK = Counter("wirewatch_api_feedback_total", "Feedback received on mat
 CLASSIFY_ARTICLES = Counter("wirewatch_classify_articles_total", "Articles embedded and scored.")
 CLASSIFY_MATCHES = Counter("wirewatch_classify_matches_total", "Matches produced, by topic id.", ["topic"])
 CLASSIFY_BATCH_SECONDS = Histogram("wirewatch_classify_batch_seconds",
-                                   "Time to embed, score and produce one batch (acks included).", buckets=LATENCY_BUCKETS)
+                                   "Time to embed, score and produce one batch (acks included).",
+                                   buckets=LATENCY_BUCKETS)
 CLASSIFY_EMBED_SECONDS = Histogram("wirewatch_classify_embed_seconds", "Time to embed one batch.",
                                    buckets=LATENCY_BUCKETS)
 CLASSIFY_EMBED_CACHE = Counter("wirewatch_classify_embed_cache_total",

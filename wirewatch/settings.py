@@ -151,9 +151,11 @@ class ClassifySettings(Section):
     embed_batch_size: int = Field(default=16, ge=1, le=1024, description="texts per model call (ONNX: 8-32 is fastest)")
     embed_cache_size: int = Field(default=50000, ge=0, description="distinct texts whose vectors are kept (LRU)")
     threads: int | None = Field(default=None, ge=1, le=256, description="model threads; unset = all cores")
-    onnx_dir: Path | None = Field(default=None, description="where ONNX exports are cached; unset = ~/.cache/wirewatch/onnx")
+    onnx_dir: Path | None = Field(default=None,
+                                  description="where ONNX exports are cached; unset = ~/.cache/wirewatch/onnx")
     content_chars: int = Field(default=600, ge=0, description="lead of the content embedded after title and summary")
-    include_vector: bool = Field(default=True, description="carry the article vector on each Match (alerts folds with it)")
+    include_vector: bool = Field(default=True,
+                                 description="carry the article vector on each Match (alerts folds with it)")
     reload_interval_s: float = Field(default=1.0, gt=0, le=5.0, description="how often topic changes are polled")
 
 

@@ -1,0 +1,295 @@
+"""Classify's commands: the worker, ``eval topics``, and ``topics`` (list, test, preview, feedback, put)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from classify.classifier import Classifier
+    from wirewatch.records import Topic
+    from wirewatch.settings import Settings
+
+topics_app = typer.Typer(no_args_is_help=True, help="Topics: list, try on text or recent news, give feedback.")
+
+
+def _settings() -> Settings:
+    from wirewatch.cli import settings_of
+
+    return settings_of()
+
+
+def _classifier(settings: Settings) -> Classifier:
+    from classify.classifier import Classifier
+    from classify.embedder import EmbedderError, load_embedder
+
+    c = settings.classify
+    try:
+        embedder = load_embedder(c.model, c.backend, cache_size=c.embed_cache_size, threads=c.threads,
+                                 onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size)
+    except EmbedderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from exc
+    return Classifier(embedder, content_chars=c.content_chars)
+
+
+def _load_topics(path: Path) -> list[Topic]:
+    from classify.topics import TopicFileError, load_topic_file
+
+    try:
+        return load_topic_file(path)
+    except TopicFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from exc
+
+
+def _find_topic(settings: Settings, topic_id: str, topics_file: Path | None) -> Topic:
+    """The topic from a file, else the shared store, else the config."""
+    import redis
+
+    from classify.topics import TopicStore
+
+    if topics_file is not None:
+        found = [t for t in _load_topics(topics_file) if t.id == topic_id]
+    else:
+        try:
+            from wirewatch import state
+
+            topic = TopicStore(state.connect(settings), settings).get(topic_id)
+            found = [topic] if topic else []
+        except (redis.RedisError, OSError):
+            print("note: topic store unreachable; using the config's topics", file=sys.stderr)
+            found = [t for t in settings.classify.topics if t.id == topic_id]
+    if not found:
+        print(f"error: no topic {topic_id!r}", file=sys.stderr)
+        raise typer.Exit(2)
+    return found[0]
+
+
+def classify_command() -> None:
+    """Run the classify worker: articles in, matches out (until SIGTERM/SIGINT)."""
+    from classify.embedder import EmbedderError
+    from classify.worker import run
+
+    try:
+        run(_settings())
+    except EmbedderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from exc
+
+
+def eval_topics(
+    data: Annotated[Path, typer.Option("--data", help="JSON lines: id, title, text, labels (topic ids).")],
+    topics: Annotated[Path, typer.Option("--topics", help="TOML file with [[topics]] tables.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: topics.<id> and macro.")] = False,
+    write: Annotated[bool, typer.Option("--write-thresholds", help="Store suggested thresholds in the file.")] = False,
+    plot_file: Annotated[Path | None, typer.Option("--plot", help="Draw precision-recall curves to this PNG.")] = None,
+    percentile: Annotated[float, typer.Option(help="Without labels: suggest this background percentile.")] = 99.0,
+) -> None:
+    """Precision, recall and F1 per topic at its threshold, the best threshold, and macro averages."""
+    from tqdm import tqdm
+
+    from classify import evaluate as ev
+
+    settings = _settings()
+    topic_list = _load_topics(topics)
+    try:
+        items = ev.load_labelled(data)
+    except ev.DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from exc
+    classifier = _classifier(settings)
+    with tqdm(total=len(items), desc="embedding", unit="article", file=sys.stderr, disable=None) as bar:
+        report = ev.evaluate(classifier, topic_list, items, progress=bar.update, percentile=percentile)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_report(report)
+    if write:
+        thresholds = {tid: r.suggested_threshold for tid, r in report.topics.items()
+                      if r.suggested_threshold is not None}
+        n = ev.write_thresholds(topics, thresholds)
+        print(f"wrote {n} threshold(s) to {topics}", file=sys.stderr)
+    if plot_file is not None:
+        ev.plot(report, plot_file)
+        print(f"plot written to {plot_file}", file=sys.stderr)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _print_report(report: object) -> None:
+    from classify.evaluate import Report
+
+    assert isinstance(report, Report)
+    if not report.labelled:
+        print(f"no labels in the data: thresholds suggested from the background distribution of scores "
+              f"({report.articles} articles)")
+        print(f"{'topic':<24} {'threshold':>9} {'would match':>11} {'suggested':>9}  from")
+        for tid, r in report.topics.items():
+            print(f"{tid:<24} {r.threshold:>9.3f} {r.predicted:>11} {_fmt(r.suggested_threshold):>9}  "
+                  f"{r.suggested_from}")
+        return
+    print(f"{'topic':<24} {'thr':>5} {'P':>6} {'R':>6} {'F1':>6} {'best thr':>8} {'best F1':>7} "
+          f"{'cosine':>7} {'keywords':>8} {'pos':>5}")
+    for tid, r in report.topics.items():
+        print(f"{tid:<24} {r.threshold:>5.2f} {_fmt(r.precision):>6} {_fmt(r.recall):>6} {_fmt(r.f1):>6} "
+              f"{_fmt(r.best_threshold):>8} {_fmt(r.best_f1):>7} {_fmt(r.cosine_best_f1):>7} "
+              f"{_fmt(r.keyword_f1):>8} {r.positives:>5}")
+    m = report.macro
+    print(f"{'macro':<24} {'':>5} {_fmt(m.get('precision')):>6} {_fmt(m.get('recall')):>6} {_fmt(m.get('f1')):>6} "
+          f"{'':>8} {_fmt(m.get('best_f1')):>7} {_fmt(m.get('cosine_best_f1')):>7} {_fmt(m.get('keyword_f1')):>8}")
+    print("cosine = best F1 of cosine similarity alone (threshold picked in hindsight); "
+          "keywords = the topic's keyword query alone")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """List the topics in the shared store with version, threshold and size."""
+    from classify.topics import TopicStore
+    from wirewatch import state
+
+    s = _settings()
+    for t in TopicStore(state.connect(s), s).all():
+        print(f"{t.id:<24} v{t.version:<4} thr {t.threshold:.2f} {'on ' if t.enabled else 'off'} "
+              f"{len(t.examples)} examples, {len(t.counter_examples)} counter-examples  {t.name}")
+
+
+@topics_app.command("test")
+def topics_test(
+    topic: Annotated[str, typer.Argument(help="Topic id.")],
+    text: Annotated[str, typer.Argument(help="Text to score (title, then summary).")],
+    topics_file: Annotated[Path | None, typer.Option("--topics", help="Take the topic from this file.")] = None,
+) -> None:
+    """Score a text against one topic and show the evidence."""
+    from classify.model import describe
+    from wirewatch.records import Article, utcnow
+
+    s = _settings()
+    t = _find_topic(s, topic, topics_file)
+    classifier = _classifier(s)
+    index = classifier.index_for([t])
+    title, _, summary = text.partition("\n")
+    now = utcnow()
+    article = Article(id="test", title=title, summary=summary, published_at=now, fetched_at=now, feed_url="cli:")
+    batch = classifier.classify([article], index=index)
+    score = float(batch.scores.scores[0, 0])
+    ev = index.evidence(batch.vectors[0], batch.docs[0], 0, batch.scores, 0)
+    verdict = "MATCH" if batch.matches else ("excluded" if batch.scores.excluded[0, 0] else "no match")
+    print(f"{t.id} v{t.version}: score {score:.3f} (threshold {t.threshold:.2f}) -> {verdict}")
+    print(f"  closest {ev.closest_kind}: {ev.closest.splitlines()[0][:100]!r} (cosine {ev.similarity:.3f})")
+    if ev.counter_example is not None:
+        print(f"  closest counter-example: {ev.counter_example.splitlines()[0][:100]!r} "
+              f"(margin {ev.counter_margin:+.3f})")
+    print(f"  keywords fired: {', '.join(ev.keywords) or 'none'}")
+    print(f"  features: {json.dumps(ev.features)}")
+    print(f"  model: {json.dumps(describe(index.entries[0][1]))}")
+    info = classifier.model_info
+    print(f"  embedder: {info.name} ({info.backend}, rev {info.revision})")
+
+
+@topics_app.command("preview")
+def topics_preview(
+    topic_file: Annotated[Path, typer.Argument(help="TOML file with the topic(s) to try.")],
+    hours: Annotated[float, typer.Option("--hours", help="How far back to look.")] = 24.0,
+    near: Annotated[float, typer.Option("--near", help="Near miss: this far below the threshold.")] = 0.15,
+    show: Annotated[int, typer.Option("--show", help="Rows to list per section.")] = 15,
+) -> None:
+    """Score recent articles against topic(s) not yet saved: what would match, per day, and near misses."""
+    from classify.recent import RecentStore
+    from classify.topics import Doc
+    from wirewatch import state
+
+    s = _settings()
+    topic_list = _load_topics(topic_file)
+    recent = RecentStore(state.connect(s), s).recent(hours)
+    if not len(recent):
+        print(f"no recent articles in the last {hours:g} h (the classify worker keeps them)")
+        return
+    classifier = _classifier(s)
+    index = classifier.index_for(topic_list)
+    docs = [Doc.of(classifier.text_of(a)) for a in recent.articles]
+    scores = index.score(recent.vectors, docs)
+    print(f"{len(recent)} articles from the last {hours:g} h")
+    for col, t in enumerate(index.topics):
+        col_scores = scores.scores[:, col]
+        hit = [i for i in range(len(recent)) if col_scores[i] >= t.threshold and not scores.excluded[i, col]]
+        miss = [i for i in range(len(recent)) if t.threshold - near <= col_scores[i] < t.threshold]
+        per_day = Counter(recent.articles[i].published_at.date().isoformat() for i in hit)
+        print(f"\n== {t.id} (threshold {t.threshold:.2f}): {len(hit)} would match")
+        for day, n in sorted(per_day.items()):
+            print(f"  {day}: {n}")
+        for i in sorted(hit, key=lambda i: -col_scores[i])[:show]:
+            a = recent.articles[i]
+            print(f"  {col_scores[i]:.3f}  {a.published_at:%m-%d %H:%M}  {a.title[:90]}  [{a.source}]")
+        print(f"-- near misses ({len(miss)}):")
+        for i in sorted(miss, key=lambda i: -col_scores[i])[:show]:
+            a = recent.articles[i]
+            print(f"  {col_scores[i]:.3f}  {a.published_at:%m-%d %H:%M}  {a.title[:90]}  [{a.source}]")
+
+
+@topics_app.command("feedback")
+def topics_feedback(
+    topic: Annotated[str, typer.Argument(help="Topic id.")],
+    relevant: Annotated[bool, typer.Option("--relevant/--not-relevant", help="Was the match relevant?")],
+    text: Annotated[str | None, typer.Option("--text", help="The article's text (title, then summary).")] = None,
+    article_id: Annotated[str | None, typer.Option("--article", help="An article id from the recent store.")] = None,
+) -> None:
+    """Add a delivered match to the topic's examples (relevant) or counter-examples, as a new version."""
+    from classify.recent import RecentStore
+    from classify.topics import TopicStore
+    from wirewatch import state
+
+    s = _settings()
+    client = state.connect(s)
+    if (text is None) == (article_id is None):
+        print("error: give exactly one of --text or --article", file=sys.stderr)
+        raise typer.Exit(2)
+    if article_id is not None:
+        found = [a for a in RecentStore(client, s).recent().articles if a.id == article_id]
+        if not found:
+            print(f"error: article {article_id!r} is not in the recent store", file=sys.stderr)
+            raise typer.Exit(2)
+        text = f"{found[0].title}\n{found[0].summary}".strip()
+    assert text is not None
+    try:
+        updated = TopicStore(client, s).feedback(topic, text, relevant)
+    except (KeyError, ValueError) as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        raise typer.Exit(2) from exc
+    side = "examples" if relevant else "counter-examples"
+    print(f"{updated.id}: added to {side}; now version {updated.version} "
+          f"({len(updated.examples)} examples, {len(updated.counter_examples)} counter-examples)")
+
+
+@topics_app.command("put")
+def topics_put(topic_file: Annotated[Path, typer.Argument(help="TOML file with [[topics]] tables.")]) -> None:
+    """Save topics from a file to the shared store (a changed topic gets the next version)."""
+    from classify.topics import TopicStore
+    from wirewatch import state
+    from wirewatch.records import utcnow
+
+    s = _settings()
+    store = TopicStore(state.connect(s), s)
+    for t in _load_topics(topic_file):
+        old = store.get(t.id)
+        version = t.version if old is None else max(t.version, old.version + 1)
+        saved = store.put(t.model_copy(update={"version": version, "updated_at": utcnow()}))
+        print(f"{saved.id}: version {saved.version}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add classify's commands to the ``wirewatch`` app (the ``eval`` group is shared with alerts)."""
+    app.command("classify")(classify_command)
+    eval_app = next((g.typer_instance for g in app.registered_groups if g.name == "eval"), None)
+    if eval_app is None:
+        eval_app = typer.Typer(no_args_is_help=True, help="Measure classification and de-duplication.")
+        app.add_typer(eval_app, name="eval")
+    eval_app.command("topics")(eval_topics)
+    app.add_typer(topics_app, name="topics")

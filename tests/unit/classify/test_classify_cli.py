@@ -1,0 +1,70 @@
+"""``wirewatch eval topics`` and ``wirewatch topics test`` on the shipped Aleppo set (real model, no servers)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from classify.topics import load_topic_file
+from wirewatch.cli import app
+
+ROOT = Path(__file__).resolve().parents[3]
+ALEPPO = ROOT / "examples" / "aleppo"
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("WIREWATCH_CLASSIFY__THREADS", "2")
+    return CliRunner()
+
+
+def test_eval_topics_json_has_per_topic_and_macro_figures(runner: CliRunner, tmp_path: Path) -> None:
+    topics = tmp_path / "topics.toml"
+    shutil.copy(ALEPPO / "topics.toml", topics)
+    plot = tmp_path / "pr.png"
+    result = runner.invoke(app, ["eval", "topics", "--data", str(ALEPPO / "articles.jsonl"), "--topics", str(topics),
+                                 "--json", "--write-thresholds", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    t = out["topics"]["aleppo-ceasefire"]
+    for name in ("precision", "recall", "f1", "best_threshold", "best_f1", "cosine_best_f1", "keyword_f1"):
+        assert 0.0 <= t[name] <= 1.0, name
+    assert t["best_f1"] >= t["f1"] and out["macro"]["f1"] == t["f1"]
+    assert plot.stat().st_size > 1000
+    written = load_topic_file(topics)[0]
+    assert written.threshold == pytest.approx(t["best_threshold"], abs=1e-4)
+    assert "# The Aleppo ceasefire" in topics.read_text()  # comments kept
+
+
+def test_eval_topics_without_labels_suggests_a_background_percentile(runner: CliRunner, tmp_path: Path) -> None:
+    data = tmp_path / "unlabelled.jsonl"
+    rows = [json.loads(line) for line in (ALEPPO / "articles.jsonl").read_text().splitlines()]
+    data.write_text("".join(json.dumps({"id": r["id"], "title": r["title"], "text": r["text"]}) + "\n" for r in rows))
+    result = runner.invoke(app, ["eval", "topics", "--data", str(data), "--topics", str(ALEPPO / "topics.toml")])
+    assert result.exit_code == 0, result.output
+    assert "no labels in the data" in result.stdout and "background p99" in result.stdout
+
+
+def test_eval_topics_bad_data_line_exits_2_naming_the_line(runner: CliRunner, tmp_path: Path) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"id": "1", "title": "ok", "labels": []}\n{oops\n')
+    result = runner.invoke(app, ["eval", "topics", "--data", str(data), "--topics", str(ALEPPO / "topics.toml")])
+    assert result.exit_code == 2
+    assert f"{data}:2: not valid JSON" in result.stderr
+
+
+def test_topics_test_prints_score_and_evidence(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["topics", "test", "aleppo-ceasefire", "--topics", str(ALEPPO / "topics.toml"),
+                                 "Aleppo evacuation resumes\nBuses left the rebel-held east under the truce."])
+    assert result.exit_code == 0, result.output
+    assert "-> MATCH" in result.stdout and "keywords fired: Aleppo" in result.stdout
+    assert "closest counter-example" in result.stdout
+
+
+def test_topics_test_unknown_topic_exits_2(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["topics", "test", "nope", "--topics", str(ALEPPO / "topics.toml"), "text"])
+    assert result.exit_code == 2 and "no topic 'nope'" in result.stderr
