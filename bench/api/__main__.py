@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20)
     args = ap.parse_args()
 
-    from api_support import match, produce_matches
+    from api_support import match
 
     from wirewatch import bus, stack, state
     from wirewatch.auth import KeyStore
@@ -198,11 +198,16 @@ def main() -> None:
         else:
             rows.append(("POST /v1/topics/preview", "-", "-", "-", "classify not installed"))
 
+        producer = bus.Producer(settings, client_id="bench-api")
+        producer.send_many([bus.Outgoing(settings.kafka.topics.matches, "warm", match("warm-up", "w").to_json())])
+
         def produce(n: int) -> None:
-            produce_matches(settings, [match("topic-0", f"Live {k}") for k in range(n)])
+            live = [match("topic-0", f"Live {k}") for k in range(n)]
+            producer.send_many([bus.Outgoing(settings.kafka.topics.matches, m.article.id, m.to_json()) for m in live])
 
         print(f"SSE fan-out to {args.clients} clients ...", flush=True)
         fo = asyncio.run(fanout(url, admin, args.clients, args.events, produce, admin))
+        producer.close()
 
         print()
         print(f"{'operation':<52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>8}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -20,6 +21,7 @@ from wirewatch.state import key
 from wirewatch.web.matches import Hub, MatchStore
 
 TOPIC_ID = r"^[a-z0-9][a-z0-9_.-]*$"
+_TOPIC_RE = re.compile(TOPIC_ID)
 Ctx = Annotated[ApiContext, Depends(get_context)]
 
 
@@ -133,7 +135,7 @@ def router() -> APIRouter:
         """Server-sent events: one ``match`` event per live match of the chosen topics; comments as heartbeat."""
         topics = topic or []
         for t in topics:
-            if len(t) > 64 or not t or not t[0].isalnum():
+            if len(t) > 64 or not _TOPIC_RE.match(t):
                 raise HTTPException(422, f"topic: {t[:64]!r} is not a topic id")
         hub: Hub = ctx.extras["hub"]
         heartbeat = ctx.settings.api.sse_heartbeat_s
