@@ -192,6 +192,7 @@ def current_key(request: Request, ctx: Annotated[ApiContext, Depends(get_context
         raise HTTPException(403, f"dashboard requests that change data need the {CSRF_HEADER} header")
     api_key = ctx.keys.verify(secret)
     if api_key is None:
+        refuse_guessing(request, ctx)
         raise HTTPException(401, "invalid API key", headers=_UNAUTHORIZED)
     per_minute = api_key.rate_limit_per_minute or ctx.settings.api.rate_limit_per_minute
     ok, wait_s = ctx.limiter.allow(key(ctx.settings, "api", "rl", api_key.id), per_minute, 60.0)
@@ -200,6 +201,16 @@ def current_key(request: Request, ctx: Annotated[ApiContext, Depends(get_context
                                  f"{api_key.id}", headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
     request.state.api_key = api_key
     return api_key
+
+
+def refuse_guessing(request: Request, ctx: ApiContext) -> None:
+    """429 once a client address has presented too many wrong keys in a minute (slows key guessing)."""
+    addr = request.client.host if request.client else "unknown"
+    limit = ctx.settings.api.auth_failures_per_minute
+    ok, wait_s = ctx.limiter.allow(key(ctx.settings, "api", "authfail", addr), limit, 60.0)
+    if not ok:
+        raise HTTPException(429, f"too many invalid API keys from this address (limit {limit} per minute)",
+                            headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
 
 
 CurrentKey = Annotated[ApiKey, Depends(current_key)]

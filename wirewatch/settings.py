@@ -202,6 +202,7 @@ class ApiSettings(Section):
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
     consume_matches: bool = Field(default=True, description="follow the matches topic for /v1/stream and listing")
     cookie_secure: bool = Field(default=False, description="mark the dashboard cookie Secure (behind HTTPS)")
+    auth_failures_per_minute: int = Field(default=60, ge=1, description="wrong keys per client address, then 429")
 
 
 class OpsSettings(Section):

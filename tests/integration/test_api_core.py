@@ -80,6 +80,20 @@ def test_wrong_secret_for_a_real_key_id_gets_401(api: Api) -> None:
     assert api.client.get("/v1/matches", headers=api.h(forged)).status_code == 401
 
 
+def test_key_guessing_is_slowed_with_429(api_settings: Settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from wirewatch.api import create_app
+
+    s = api_settings.model_copy(update={"api": api_settings.api.model_copy(update={"auth_failures_per_minute": 5})})
+    _, good = KeyStore(state.connect(s), s).create("good", "subscriber")
+    with TestClient(create_app(s, follow_matches=False)) as client:
+        codes = [client.get("/v1/me", headers={"X-API-Key": f"ww_guess{i}_{'a' * 30}"}).status_code
+                 for i in range(6)]
+        assert codes == [401] * 5 + [429]
+        assert client.get("/v1/me", headers={"X-API-Key": good}).status_code == 200, "a right key still works"
+
+
 def test_bearer_header_is_accepted(api: Api) -> None:
     assert api.client is not None
     r = api.client.get("/v1/me", headers={"Authorization": f"Bearer {api.alice}"})

@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from wirewatch import registry
-from wirewatch.auth import COOKIE, ApiContext, ApiKey, get_context, visible
+from wirewatch.auth import COOKIE, ApiContext, ApiKey, get_context, refuse_guessing, visible
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -57,6 +57,7 @@ def router() -> APIRouter:
     def login(request: Request, ctx: Ctx, api_key: Annotated[str, Form(max_length=200)]) -> Response:
         found = ctx.keys.verify(api_key.strip())
         if found is None:
+            refuse_guessing(request, ctx)
             return templates.TemplateResponse(request, "login.html",
                                               {"error": "That key is not valid.", "page": "login", "key": None},
                                               status_code=401)
