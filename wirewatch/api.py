@@ -58,7 +58,7 @@ def create_app(settings: Settings, *, client: redis.Redis | None = None,
         if follower is not None:
             follower.stop()
 
-    app = FastAPI(title="Wirewatch", version=__version__, lifespan=lifespan, docs_url="/docs",
+    app = FastAPI(title="Wirewatch", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Topics, subscriptions, feeds, matches and feedback. Send your key in X-API-Key.")
     app.state.ww = ctx
     _install_errors(app)
@@ -66,9 +66,26 @@ def create_app(settings: Settings, *, client: redis.Redis | None = None,
     app.include_router(routes.router())
     loaded = _include_stages(app)
     pages.mount(app)
+    _mount_docs(app)
     app.add_middleware(_Metrics)  # type: ignore[arg-type]
     app.add_middleware(_BodyLimit, max_bytes=settings.api.max_body_bytes)  # type: ignore[arg-type]
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs`` from the installed ``swagger_ui_bundle`` (FastAPI's default loads it from a CDN)."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Wirewatch API",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon-32x32.png")
 
 
 def _include_stages(app: FastAPI) -> list[str]:

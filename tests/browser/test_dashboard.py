@@ -112,3 +112,15 @@ def test_every_page_renders(live_api: Api, browser: Any) -> None:
         WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.ID, "main")))
         assert marker in browser.find_element(By.ID, "main").text, path
         _shot(browser, name)
+
+
+def test_openapi_docs_render_from_local_files(live_api: Api, browser: Any) -> None:
+    """/docs is Swagger UI served by the app itself: it renders every operation with no CDN reachable."""
+    browser.get(live_api.base_url + "/docs")
+    WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".opblock")))
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert "/v1/matches" in text and "/v1/feedback" in text
+    sources = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert all(s.startswith(live_api.base_url) for s in sources), sources
+    _shot(browser, "docs")
