@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 
 from alerts import channels
-from alerts.channels import Channel, Notification, PermanentSendError, RetryableSendError
+from alerts.channels import Channel, Item, Notification, PermanentSendError, RetryableSendError
 from alerts.ledger import NotificationLedger
 from alerts.outbox import Entry, Outbox
 from alerts.recorder import Recorder, delivery_id
@@ -303,3 +303,36 @@ class Dispatcher:
                         status=status, reason=reason[:1000], attempts=attempts, idempotency_key=n.key,
                         sent_at=utcnow() if status == DeliveryStatus.SENT else None, response=response[:300],
                         channel=channel)
+
+
+def test_notification(sub: Subscription, key: str) -> Notification:
+    """A clearly marked test notification for ``sub``."""
+    item = Item(title="Wirewatch test notification: this channel is connected",
+                summary=f"Sent on request to check subscription {sub.id}. No action needed.",
+                source="Wirewatch", published_at=utcnow())
+    return Notification(key=key, kind="test", subscription_id=sub.id, topic_id=sub.topic_id, story_id="test",
+                        items=(item,), reason="test requested by an operator")
+
+
+def send_now(settings: Settings, sub: Subscription, key: str, *,
+             build: ChannelBuilder = channels.build) -> tuple[bool, int, str]:
+    """Send a test notification synchronously with the runner's retry policy: (ok, attempts, detail)."""
+    s = settings.alerts
+    n = test_notification(sub, key)
+    try:
+        channel = build(sub.channel, s)
+    except PermanentSendError as exc:
+        return False, 0, exc.detail
+    try:
+        for attempt in range(1, s.max_attempts + 1):
+            try:
+                return True, attempt, channel.send(n)
+            except PermanentSendError as exc:
+                return False, attempt, exc.detail
+            except RetryableSendError as exc:
+                if attempt == s.max_attempts:
+                    return False, attempt, f"gave up after {attempt} attempts: {exc.detail}"
+                time.sleep(min(30.0, backoff(attempt, s, exc.retry_after_s)))
+    finally:
+        channel.close()
+    return False, s.max_attempts, "not sent"
