@@ -105,6 +105,8 @@ def normalize_entry(entry: RawEntry, *, parsed: ParsedFeed, feed_url: str, ident
     if content == summary:
         content = ""
     url = _link(entry.link)
+    if not title:
+        title = plain_text(summary, 160)
     aid = article_id(url=url, feed_url=identity_feed_url, guid=entry.guid, title=title or None,
                      published=entry.published_raw)
     published, estimated = entry.published, False
@@ -113,7 +115,7 @@ def normalize_entry(entry: RawEntry, *, parsed: ParsedFeed, feed_url: str, ident
     elif published > fetched_at + timedelta(seconds=cfg.future_tolerance_s):
         published, estimated = fetched_at, True
     if not title:
-        title = plain_text(summary, 160) or (url or "")
+        title = url or entry.guid or ""
     article = Article(
         id=aid, url=url, title=title, summary=summary, content=content or None,
         published_at=published, fetched_at=fetched_at, published_estimated=estimated,

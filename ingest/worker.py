@@ -106,6 +106,7 @@ class IngestWorker:
         self._wakeup: asyncio.Event | None = None
         self.polls = 0
         self.watch_interval_s = 1.0
+        self._watcher: regmod.Watcher[Feed] | None = None
 
     # -- helpers ---------------------------------------------------------------------------------------
     async def _in(self, pool: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
@@ -199,11 +200,21 @@ class IngestWorker:
         parsed = parse(result.body, result.headers, result.url)
         items, bad = normalize(parsed, feed_url=st.url, identity_feed_url=st.identity_url or st.url,
                                feed_id=feed.id, feed_name=feed.name, fetched_at=fetched, cfg=self.cfg)
-        oldest = fetched - timedelta(seconds=self.cfg.seen_ttl_s)
-        fresh = [n for n in items if n.article.published_estimated or n.article.published_at >= oldest]
-        stale = len(items) - len(fresh)
-        fates = self.seen.claim([(n.article.id, n.digest) for n in fresh])
-        return parsed, fresh, fates, stale, len(bad)
+        fates = self.seen.claim([(n.article.id, n.digest) for n in items])
+        stale = 0
+        if st.last_success_at:
+            # Never seen, dated before the seen store's memory, in a feed we already read: a re-served ancient
+            # whose seen key lapsed, not news. (A feed's first read publishes everything it lists.)
+            oldest = fetched - timedelta(seconds=self.cfg.seen_ttl_s)
+            ancient = [i for i, (n, f) in enumerate(zip(items, fates, strict=True))
+                       if f is Fate.NEW and not n.article.published_estimated and n.article.published_at < oldest]
+            if ancient:
+                self.seen.release([items[i].article.id for i in ancient])
+                drop = set(ancient)
+                items = [n for i, n in enumerate(items) if i not in drop]
+                fates = [f for i, f in enumerate(fates) if i not in drop]
+                stale = len(drop)
+        return parsed, items, fates, stale, len(bad)
 
     async def _fresh(self, feed: Feed, st: FeedState, result: FetchResult, now: float,
                      flog: Any) -> tuple[PollReport, FeedState]:
@@ -371,6 +382,7 @@ class IngestWorker:
         seeded = await self._in(self._io, self.registry.seed, config_feeds(self.cfg.feeds))
         self.state = await self._in(self._io, self.states.load_all)
         watcher = regmod.Watcher(self.registry, self._on_registry_change, interval_s=self.watch_interval_s)
+        self._watcher = watcher
         await self._in(self._io, watcher.start)
         await asyncio.sleep(0)  # let the first apply_feeds scheduled by the watcher run
         log.info("ingest_started", feeds=len(self.feeds), seeded=seeded, states=len(self.state),
@@ -416,7 +428,9 @@ class IngestWorker:
             log.info("ingest_stopped", polls=self.polls)
 
     async def close(self) -> None:
-        """Release the HTTP client, the producer and the thread pools."""
+        """Stop following the registry; release the HTTP client, the producer and the thread pools."""
+        if self._watcher is not None:
+            self._watcher.stop()
         aclose = getattr(self.fetcher, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -39,7 +39,10 @@ def server() -> Iterator[FeedServer]:
         s.stop()
 
 
-def fetch(url: str, validators: Validators = Validators(), **cfg: object) -> object:
+NO_VALIDATORS = Validators()
+
+
+def fetch(url: str, validators: Validators = NO_VALIDATORS, **cfg: object) -> object:
     async def go() -> object:
         f = HttpFetcher(IngestSettings(**cfg))  # type: ignore[arg-type]
         try:

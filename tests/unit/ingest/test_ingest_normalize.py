@@ -74,7 +74,8 @@ def test_identity_falls_back_to_guid_then_title_and_first_duplicate_wins() -> No
 
 
 def test_entry_without_anything_to_identify_it_is_reported() -> None:
-    _, bad = normalize(ParsedFeed("rss20", entries=(RawEntry(summary="no id"),)), feed_url=FEED, fetched_at=NOW, cfg=CFG)
+    empty = ParsedFeed("rss20", entries=(RawEntry(tags=("only a tag",)),))
+    _, bad = normalize(empty, feed_url=FEED, fetched_at=NOW, cfg=CFG)
     assert bad and "no link" in bad[0][1]
 
 
