@@ -102,11 +102,16 @@ class Classifier:
         scores = idx.score(vectors, docs)
         now = utcnow()
         matches = []
+        as_tuple: dict[int, tuple[float, ...]] = {}
         for row, col in scores.passed(idx.thresholds):
             topic = idx.topics[col]
             if only_topic is not None and topic.id != only_topic:
                 continue
-            vec = tuple(round(float(x), 6) for x in vectors[row]) if self._include_vector else None
+            vec = None
+            if self._include_vector:
+                if row not in as_tuple:
+                    as_tuple[row] = tuple(vectors[row].astype(np.float64).round(6).tolist())
+                vec = as_tuple[row]
             matches.append(Match(
                 article=articles[row], topic_id=topic.id, topic_version=topic.version,
                 score=round(float(scores.scores[row, col]), 4), threshold=topic.threshold,
@@ -114,9 +119,3 @@ class Classifier:
                 classified_at=now, vector=vec, replay=replay,
             ))
         return Batch(vectors, docs, scores, idx, matches)
-
-
-def unit(vectors: Vectors) -> Vectors:
-    """Rows scaled to unit norm (for vectors read back from storage)."""
-    n = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.asarray(vectors / np.clip(n, 1e-9, None), dtype=np.float32)

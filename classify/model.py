@@ -54,10 +54,20 @@ class TopicVectors:
     @classmethod
     def build(cls, topic: Topic, embedder: Embedder) -> TopicVectors:
         """Embed the topic's description, examples and counter-examples in one call."""
-        texts = [topic_text(topic), *topic.examples, *topic.counter_examples]
+        return cls.build_many([topic], embedder)[0]
+
+    @classmethod
+    def build_many(cls, topics: Sequence[Topic], embedder: Embedder) -> list[TopicVectors]:
+        """Embed every topic's texts in one call (model batches stay full)."""
+        texts = [t for topic in topics for t in (topic_text(topic), *topic.examples, *topic.counter_examples)]
         vecs = embedder.embed(texts)
-        k = len(topic.examples)
-        return cls(topic, vecs[0], vecs[1:1 + k], vecs[1 + k:], KeywordRules(topic))
+        out, at = [], 0
+        for topic in topics:
+            k, m = len(topic.examples), len(topic.counter_examples)
+            out.append(cls(topic, vecs[at], vecs[at + 1:at + 1 + k], vecs[at + 1 + k:at + 1 + k + m],
+                           KeywordRules(topic)))
+            at += 1 + k + m
+        return out
 
 
 def centroid(desc: Vectors, examples: Vectors) -> Vectors:
@@ -184,27 +194,42 @@ def _fit_logistic(z: Array, y: Array, w: Array, prior: Array, lam: Array) -> tup
 
     Evidence features may only push a score the way they mean (similarity up, counter-similarity down):
     with a handful of examples an unconstrained fit happily learns that *more* similar is *less* relevant.
+    Solved by projected Newton steps on the free variables (a few milliseconds for hundreds of rows).
     """
-    from scipy.optimize import minimize
-
     sw = w / w.sum()
+    x1 = np.hstack([z, np.ones((len(z), 1))])
+    lam1 = np.append(lam, 0.0)
+    prior1 = np.append(prior, 0.0)
+    lower = np.array([-np.inf if n == "cx_max" else 0.0 for n in FEATURES] + [-np.inf])
+    upper = np.array([0.0 if n == "cx_max" else np.inf for n in FEATURES] + [np.inf])
 
-    def loss(params: Array) -> tuple[float, Array]:
-        coef, b = params[:-1], params[-1]
-        m = z @ coef + b
-        p = sigmoid(m)
-        # log(1 + e^m) - y m, computed stably
-        ll = np.logaddexp(0.0, m) - y * m
-        diff = coef - prior
-        value = float(sw @ ll) + 0.5 * float(lam @ (diff * diff))
-        g = sw * (p - y)
-        grad = np.concatenate([z.T @ g + lam * diff, [g.sum()]])
-        return value, grad
+    def loss(params: Array) -> float:
+        m = x1 @ params
+        diff = params - prior1
+        return float(sw @ (np.logaddexp(0.0, m) - y * m)) + 0.5 * float(lam1 @ (diff * diff))
 
-    bounds = [(None, 0.0) if name == "cx_max" else (0.0, None) for name in FEATURES] + [(None, None)]
-    start = np.concatenate([prior, [0.0]])
-    res = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds)
-    return np.asarray(res.x[:-1], dtype=np.float64), float(res.x[-1])
+    params = np.clip(prior1.copy(), lower, upper)
+    value = loss(params)
+    for _ in range(100):
+        p = sigmoid(x1 @ params)
+        grad = x1.T @ (sw * (p - y)) + lam1 * (params - prior1)
+        hess = x1.T @ (x1 * (sw * p * (1 - p))[:, None]) + np.diag(lam1 + 1e-9)
+        pinned = ((params <= lower) & (grad > 0)) | ((params >= upper) & (grad < 0))
+        free = ~pinned
+        step = np.zeros_like(params)
+        step[free] = np.linalg.solve(hess[np.ix_(free, free)], grad[free])
+        t = 1.0
+        while True:
+            new = np.clip(params - t * step, lower, upper)
+            new_value = loss(new)
+            if new_value <= value - 1e-4 * float(grad @ (params - new)) or t < 1e-6:
+                break
+            t /= 2
+        done = float(np.max(np.abs(new - params))) < 1e-8
+        params, value = new, new_value
+        if done:
+            break
+    return params[:-1].astype(np.float64), float(params[-1])
 
 
 def fit(tv: TopicVectors, background: Background, *, lam: float = LAMBDA) -> TopicModel:

@@ -27,7 +27,7 @@ from classify.model import (
     sigmoid,
     topic_text,
 )
-from classify.topics import Doc
+from classify.topics import Doc, KeywordIndex
 from wirewatch.records import Evidence, Topic
 
 Array = NDArray[np.float64]
@@ -87,17 +87,13 @@ class TopicIndex:
         self._cx, self._cx_starts, self._has_cx = _segments([tv.counters for tv in tvs], dim)
         self._w = np.stack([m.weights for _, m in self.entries]) if tvs else np.zeros((0, F))
         self._b = np.array([m.bias for _, m in self.entries])
-        self._kw = [(t, tv.rules) for t, tv in enumerate(tvs) if not tv.rules.empty]
+        self._kw = KeywordIndex([tv.rules for tv in tvs])
         self.thresholds = np.array([tv.topic.threshold for tv in tvs], dtype=np.float64)
 
     @classmethod
     def build(cls, topics: Sequence[Topic], embedder: Embedder, background: Background) -> TopicIndex:
         """Embed each topic and learn its model against ``background``."""
-        entries = []
-        for topic in topics:
-            tv = TopicVectors.build(topic, embedder)
-            entries.append((tv, fit(tv, background)))
-        return cls(entries, embedder.dim)
+        return cls([(tv, fit(tv, background)) for tv in TopicVectors.build_many(topics, embedder)], embedder.dim)
 
     def position(self, topic_id: str) -> int:
         """The column of ``topic_id``; raises KeyError when it is not indexed."""
@@ -123,11 +119,7 @@ class TopicIndex:
             cx_max[:, self._has_cx] = np.maximum.reduceat(v @ self._cx.T, self._cx_starts, axis=1)
         feats[:, :, 0], feats[:, :, 1], feats[:, :, 2] = s_desc, ex_max, v @ self._cent.T
         feats[:, :, 3], feats[:, :, 4] = cx_max, ex_max - cx_max
-        for col, rules in self._kw:
-            for i, doc in enumerate(docs):
-                hits = rules.check(doc)
-                feats[i, col, SIM_FEATURES:] = hits.features()
-                excluded[i, col] = bool(hits.excluded)
+        feats[:, :, SIM_FEATURES:], excluded = self._kw.features(docs)
         logits = np.einsum("ntf,tf->nt", feats, self._w) + self._b[None, :]
         scores = np.where(excluded, 0.0, sigmoid(logits))
         return Scores(scores, feats, excluded)

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
+from numpy.typing import NDArray
 
 from wirewatch import registry
 from wirewatch.log import get_logger
@@ -134,6 +136,86 @@ class KeywordRules:
             any_total=len(self.any),
             all_total=len(self.all),
         )
+
+
+class KeywordIndex:
+    """Every topic's keyword rules at once: each distinct term is looked up once per article.
+
+    Single words (most terms) are found by dictionary lookups of the article's words; phrases and prefixes
+    are checked one by one. Topic features then come from three sparse term-topic products, so the cost
+    per article grows with its words and the number of distinct complex terms, not with topic count.
+    """
+
+    def __init__(self, rules: Sequence[KeywordRules]) -> None:
+        from scipy import sparse
+
+        self._ids: dict[str, int] = {}
+        self._exact: dict[str, list[int]] = {}
+        self._folded: dict[str, list[int]] = {}
+        self._complex: list[tuple[int, Term]] = []
+        rows: dict[str, tuple[list[int], list[int]]] = {"any": ([], []), "all": ([], []), "exclude": ([], [])}
+        for col, r in enumerate(rules):
+            for kind, terms in (("any", r.any), ("all", r.all), ("exclude", r.exclude)):
+                for term in terms:
+                    rows[kind][0].append(self._intern(term))
+                    rows[kind][1].append(col)
+        n, t = max(len(self._ids), 1), len(rules)
+
+        def matrix(kind: str) -> Any:
+            r_idx, c_idx = rows[kind]
+            return sparse.csr_matrix((np.ones(len(r_idx), np.float32), (r_idx, c_idx)), shape=(n, t))
+
+        self._any, self._all, self._exclude = matrix("any"), matrix("all"), matrix("exclude")
+        self._any_total = np.array([len(r.any) for r in rules], dtype=np.float64)
+        self._all_total = np.array([len(r.all) for r in rules], dtype=np.float64)
+        self._has_include = (self._any_total + self._all_total) > 0
+        self.size = len(self._ids)
+
+    def _intern(self, term: Term) -> int:
+        if term.raw in self._ids:
+            return self._ids[term.raw]
+        idx = self._ids[term.raw] = len(self._ids)
+        if term._simple:
+            table = self._exact if term.case_sensitive else self._folded
+            table.setdefault(term.raw if term.case_sensitive else term.raw.lower(), []).append(idx)
+        else:
+            self._complex.append((idx, term))
+        return idx
+
+    def _hits(self, doc: Doc) -> list[int]:
+        found: list[int] = []
+        for w in doc.words:
+            found += self._exact.get(w, ())
+        for w in doc.lower_words:
+            found += self._folded.get(w, ())
+        found += [idx for idx, term in self._complex if term.found(doc)]
+        return found
+
+    def features(self, docs: Sequence[Doc]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """Keyword features ``(n, topics, 3)`` (see :meth:`KeywordHits.features`) and the exclude vetoes."""
+        from scipy import sparse
+
+        n, t = len(docs), len(self._any_total)
+        feats = np.zeros((n, t, 3))
+        if not self.size or not n:
+            return feats, np.zeros((n, t), dtype=bool)
+        r_idx: list[int] = []
+        c_idx: list[int] = []
+        for i, doc in enumerate(docs):
+            hits = set(self._hits(doc))
+            r_idx += [i] * len(hits)
+            c_idx += hits
+        hits_m = sparse.csr_matrix((np.ones(len(r_idx), np.float32), (r_idx, c_idx)), shape=(n, self._any.shape[0]))
+        any_c = np.asarray((hits_m @ self._any).todense())
+        all_c = np.asarray((hits_m @ self._all).todense())
+        excluded = np.asarray((hits_m @ self._exclude).todense()) > 0
+        any_f = np.where(self._any_total > 0, any_c > 0, False)
+        all_f = np.divide(all_c, self._all_total, out=np.zeros_like(all_c, dtype=np.float64),
+                          where=self._all_total > 0)
+        boolean = (self._has_include & ~excluded & (all_c >= self._all_total)
+                   & ((self._any_total == 0) | (any_c > 0)))
+        feats[:, :, 0], feats[:, :, 1], feats[:, :, 2] = boolean, any_f, all_f
+        return feats, excluded
 
 
 def load_topic_file(path: Path) -> list[Topic]:

@@ -107,3 +107,26 @@ def test_feedback_adds_example_or_counter_example_as_a_new_version() -> None:
 def test_empty_feedback_text_is_refused() -> None:
     with pytest.raises(ValueError, match="empty"):
         apply_feedback(Topic(id="t", name="T"), "   ", relevant=True)
+
+
+def test_keyword_index_agrees_with_each_topics_rules() -> None:
+    from classify.topics import KeywordIndex
+
+    topics = [
+        Topic(id="a", name="A", include_all=("Aleppo",), include_any=("ceasefire", "truce*", "east Aleppo")),
+        Topic(id="b", name="B", include_any=("US", "rates"), exclude=("pepper",)),
+        Topic(id="c", name="C"),
+        Topic(id="d", name="D", include_all=("bank", "interest rate*"), exclude=("Aleppo pepper",)),
+        Topic(id="e", name="E", include_any=("truce*",)),  # a term shared with topic a
+    ]
+    docs = [Doc.of(t) for t in (
+        "Aleppo truces in east Aleppo", "us rates rise", "US bank raises interest rates", "Aleppo pepper prices",
+        "Bank holds interest rate; Aleppo pepper exports", "nothing here", "",
+    )]
+    rules = [KeywordRules(t) for t in topics]
+    feats, excluded = KeywordIndex(rules).features(docs)
+    for i, doc in enumerate(docs):
+        for col, r in enumerate(rules):
+            hits = r.check(doc)
+            assert tuple(feats[i, col]) == hits.features(), (i, col)
+            assert bool(excluded[i, col]) == bool(hits.excluded), (i, col)
