@@ -34,6 +34,8 @@ def demo(
                                              "end.")] = False,
     speed: Annotated[float, typer.Option("--speed", min=0.1, help="Release the sample articles this many "
                                          "times faster.")] = 1.0,
+    keep_data: Annotated[bool, typer.Option("--keep-data", help="Keep this run's Kafka topics and Redis keys "
+                                            "(to inspect them with `status` afterwards).")] = False,
 ) -> None:
     """Run the pipeline on bundled sample news with a local feed server and webhook receiver."""
     from wirewatch import bus, stack
@@ -57,7 +59,6 @@ def demo(
     was_up = all(r.ok for r in stack.status(s))
     try:
         rows = stack.up(s) if (s.local_kafka or s.local_redis) else stack.status(s)
-        bus.ensure_default_topics(s)
     except stack.StackError as exc:
         _say(f"error: the local stack did not start: {exc}")
         raise typer.Exit(1) from exc
@@ -77,6 +78,7 @@ def demo(
     log_dir = workdir / "logs" / run_id
     cfg = democonfig.build(s, feeds=feeds, receiver_url=receiver.url, run_id=run_id)
     cfg_path = democonfig.write(cfg.data, workdir / "wirewatch-demo.toml")
+    bus.ensure_default_topics(cfg.settings)
     chosen = runner.plan(app, cfg.settings, config=cfg_path, log_level=State.log_level or "info",
                          log_format="json")
     children = chosen.children
@@ -129,6 +131,7 @@ def demo(
         worker.join(timeout=cfg.settings.ops.drain_timeout_s + 15) if children else None
         feeds.stop()
         receiver.stop()
+        cleaned = [] if keep_data else democonfig.cleanup(cfg.settings)
         stopped: list[str] = []
         if not was_up and not keep_stack:
             stopped = stack.down(s)
@@ -139,6 +142,8 @@ def demo(
     _say(f"  {_progress(feeds, receiver)}")
     for line in _story_summary(feeds, alerts):
         _say(f"  {line}")
+    if cleaned:
+        _say(f"  removed this run's data: {', '.join(cleaned)} (--keep-data keeps them)")
     if stopped:
         _say(f"  stopped the local {' and '.join(stopped)}")
     elif was_up or keep_stack:

@@ -1,7 +1,8 @@
 """The demo's configuration: the operator's settings plus the demo's feeds, topic and subscription.
 
-Each demo run gets its own Redis key prefix, so feed state, dedup keys, stories and the delivery ledger
-start empty and the run shows the first minute of a fresh installation, however often it is repeated.
+Each demo run gets its own Redis key prefix and its own Kafka topics, so feed state, dedup keys, stories,
+the delivery ledger and the consumer groups' backlog start empty, and the run shows the first minute of a
+fresh installation however often it is repeated; :func:`cleanup` removes both when the run ends.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def build(settings: Settings, *, feeds: FeedServer, receiver_url: str, run_id: s
     }
     api_port = _port(settings.api.port)
     data["redis"]["key_prefix"] = f"{settings.redis.key_prefix}demo-{run_id}:"
+    base = settings.kafka.topics
+    data["kafka"]["topics"] = {"articles": f"{base.articles}.demo-{run_id}", "matches": f"{base.matches}.demo-{run_id}",
+                               "deliveries": f"{base.deliveries}.demo-{run_id}"}
     data["ingest"].update(
         feeds=[{"url": url, "name": name, "interval_s": 2.0} for name, url in feeds.feed_urls().items()],
         min_interval_s=1.0, default_interval_s=2.0, max_interval_s=10.0, metrics_port=ports["ingest"],
@@ -98,3 +102,37 @@ def write(data: dict[str, Any], path: Path) -> Path:
     path.write_text("# Written by `wirewatch demo`; regenerated on every run.\n" + tomli_w.dumps(data),
                     encoding="utf-8")
     return path
+
+
+def cleanup(settings: Settings) -> list[str]:
+    """Delete the run's Kafka topics (and DLQs) and Redis keys; returns what was removed. Best effort."""
+    from kafka import KafkaAdminClient
+
+    from wirewatch import state
+    from wirewatch.bus import _common
+
+    removed: list[str] = []
+    t = settings.kafka.topics
+    names = [t.articles, t.matches, t.deliveries]
+    names += [settings.dlq(n) for n in names]
+    with contextlib.suppress(Exception):
+        admin = KafkaAdminClient(**_common(settings), client_id="wirewatch-demo", request_timeout_ms=10000)
+        try:
+            existing = set(admin.list_topics())
+            doomed = [n for n in names if n in existing]
+            if doomed:
+                admin.delete_topics(doomed, timeout_ms=10000, raise_errors=False)
+                removed.append(f"{len(doomed)} Kafka topics")
+        finally:
+            admin.close()
+    with contextlib.suppress(Exception):
+        client = state.connect(settings)
+        try:
+            keys = list(client.scan_iter(match=settings.redis.key_prefix + "*", count=1000))
+            for i in range(0, len(keys), 500):
+                client.delete(*keys[i:i + 500])
+            if keys:
+                removed.append(f"{len(keys)} Redis keys")
+        finally:
+            client.close()
+    return removed

@@ -1,0 +1,118 @@
+"""``wirewatch demo`` end to end on the session's Kafka and Redis, on free ports, in a temp data dir.
+
+The demo is run as an operator runs it (the console script), stopped with Ctrl-C (SIGINT) once the webhook
+receiver printed an alert, and must leave nothing running and nothing behind in Kafka.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import tomli_w
+from kafka import KafkaAdminClient
+
+from wirewatch.ops.roles import role_commands
+from wirewatch.settings import Settings
+from wirewatch.stack import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+WIREWATCH = str(Path(sys.executable).with_name("wirewatch"))
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if text in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_demo_shows_alerts_within_the_first_minute_and_ctrl_c_stops_everything(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from wirewatch.cli import app
+
+    installed = {r for r, words in role_commands(app).items() if words}
+    assert {"ingest", "classify", "alerts"} <= installed, installed
+    base = make_settings(
+        data_dir=str(tmp_path),
+        api={"port": free_port()},
+        ingest={"metrics_port": free_port()},
+        classify={"metrics_port": free_port()},
+        alerts={"metrics_port": free_port()},
+        ops={"metrics_port": free_port(), "drain_timeout_s": 15},
+    )
+    cfg = tmp_path / "base.toml"
+    cfg.write_text(tomli_w.dumps(base.model_dump(mode="json", exclude_none=True)))
+    proc = subprocess.Popen([WIREWATCH, "--config", str(cfg), "demo", "--keep-stack", "--speed", "3",
+                             "--duration", "150"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    started = time.monotonic()
+    try:
+        deadline = started + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(" ALERT [" in line for line in lines):
+                break
+            time.sleep(0.5)
+        first_alert_s = time.monotonic() - started
+        time.sleep(8)  # let the rest of the story's outlets arrive (near-duplicates must not alert again)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(5)
+    out = "\n".join(lines)
+    assert code == 0, out
+    assert first_alert_s < 60, out
+    header = out.split("[00:", 1)[0]
+    assert re.search(r"feed server:\s+http://127\.0\.0\.1:\d+/", header), out
+    assert f"dashboard:    http://127.0.0.1:{base.api.port}/" in header
+    assert "metrics:      http://127.0.0.1:" in header and "logs:" in header
+    alerts = [line for line in lines if " ALERT [" in line]
+    assert alerts and all("Aleppo" in line for line in alerts), out  # only the Aleppo story alerts
+    headings = [line.split("] ", 2)[-1] for line in alerts]
+    assert len(headings) == len(set(headings)), out  # no article alerted twice
+    # The wire story, its near-duplicate and its retitled copy are one story: whichever arrives first alerts,
+    # the other two fold into it.
+    copies = ("Ceasefire holds in Aleppo as evacuation of besieged districts",  # begins / starts
+              "First buses leave eastern Aleppo under overnight truce")
+    assert sum(h.startswith(copies) for h in headings) == 1, out
+    assert "article(s) from" in out and "source(s):" in out
+    summary = out.split("Summary", 1)[1]
+    fetched = int(re.search(r"(\d+) fetched", summary).group(1))  # type: ignore[union-attr]
+    assert fetched > 0
+    assert "removed this run's data" in summary
+    log_dir = next((tmp_path / "demo" / "logs").iterdir())
+    assert {p.name for p in log_dir.iterdir()} >= {"ingest.log", "classify.log", "alerts.log"}
+    assert _processes_mentioning(str(tmp_path / "demo" / "wirewatch-demo.toml")) == []
+    admin = KafkaAdminClient(bootstrap_servers=base.bootstrap_servers)
+    try:
+        leftovers = [t for t in admin.list_topics() if ".demo-" in t and t.startswith(base.kafka.topics.articles)]
+    finally:
+        admin.close()
+    assert leftovers == []
