@@ -1,0 +1,240 @@
+"""Classify benchmark: embedding backends side by side, with their F1 on the BBC set, and topic scaling.
+
+    .venv/bin/python -m bench.classify [--threads 2] [--articles 384] [--f1-articles 2225] [--backends ...]
+
+Each backend runs in its own child process (so RSS is its own): it embeds ``--articles`` distinct
+title+summary texts (from ../shared/eval/dev/bbc_topics.jsonl: the title and the article's first sentences,
+~60-90 tokens) at several model batch sizes, then runs the worker's path (embed + score + evidence + Match)
+on batches of 64 with 10, 100 and 1,000 topics for articles/s and p50/p99 batch latency, then scores the BBC
+set against examples/bbc_topics.toml for F1. The embedding cache is off: every text is new.
+Target: >= 300 articles/s with 100 topics on the default backend on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+BBC = ROOT.parent / "shared" / "eval" / "dev" / "bbc_topics.jsonl"
+BBC_TOPICS = ROOT / "examples" / "bbc_topics.toml"
+WORKER_BATCH = 64
+
+
+def summary_text(row: dict[str, Any]) -> tuple[str, str]:
+    sentences = re.split(r"(?<=[.!?])\s+", row["text"].strip())
+    summary = " ".join(sentences[:2])[:320]
+    return row["title"], summary
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
+
+
+def synthetic_topics(n: int, pool: list[str]) -> list[Any]:
+    from wirewatch.records import Topic
+
+    words = ["market", "election", "match", "film", "phone", "court", "storm", "bank", "strike", "vaccine"]
+    out = []
+    for i in range(n):
+        ex = tuple(pool[(i * 7 + k * 13) % len(pool)] for k in range(5))
+        out.append(Topic(id=f"t{i:04d}", name=f"Synthetic topic {i}", description=f"News about {pool[i % len(pool)]}",
+                         examples=ex, counter_examples=(pool[(i * 11 + 3) % len(pool)],),
+                         include_any=(words[i % len(words)],), threshold=0.5))
+    return out
+
+
+def child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Measure one backend in this process; returns the figures."""
+    import numpy as np
+
+    from classify.classifier import Classifier
+    from classify.embedder import load_embedder
+    from classify.evaluate import Labelled, evaluate
+    from classify.model import Background, TopicVectors, fit, shipped_background_texts
+    from classify.scorer import TopicIndex
+    from classify.topics import KeywordRules, load_topic_file
+    from wirewatch.records import Article, utcnow
+
+    rows = [json.loads(line) for line in BBC.read_text().splitlines()]
+    now = utcnow()
+    articles = []
+    for i, row in enumerate(rows[: args.articles * 2]):
+        title, summary = summary_text(row)
+        articles.append(Article(id=f"b{i}", title=title, summary=summary, published_at=now, fetched_at=now,
+                                feed_url="bench:"))
+    speed_set, topic_pool = articles[: args.articles], [a.text() for a in articles[args.articles:]]
+    out: dict[str, Any] = {"backend": backend}
+    device = None
+    name = backend
+    if backend == "torch-cuda":
+        name, device = "torch", "cuda"
+    t0 = time.perf_counter()
+    emb = load_embedder(backend=name, cache_size=0, threads=args.threads, batch_size=16)
+    if device:
+        emb.inner._model.to(device)  # type: ignore[attr-defined]
+    out["load_s"] = time.perf_counter() - t0
+    texts = [a.text() for a in speed_set]
+    emb.embed(texts[:16])  # warm-up
+    out["embed"] = {}
+    for bs in args.batch_sizes:
+        emb.inner._batch = bs  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        emb.embed(texts)
+        out["embed"][bs] = len(texts) / (time.perf_counter() - t0)
+        print(f"  {backend}: model batch {bs}: {out['embed'][bs]:.0f} articles/s", file=sys.stderr, flush=True)
+    best_bs = max(out["embed"], key=out["embed"].get)
+    emb.inner._batch = best_bs  # type: ignore[attr-defined]
+    out["best_batch"] = best_bs
+
+    classifier = Classifier(emb)
+    bg = classifier.background
+    pool_vecs = emb.embed(topic_pool)
+    vec_of = dict(zip(topic_pool, pool_vecs, strict=True))
+    out["topics"] = {}
+    for n in args.topic_counts:
+        topics = synthetic_topics(n, topic_pool)
+        t0 = time.perf_counter()
+        entries = []
+        for t in topics:
+            desc = emb.embed([f"{t.name}. {t.description}"])[0]
+            # Example vectors come from the pool already embedded: building 1,000 topics measures the fit,
+            # not 6,000 more embeddings.
+            tv = TopicVectors(t, desc, np.stack([vec_of[e] for e in t.examples]),
+                              np.stack([vec_of[c] for c in t.counter_examples]), KeywordRules(t))
+            entries.append((tv, fit(tv, bg)))
+        index = TopicIndex(entries, emb.dim)
+        build_s = time.perf_counter() - t0
+        lat: list[float] = []
+        score_s = 0.0
+        started = time.perf_counter()
+        matches = 0
+        for s in range(0, len(speed_set), WORKER_BATCH):
+            b0 = time.perf_counter()
+            batch = classifier.classify(speed_set[s:s + WORKER_BATCH], index=index)
+            lat.append(time.perf_counter() - b0)
+            matches += len(batch.matches)
+            v = batch.vectors
+            s0 = time.perf_counter()
+            index.score(v, batch.docs)
+            score_s += time.perf_counter() - s0
+        total = time.perf_counter() - started - score_s  # the extra scoring pass is not part of the path
+        out["topics"][n] = {"articles_s": len(speed_set) / total, "p50_ms": pct(lat, 50) * 1000,
+                            "p99_ms": pct(lat, 99) * 1000, "score_ms_per_article": score_s / len(speed_set) * 1000,
+                            "build_s": build_s, "matches": matches}
+        print(f"  {backend}: {n} topics: {out['topics'][n]['articles_s']:.0f} articles/s", file=sys.stderr, flush=True)
+
+    # The file is grouped by category: a subset takes every k-th row to keep all five.
+    bbc_rows = rows[:: max(1, len(rows) // max(args.f1_articles, 1))][: args.f1_articles]
+    items = [Labelled(r["id"], r["title"], r["text"], tuple(r["labels"]), True) for r in bbc_rows]
+    t0 = time.perf_counter()
+    report = evaluate(Classifier(emb, Background.build(shipped_background_texts(), emb)),
+                      load_topic_file(BBC_TOPICS), items)
+    out["f1_s"] = time.perf_counter() - t0
+    out["f1"] = report.macro["f1"]
+    out["best_f1"] = report.macro["best_f1"]
+    out["cosine_f1"] = report.macro["cosine_best_f1"]
+    out["keyword_f1"] = report.macro["keyword_f1"]
+    out["rss_mb"] = rss_mb()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.classify")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--articles", type=int, default=384)
+    ap.add_argument("--f1-articles", type=int, default=2225)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--topic-counts", type=int, nargs="+", default=[10, 100, 1000])
+    ap.add_argument("--backends", nargs="+", default=None)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not BBC.exists():
+        sys.exit(f"needs {BBC} (the BBC evaluation set); it is read from ../shared/eval, never copied here")
+    if args.child:
+        print(json.dumps(child(args.child, args)))
+        return
+
+    from wirewatch.log import configure
+
+    configure("warning", "console")
+    backends = args.backends
+    if backends is None:
+        backends = ["torch", "onnx", "onnx-int8"]
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                backends.append("torch-cuda")
+        except ImportError:
+            pass
+    load_before = os.getloadavg()
+    results = []
+    for b in backends:
+        print(f"{b} ...", file=sys.stderr, flush=True)
+        cmd = [sys.executable, "-m", "bench.classify", "--child", b, "--threads", str(args.threads),
+               "--articles", str(args.articles), "--f1-articles", str(args.f1_articles),
+               "--batch-sizes", *map(str, args.batch_sizes), "--topic-counts", *map(str, args.topic_counts)]
+        env = os.environ | {"WIREWATCH_LOG__LEVEL": "warning"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+        if proc.returncode != 0:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            continue
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    load_after = os.getloadavg()
+    report(results, args, load_before, load_after)
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace, before: tuple[float, ...],
+           after: tuple[float, ...]) -> None:
+    from classify.embedder import choose_backend
+
+    ref = next((r for r in results if r["backend"] == "torch"), None)
+    print()
+    print(f"classify benchmark: {args.articles} title+summary articles, {args.threads} thread(s), "
+          f"{os.cpu_count()} CPU(s); load average before {before[0]:.2f}, after {after[0]:.2f}")
+    bs_cols = "".join(f"{'b' + str(b):>7}" for b in args.batch_sizes)
+    print(f"\nembedding only, articles/s by model batch size (BBC F1 macro over {args.f1_articles} articles, "
+          f"5 topics; 'best' = best threshold in hindsight)")
+    print(f"{'backend':<11}{bs_cols} {'F1@thr':>7} {'best':>6} {'dF1':>6} {'x fp32':>7} {'RSS MB':>7} {'load s':>7}")
+    for r in results:
+        best = max(r["embed"].values())
+        speed = "".join(f"{v:>7.0f}" for v in r["embed"].values())
+        d = r["f1"] - ref["f1"] if ref else float("nan")
+        ratio = best / max(ref["embed"].values()) if ref else float("nan")
+        print(f"{r['backend']:<11}{speed} {r['f1']:>7.3f} {r['best_f1']:>6.3f} {d:>+6.3f} {ratio:>7.2f} "
+              f"{r['rss_mb']:>7.0f} {r['load_s']:>7.1f}")
+    print(f"\nworker path (embed + score + evidence + Match), batches of {WORKER_BATCH}")
+    print(f"{'backend':<11}{'topics':>7}{'art/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'score ms/art':>13}{'build s':>8}")
+    for r in results:
+        for n, t in r["topics"].items():
+            print(f"{r['backend']:<11}{n:>7}{t['articles_s']:>8.0f}{t['p50_ms']:>8.0f}{t['p99_ms']:>8.0f}"
+                  f"{t['score_ms_per_article']:>13.3f}{t['build_s']:>8.1f}")
+    if ref:
+        print(f"\nbaselines on the BBC set (torch fp32 embeddings): cosine alone best F1 {ref['cosine_f1']:.3f}, "
+              f"keywords alone {ref['keyword_f1']:.3f}")
+        ok = [r for r in results if r["backend"] in ("onnx", "onnx-int8", "torch") and r["f1"] >= ref["f1"] - 0.01]
+        fastest = max(ok, key=lambda r: max(t["articles_s"] for t in r["topics"].values()))
+        print(f"fastest CPU backend within 0.01 F1 of torch fp32: {fastest['backend']}; "
+              f"'auto' chooses {choose_backend('auto')} here")
+    print("target: >= 300 articles/s with 100 topics on the default backend (2 cores)")
+
+
+if __name__ == "__main__":
+    main()
