@@ -169,13 +169,16 @@ def choose_backend(backend: str) -> str:
     """The concrete backend for ``backend`` (``auto`` resolved; see the module docstring)."""
     if backend != "auto":
         return backend
-    try:
-        import torch
+    # Importing torch costs seconds and hundreds of MB; only ask it when an NVIDIA driver is present.
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if gpus.is_dir() and any(gpus.iterdir()):
+        try:
+            import torch
 
-        if torch.cuda.is_available():
-            return "torch"
-    except ImportError:
-        pass
+            if torch.cuda.is_available():
+                return "torch"
+        except ImportError:
+            pass
     return "onnx-int8"
 
 
