@@ -84,14 +84,15 @@ def feeds_add(
     tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag (repeatable).")] = None,
 ) -> None:
     """Register a feed (running workers pick it up within seconds)."""
-    from ingest.fetcher import check_url
+    from wirewatch import netguard
     from wirewatch.identity import feed_id
     from wirewatch.records import Feed
 
-    problem = check_url(url)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        raise typer.Exit(2)
+    try:
+        netguard.check_url(url, _settings().api.url_allowlist)
+    except netguard.UnsafeURLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from exc
     feed = Feed(id=feed_id(url), url=url, name=name, interval_s=interval, tags=tuple(tag or ()),
                 updated_at=datetime.now(UTC))
     _registry().put(feed)
@@ -183,10 +184,11 @@ def feeds_parse(
 
     cfg = IngestSettings()
     if source.startswith(("http://", "https://")):
-        cfg = _settings().ingest
+        settings = _settings()
+        cfg = settings.ingest
 
         async def _get() -> Any:
-            fetcher = HttpFetcher(cfg)
+            fetcher = HttpFetcher(cfg, allow=settings.api.url_allowlist)
             try:
                 return await fetcher.fetch(source)
             finally:

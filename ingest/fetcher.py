@@ -11,7 +11,7 @@ import asyncio
 import email.utils
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from wirewatch import netguard
 from wirewatch.settings import IngestSettings
 
 
@@ -163,14 +164,23 @@ def check_url(url: str) -> str | None:
 
 
 class HttpFetcher:
-    """The :class:`Fetcher` on httpx: one pooled async client, limits from :class:`IngestSettings`."""
+    """The :class:`Fetcher` on httpx: one pooled async client, limits from :class:`IngestSettings`.
 
-    def __init__(self, cfg: IngestSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    Connections go through the SSRF guard (:func:`wirewatch.netguard.guarded_async_transport`): every hop's
+    host is resolved and each address checked against ``allow`` (the operator's allow-list, usually
+    ``settings.api.url_allowlist``), so a feed URL, or a redirect, that leads to a private, loopback or
+    metadata address is refused as :attr:`Outcome.BAD_URL`. ``guard=False`` turns that off.
+    """
+
+    def __init__(self, cfg: IngestSettings, *, allow: Iterable[str] = (), guard: bool = True,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.cfg = cfg
         timeout = httpx.Timeout(connect=cfg.connect_timeout_s, read=cfg.read_timeout_s,
                                 write=cfg.read_timeout_s, pool=cfg.fetch_timeout_s)
         limits = httpx.Limits(max_connections=cfg.concurrency + 8, max_keepalive_connections=cfg.concurrency,
                               keepalive_expiry=30.0)
+        if transport is None and guard:
+            transport = netguard.guarded_async_transport(tuple(allow), limits=limits)
         self._client = httpx.AsyncClient(
             timeout=timeout, limits=limits, follow_redirects=False, transport=transport, trust_env=False,
             headers={"User-Agent": cfg.user_agent, "Accept-Encoding": "gzip, deflate",
@@ -197,6 +207,8 @@ class HttpFetcher:
             result = state.fail(Outcome.TOO_LARGE, str(exc))
         except (BadEncoding, zlib.error) as exc:
             result = state.fail(Outcome.BAD_ENCODING, f"cannot decode body: {exc}"[:300])
+        except netguard.UnsafeURLError as exc:
+            result = state.fail(Outcome.BAD_URL, f"refused: {exc}"[:300])
         except (httpx.HTTPError, OSError) as exc:
             result = state.fail(Outcome.NETWORK, f"{type(exc).__name__}: {exc}"[:300])
         return _with_elapsed(result, time.monotonic() - started)

@@ -87,7 +87,7 @@ class IngestWorker:
         self.settings = settings
         self.cfg = settings.ingest
         self.client = client or wstate.connect(settings)
-        self.fetcher: Fetcher = fetcher or HttpFetcher(self.cfg)
+        self.fetcher: Fetcher = fetcher or HttpFetcher(self.cfg, allow=settings.api.url_allowlist)
         self.sink: Sink = sink or KafkaSink(settings)
         self.policy = policy or Policy(self.cfg)
         self.registry = regmod.feeds(self.client, settings)

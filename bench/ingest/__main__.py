@@ -92,6 +92,8 @@ key_prefix = "{s.redis.key_prefix}"
 [log]
 level = "warning"
 format = "json"
+[api]
+url_allowlist = ["127.0.0.1"]
 [ingest]
 min_interval_s = {args.cycle_s}
 max_interval_s = {args.cycle_s}

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from ingest_server import Conditional, FeedServer, gzip_bomb, huge, redirect, rss, static, trickle
-from test_ingest_worker import Collector, add_feed, consume
+from test_ingest_worker import API, Collector, add_feed, consume
 
 from ingest.state import StateStore
 from ingest.worker import IngestWorker
@@ -59,7 +59,7 @@ def test_worker_goes_on_through_hostile_and_broken_feeds_and_picks_up_new_feeds(
         make_settings: Callable[..., Settings], server: FeedServer, tmp_path: Path) -> None:
     s = make_settings(ingest={"min_interval_s": 1, "max_interval_s": 2, "default_interval_s": 1, "jitter": 0,
                               "max_backoff_s": 2, "fetch_timeout_s": 2, "max_decompressed_bytes": 16 << 20,
-                              "metrics_port": None, "per_host_concurrency": 16})
+                              "metrics_port": None, "per_host_concurrency": 16}, api=API)
     bus.ensure_default_topics(s)
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET-VALUE")
@@ -151,6 +151,8 @@ key_prefix = "{settings.redis.key_prefix}"
 [log]
 level = "info"
 format = "json"
+[api]
+url_allowlist = ["127.0.0.1"]
 [ingest]
 min_interval_s = {ing.min_interval_s}
 max_interval_s = {ing.max_interval_s}
@@ -174,7 +176,7 @@ def _start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
 def test_kill_9_mid_run_loses_nothing_and_sigterm_stops_cleanly(
         make_settings: Callable[..., Settings], server: FeedServer, tmp_path: Path) -> None:
     s = make_settings(ingest={"min_interval_s": 1, "max_interval_s": 3, "default_interval_s": 1,
-                              "claim_lease_s": 2, "concurrency": 4, "per_host_concurrency": 4})
+                              "claim_lease_s": 2, "concurrency": 4, "per_host_concurrency": 4}, api=API)
     bus.ensure_default_topics(s)
     n_feeds, n_items = 40, 25
     expected: set[str] = set()

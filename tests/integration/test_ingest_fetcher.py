@@ -42,9 +42,10 @@ def server() -> Iterator[FeedServer]:
 NO_VALIDATORS = Validators()
 
 
-def fetch(url: str, validators: Validators = NO_VALIDATORS, **cfg: object) -> object:
+def fetch(url: str, validators: Validators = NO_VALIDATORS, allow: tuple[str, ...] = ("127.0.0.1",),
+          **cfg: object) -> object:
     async def go() -> object:
-        f = HttpFetcher(IngestSettings(**cfg))  # type: ignore[arg-type]
+        f = HttpFetcher(IngestSettings(**cfg), allow=allow)  # type: ignore[arg-type]
         try:
             return await f.fetch(url, validators)
         finally:
@@ -179,3 +180,13 @@ def test_unsupported_content_encoding_is_refused(server: FeedServer) -> None:
     server.routes["/br"] = lambda h: respond(h, 200, b"\x0b\x02\x80", {"Content-Encoding": "br"})
     r = fetch(server.url("/br"))
     assert r.outcome is Outcome.BAD_ENCODING
+
+
+def test_private_addresses_are_refused_unless_allowed(server: FeedServer) -> None:
+    """The SSRF guard: loopback is refused without an allow-list entry, also when reached by a redirect."""
+    server.routes["/f"] = static(BODY)
+    r = fetch(server.url("/f"), allow=())
+    assert r.outcome is Outcome.BAD_URL and "refused" in r.error
+    assert not server.hits("/f")
+    r = fetch("http://169.254.169.254/latest/meta-data/", allow=())
+    assert r.outcome is Outcome.BAD_URL

@@ -30,6 +30,8 @@ pytestmark = pytest.mark.integration
 INGEST = {"min_interval_s": 1, "max_interval_s": 5, "default_interval_s": 2, "jitter": 0, "max_backoff_s": 30,
           "claim_lease_s": 3, "metrics_port": None, "fetch_timeout_s": 5}
 
+API = {"url_allowlist": ["127.0.0.1"]}  # the test feed server is on loopback, which the SSRF guard refuses
+
 
 @pytest.fixture
 def server() -> Iterator[FeedServer]:
@@ -44,7 +46,7 @@ def server() -> Iterator[FeedServer]:
 def isettings(make_settings: Callable[..., Settings]) -> Settings:
     from wirewatch import bus
 
-    s = make_settings(ingest=INGEST)
+    s = make_settings(ingest=INGEST, api=API)
     bus.ensure_default_topics(s)
     return s
 
