@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import click
 import typer
 
 from wirewatch.ops.supervisor import Child
@@ -28,14 +28,16 @@ def role_commands(app: typer.Typer) -> dict[str, tuple[str, ...] | None]:
     Words are ``("classify",)`` for a plain command, ``("ingest", "run")`` for a group with ``run``.
     """
     root = typer.main.get_command(app)
-    commands: dict[str, click.Command] = getattr(root, "commands", {})
+    # Duck-typed: typer builds its groups on its own copy of click, not on the click package's classes.
+    commands: dict[str, Any] = getattr(root, "commands", {})
     out: dict[str, tuple[str, ...] | None] = {}
     for role in ROLES:
         cmd = commands.get(role)
+        sub = getattr(cmd, "commands", None)
         if cmd is None:
             out[role] = None
-        elif isinstance(cmd, click.Group) and not cmd.invoke_without_command:
-            out[role] = (role, "run") if "run" in cmd.commands else None
+        elif sub is not None and not getattr(cmd, "invoke_without_command", False):
+            out[role] = (role, "run") if "run" in sub else None
         else:
             out[role] = (role,)
     return out
