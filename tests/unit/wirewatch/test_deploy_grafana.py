@@ -1,5 +1,6 @@
-"""The Grafana dashboard loads, is what make_dashboard.py writes, and every metric its queries name is one
-that wirewatch/metrics.py defines (parsed from the module's Prometheus registry)."""
+"""The Grafana dashboard and the Prometheus alerting rules load, the dashboard is what make_dashboard.py
+writes, and every metric their queries name is one that wirewatch/metrics.py defines (parsed from the
+module's Prometheus registry)."""
 
 from __future__ import annotations
 
@@ -87,3 +88,17 @@ def test_grafana_provisioning_points_at_the_dashboard_folder() -> None:
     assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
     ds = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
     assert ds["datasources"][0]["uid"] == "prometheus"
+
+
+def test_alerting_rules_load_and_name_only_defined_metrics() -> None:
+    import yaml
+
+    rules = yaml.safe_load((DEPLOY / "prometheus-rules.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    assert len(exprs) >= 5
+    used = {m for e in exprs for m in _NAME.findall(e)}
+    assert sorted(used - exported_names()) == []
+    prom = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    assert prom["rule_files"] == ["/etc/prometheus/wirewatch-rules.yml"]
+    for r in (r for g in rules["groups"] for r in g["rules"]):
+        assert r["alert"].startswith("Wirewatch") and r["annotations"]["summary"]
