@@ -153,7 +153,9 @@ def main() -> None:
             store.add(batch[i:i + 1000])
         preview_ready = seed_articles(settings, r, args.articles)
         url = f"http://127.0.0.1:{settings.api.port}"
-        server = subprocess.Popen([sys.executable, "-m", "wirewatch.cli", "--log-level", "warning", "api"],
+        from wirewatch.ops.roles import WIREWATCH
+
+        server = subprocess.Popen([*WIREWATCH, "--log-level", "warning", "api"],
                                   env=os.environ.copy(), cwd=ROOT)
         wait_up(url)
         headers = {"X-API-Key": admin}

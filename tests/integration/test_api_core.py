@@ -358,3 +358,35 @@ def test_keys_cli_create_list_revoke(api_settings: Settings, tmp_path: Any) -> N
     assert bad.exit_code == 1
     wrong = runner.invoke(cli.app, app(["keys", "create", "x", "--scope", "root"]))
     assert wrong.exit_code == 2
+
+
+def test_wirewatch_api_command_serves_until_terminated(api_settings: Settings, tmp_path: Any) -> None:
+    import os
+    import subprocess
+
+    from wirewatch import stack
+    from wirewatch.ops.roles import WIREWATCH
+
+    port = stack.free_port()
+    conf = tmp_path / "ww.toml"
+    conf.write_text(f'[redis]\nurl = "{api_settings.redis_url}"\nkey_prefix = "{api_settings.redis.key_prefix}"\n'
+                    f'[kafka]\nbootstrap_servers = "{api_settings.bootstrap_servers}"\n'
+                    f'[api]\nport = {port}\n')
+    proc = subprocess.Popen([*WIREWATCH, "--config", str(conf), "api"],
+                            env=os.environ | {"HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 60, "wirewatch api to answer /readyz")
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/matches", timeout=5).status_code == 401
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0].decode(errors="replace")
+    # uvicorn shuts down cleanly, then re-raises SIGTERM so the exit status reports it.
+    assert proc.returncode in (0, -15), out[-2000:]
+    assert "Application shutdown complete" in out
