@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from classify.embedder import CachedEmbedder, Vectors
-from classify.model import Background, shipped_background_texts
+from classify.model import Background, TopicModel, TopicVectors, shipped_background_texts
 from classify.scorer import Scores, TopicIndex
 from classify.topics import Doc, enabled
 from wirewatch import metrics
@@ -23,6 +23,7 @@ from wirewatch.log import get_logger
 from wirewatch.records import Article, Match, ModelInfo, Topic, utcnow
 
 log = get_logger("classify.classifier")
+FITTED_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Classifier:
         self._include_vector = include_vector
         self._index = TopicIndex([], embedder.dim)
         self._lock = threading.Lock()
+        self._fitted: dict[str, tuple[TopicVectors, TopicModel]] = {}
 
     @property
     def index(self) -> TopicIndex:
@@ -56,9 +58,21 @@ class Classifier:
         return self._index
 
     def index_for(self, topics: Sequence[Topic]) -> TopicIndex:
-        """A topic index for ``topics`` (enabled or not), without changing the one in force."""
+        """A topic index for ``topics`` (enabled or not), without changing the one in force.
+
+        A topic whose definition did not change since it was last indexed keeps its vectors and model, so a
+        change to one of a thousand topics refits one.
+        """
+        keys = [t.model_dump_json(exclude={"updated_at"}) for t in topics]
         with self._lock:  # the embedder's cache is not thread-safe
-            return TopicIndex.build(list(topics), self.embedder, self.background)
+            todo = {k: t for k, t in zip(keys, topics, strict=True) if k not in self._fitted}
+            if todo:
+                fresh = TopicIndex.build(list(todo.values()), self.embedder, self.background)
+                self._fitted.update(zip(todo, fresh.entries, strict=True))
+            entries = [self._fitted[k] for k in keys]
+            while len(self._fitted) > max(FITTED_KEPT, 2 * len(keys)):
+                self._fitted.pop(next(iter(self._fitted)))
+        return TopicIndex(entries, self.embedder.dim)
 
     def set_topics(self, topics: Sequence[Topic]) -> None:
         """Put the enabled ``topics`` in force (called by the registry watcher on every change)."""

@@ -134,3 +134,13 @@ def test_topics_with_and_without_examples_and_counters_stack_correctly() -> None
         tv, _ = index.entries[col]
         expected = sim_features(v, tv.desc, tv.examples, tv.counters)[0]
         assert np.allclose(batch.features[0, col, :5], expected, atol=1e-5), topic.id
+
+
+def test_unchanged_topics_are_not_refitted_on_reload() -> None:
+    c = classifier()
+    first = {tv.topic.id: m for tv, m in c.index.entries}
+    changed = FOOD.model_copy(update={"examples": (*FOOD.examples, "bread costs more"), "version": 2})
+    c.set_topics([TRAINS, changed])
+    again = {tv.topic.id: m for tv, m in c.index.entries}
+    assert again["trains"] is first["trains"]
+    assert again["food"] is not first["food"] and c.index.topics[0].version == 2
