@@ -119,7 +119,17 @@ class OnnxEmbedder:
     @classmethod
     def from_model(cls, model_path: Path, *, name: str, int8: bool, cache_dir: Path | None = None,
                    threads: int | None = None, batch_size: int = 32) -> OnnxEmbedder:
-        """Export (or reuse the cached export of) ``model_path`` and open it."""
+        """Export (or reuse the cached export of) ``model_path`` and open it.
+
+        Raises:
+            EmbedderError: when the model has modules this backend does not reproduce (a Dense head, say).
+        """
+        modules_file = model_path / "modules.json"
+        modules = json.loads(modules_file.read_text()) if modules_file.is_file() else []
+        supported = ("Transformer", "Pooling", "Normalize")
+        odd = [m.get("type", "?") for m in modules if not str(m.get("type", "")).endswith(supported)]
+        if odd:
+            raise EmbedderError(f"{model_path}: modules {odd} are not supported by the ONNX backend; use backend torch")
         onnx_file = export(model_path, int8=int8, cache_dir=cache_dir)
         return cls(onnx_file, model_path, name=name, backend="onnx-int8" if int8 else "onnx",
                    threads=threads, batch_size=batch_size)

@@ -192,9 +192,9 @@ def main() -> None:
                "--articles", str(args.articles), "--f1-articles", str(args.f1_articles),
                "--batch-sizes", *map(str, args.batch_sizes), "--topic-counts", *map(str, args.topic_counts)]
         env = os.environ | {"WIREWATCH_LOG__LEVEL": "warning"}
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env, check=False)
         if proc.returncode != 0:
-            print(proc.stderr[-2000:], file=sys.stderr)
+            print(f"{b}: failed (exit {proc.returncode})", file=sys.stderr)
             continue
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     load_after = os.getloadavg()

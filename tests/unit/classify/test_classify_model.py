@@ -81,3 +81,16 @@ def test_combined_model_beats_cosine_and_keywords_on_the_shipped_set(aleppo: Cla
     assert r.f1 is not None and r.cosine_best_f1 is not None and r.keyword_f1 is not None
     # At the configured threshold, against baselines given their best threshold in hindsight.
     assert r.f1 > r.cosine_best_f1 and r.f1 > r.keyword_f1
+
+
+def test_onnx_backend_refuses_a_model_with_modules_it_cannot_reproduce(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    model = tmp_path / "with-dense"
+    shutil.copytree(resolve_model_path("all-MiniLM-L6-v2"), model)
+    modules = json.loads((model / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    (model / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(EmbedderError, match="Dense.*use backend torch"):
+        load_embedder(str(model), backend="onnx", onnx_dir=tmp_path / "cache")
