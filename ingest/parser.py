@@ -213,9 +213,19 @@ def _entry(raw: Any, feed_lang: str | None) -> RawEntry:
     )
 
 
-def parse_xml(body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
-    """Parse an RSS or Atom document with feedparser (no network, no HTML sanitizing: we keep plain text)."""
+def parse_xml(body: bytes, headers: Mapping[str, str], url: str, *, fast: bool = True) -> ParsedFeed:
+    """Parse an RSS or Atom document: the lxml fast path when it applies, else feedparser.
+
+    Neither touches the network; feedparser runs without its HTML sanitizer (we keep plain text only).
+    ``fast=False`` forces feedparser.
+    """
+    from ingest.fastparse import fast_parse  # the fast path builds this module's records
+
     data, hdrs, hostile = defuse(body, headers)
+    if fast and not hostile:
+        quick = fast_parse(data, hdrs, url)
+        if quick is not None and quick.entries:
+            return quick
     hdrs.setdefault("content-location", url)
     # No declared type (a file, a bare server): XML rules apply, the document's own declaration names its charset.
     hdrs.setdefault("content-type", "application/xml")

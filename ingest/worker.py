@@ -253,6 +253,11 @@ class IngestWorker:
             return PollReport(feed.id, "publish_error", error=str(exc)), st
         await self._in(self._io, self.seen.commit, done)
         metrics.INGEST_PROCESS_SECONDS.observe(time.monotonic() - started + result.elapsed_s)
+        if st.last_success_at:
+            # Publication-to-fetch delay, for entries that are news to us (a feed's first read lists history).
+            for a in send:
+                if not a.update and not a.published_estimated:
+                    metrics.observe_hop("fetch", now - a.published_at.timestamp())
         for fate, label in ((Fate.NEW, "new"), (Fate.UPDATED, "updated"), (Fate.SEEN, "seen"), (Fate.BUSY, "busy")):
             if counts[fate]:
                 metrics.INGEST_ITEMS.labels(label).inc(counts[fate])
