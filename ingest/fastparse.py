@@ -51,7 +51,8 @@ def _date(text: str | None) -> datetime | None:
         if not parsed:
             return None
         try:
-            return datetime(*(int(v) for v in parsed[:5]), min(int(parsed[5]), 59), tzinfo=UTC)
+            y, mo, d, h, mi, sec = (int(v) for v in parsed[:6])
+            return datetime(y, mo, d, h, mi, min(sec, 59), tzinfo=UTC)
         except (TypeError, ValueError, OverflowError):
             return None
     if dt.tzinfo is None:
