@@ -124,3 +124,38 @@ def test_openapi_docs_render_from_local_files(live_api: Api, browser: Any) -> No
         "return performance.getEntriesByType('resource').map(e => e.name)")
     assert all(s.startswith(live_api.base_url) for s in sources), sources
     _shot(browser, "docs")
+
+
+def _seed_recent(api: Api, titles: list[str]) -> None:
+    from api_support import article
+
+    from classify.api import classifier_for
+    from classify.recent import RecentStore
+
+    arts = [article(t) for t in titles]
+    classifier = classifier_for(api.settings)
+    vectors = classifier.embed([classifier.text_of(a) for a in arts])
+    RecentStore(state.connect(api.settings), api.settings).add(arts, vectors)
+
+
+def test_topic_editor_previews_as_you_type_and_saves(live_api: Api, browser: Any) -> None:
+    _seed_recent(live_api, ["Earthquake of magnitude 6.8 shakes southern Turkey, buildings collapse",
+                            "Aftershocks rattle villages a day after deadly quake",
+                            "Central bank holds interest rates steady", "Football club signs new striker"])
+    _sign_in(browser, live_api, live_api.alice)
+    browser.get(live_api.base_url + "/ui/topics/new")
+    browser.find_element(By.ID, "t-id").send_keys("quakes")
+    browser.find_element(By.ID, "t-name").send_keys("Earthquakes")
+    browser.find_element(By.ID, "t-description").send_keys("Earthquakes, aftershocks and the damage they cause")
+    summary = WebDriverWait(browser, 90).until(lambda d: next(
+        (li.text for li in d.find_elements(By.CSS_SELECTOR, "#preview li.summary") if "would match" in li.text), None))
+    assert "of 4 recent articles would match" in summary
+    scored = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#preview li.pass, #preview li.fail")]
+    assert scored and "quake" in scored[0].lower(), scored
+    _shot(browser, "topic-preview")
+    browser.find_element(By.ID, "t-description").send_keys(Keys.TAB)
+    browser.find_element(By.CSS_SELECTOR, "#topic-form button[type=submit]").click()
+    WebDriverWait(browser, 15).until(lambda d: d.current_url.endswith("/ui/topics/quakes"))
+    t = registry.topics(state.connect(live_api.settings), live_api.settings).get("quakes")
+    assert t is not None and t.owner == live_api.alice_id and t.version == 1
+    _shot(browser, "topic-saved")

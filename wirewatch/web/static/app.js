@@ -206,7 +206,7 @@ function topicFromForm(form) {
 }
 
 function initTopicEditor() {
-  const { api, h, debounce, toast } = WW;
+  const { api, h, debounce, toast, safeUrl } = WW;
   const form = document.getElementById("topic-form");
   const out = document.getElementById("preview");
   const state = document.getElementById("preview-state");
@@ -222,17 +222,18 @@ function initTopicEditor() {
     const body = { ...topic, id: topic.id || "preview", name: topic.name || "preview" };
     try {
       const res = await api("/v1/topics/preview", { method: "POST", body, signal: inflight.signal });
-      const rows = WW.items(res);
-      out.replaceChildren(...rows.map((r) => {
-        const a = r.article || r;
-        const score = Number(r.score ?? 0);
-        const pass = r.matched ?? r.passed ?? score >= topic.threshold;
-        return h("li", { class: pass ? "pass" : "fail" },
-          h("span", { class: "score" }, score.toFixed(2)), " ", a.title || a.text || "", " ",
-          h("span", { class: "source" }, a.source || ""));
-      }));
-      const n = res && res.scanned !== undefined ? ` of ${res.scanned}` : "";
-      state.textContent = `${rows.length} shown${n}`; state.className = "pill ok";
+      const row = (r, pass) => h("li", { class: pass ? "pass" : "fail" },
+        h("span", { class: "score" }, Number(r.score).toFixed(2)), " ",
+        safeUrl(r.url) ? h("a", { href: r.url, rel: "noopener noreferrer", target: "_blank" }, r.title) : r.title,
+        " ", h("span", { class: "source" }, r.source || ""));
+      const matches = res.matches || [];
+      const near = res.near_misses || [];
+      const days = Object.entries(res.per_day || {}).map(([d, n]) => `${d}: ${n}`).join(" · ");
+      const items = [h("li", { class: "summary" }, `${res.matched} of ${res.articles} recent articles would match` +
+        (days ? ` (${days})` : "")), ...matches.map((r) => row(r, true))];
+      if (near.length) items.push(h("li", { class: "summary" }, `Near misses (${near.length})`), ...near.map((r) => row(r, false)));
+      out.replaceChildren(...items);
+      state.textContent = `${res.matched} would match`; state.className = "pill ok";
     } catch (e) {
       if (e.name === "AbortError") return;
       state.textContent = "preview failed"; state.className = "pill bad";
@@ -291,30 +292,25 @@ function initSubscriptions() {
 }
 
 // ---- feeds, deliveries, stories ------------------------------------------------------------------------
-function describeHealth(x) {
-  if (!x || typeof x !== "object") return String(x ?? "");
-  const parts = [];
-  for (const k of ["status", "state", "last_status", "last_fetch_at", "last_success_at", "last_error", "errors", "consecutive_errors", "next_check_at", "items_last_fetch"]) {
-    if (x[k] !== undefined && x[k] !== null && x[k] !== "") parts.push(`${k.replace(/_/g, " ")}: ${/_at$/.test(k) ? WW.fmtTime(x[k]) : x[k]}`);
-  }
-  return parts.join(" · ") || "no fetch yet";
-}
-
 async function initFeeds() {
-  const rows = document.querySelectorAll("tr[data-feed]");
-  let all = null;
-  try { all = await WW.api("/v1/feeds/health"); } catch (e) { all = null; }
-  const byId = {};
-  for (const x of WW.items(all)) byId[x.id || x.feed_id] = x;
-  for (const tr of rows) {
-    const cell = tr.querySelector(".health");
-    let x = byId[tr.dataset.feed];
-    if (!x) {
-      try { x = await WW.api(`/v1/feeds/${encodeURIComponent(tr.dataset.feed)}/health`); } catch (e) { cell.textContent = e.message; continue; }
-    }
-    cell.textContent = describeHealth(x.health || x);
-    cell.classList.remove("muted");
-  }
+  const { api, h, fmtTime } = WW;
+  const table = document.getElementById("feeds-table");
+  let rows;
+  try { rows = await api("/v1/feeds/health"); } catch (e) { WW.toast(e.message, true); return; }
+  if (!rows.length) return;
+  const cols = ["Feed", "Status", "Last success", "Last error", "Errors in a row", "New items", "Rate / h", "Next check"];
+  table.replaceChildren(
+    h("thead", {}, h("tr", {}, ...cols.map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, ...rows.map((f) => h("tr", { class: `status-${f.status}`, "data-feed": f.id },
+      h("td", {}, f.name || f.url, h("br"), h("code", { class: "muted" }, f.url)),
+      h("td", {}, h("span", { class: `pill ${f.status === "ok" ? "ok" : f.status === "disabled" ? "bad" : "warn"}` },
+        f.status), f.quiet ? " quiet" : "", f.disabled_reason ? h("div", { class: "muted" }, f.disabled_reason) : null),
+      h("td", {}, fmtTime(f.last_success) || "never"),
+      h("td", {}, f.last_error ? [f.last_error, h("div", { class: "muted" }, fmtTime(f.last_error_at))] : "—"),
+      h("td", {}, f.consecutive_errors ?? 0),
+      h("td", {}, f.items_new ?? 0),
+      h("td", {}, f.rate_per_hour ?? "—"),
+      h("td", {}, f.next_due ? fmtTime(f.next_due) : "—")))));
 }
 
 async function initDeliveries() {
