@@ -298,3 +298,52 @@ def test_entry_claimed_by_another_live_worker_is_retried_not_skipped(isettings: 
     busy, st, later = asyncio.run(scenario())
     assert busy.busy == 1 and busy.new == 0 and st.etag is None
     assert later.new == 1 and [a.title for a in sink.articles] == ["Shared"]
+
+
+class _SlowFetcher:
+    """A Fetcher that takes 0.2 s per fetch and records how many ran at once, per host and overall."""
+
+    def __init__(self) -> None:
+        self.active: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.total = 0
+        self.peak_total = 0
+        self.urls: list[str] = []
+
+    async def fetch(self, url: str, conditional: Any = None) -> Any:
+        from urllib.parse import urlsplit
+
+        from ingest.fetcher import FetchResult, Outcome
+
+        host = urlsplit(url).hostname or ""
+        self.active[host] = self.active.get(host, 0) + 1
+        self.total += 1
+        self.peak[host] = max(self.peak.get(host, 0), self.active[host])
+        self.peak_total = max(self.peak_total, self.total)
+        self.urls.append(url)
+        await asyncio.sleep(0.2)
+        self.active[host] -= 1
+        self.total -= 1
+        return FetchResult(Outcome.NOT_MODIFIED, url, 304)
+
+
+def test_global_and_per_host_concurrency_limits_hold(make_settings: Callable[..., Settings]) -> None:
+    s = make_settings(ingest=INGEST | {"concurrency": 3, "per_host_concurrency": 2}, api=API)
+    for host in ("a.example", "b.example"):
+        for i in range(6):
+            add_feed(s, f"https://{host}/feed/{i}")
+    fetcher = _SlowFetcher()
+
+    async def scenario() -> None:
+        w = IngestWorker(s, fetcher=fetcher, sink=ListSink())
+        task = asyncio.create_task(w.run())
+        deadline = time.monotonic() + 30
+        while len(set(fetcher.urls)) < 12 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        w.stop()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+    assert len(set(fetcher.urls)) == 12
+    assert fetcher.peak == {"a.example": 2, "b.example": 2}
+    assert fetcher.peak_total == 3
