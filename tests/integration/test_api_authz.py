@@ -21,7 +21,7 @@ api, api_settings = api_support.api, api_support.api_settings
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"), ("GET", "/docs"),
           ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"), ("GET", "/ui/login"), ("POST", "/ui/login"),
           ("GET", "/"), ("POST", "/ui/logout")}
-ADMIN_ONLY = {("GET", "/metrics")}
+ADMIN_ONLY = {("GET", "/metrics"), ("POST", "/v1/feeds/import")}
 
 
 def _routes(app: Any) -> list[tuple[str, str]]:
@@ -66,10 +66,70 @@ def test_every_route_but_health_needs_a_key(api: Api) -> None:
 
 
 def test_admin_only_routes_refuse_subscribers_with_403(api: Api) -> None:
-    for method, path in sorted(ADMIN_ONLY):
+    routes = set(_routes(api.app))
+    for method, path in sorted(ADMIN_ONLY & routes):
         r = _call(api, method, path, api.h(api.alice))
         assert r.status_code == 403, f"{method} {path}"
-        assert _call(api, method, path, api.h(api.admin)).status_code == 200
+        assert _call(api, method, path, api.h(api.admin)).status_code not in (401, 403)
+
+
+def _owned(api: Api, kind: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Create one record of ``kind`` as alice; returns its URL, a replacement body and a patch."""
+    assert api.client is not None
+    if kind == "topics":
+        body = {"id": "alice-topic", "name": "Alice's topic", "description": "harbour strikes"}
+        r = api.client.post("/v1/topics", json=body, headers=api.h(api.alice))
+        assert r.status_code == 201, r.text
+        return "/v1/topics/alice-topic", body | {"description": "dock strikes"}, {}
+    if kind == "feeds":
+        r = api.client.post("/v1/feeds", json={"url": "https://news.example.com/alice.xml"}, headers=api.h(api.alice))
+        assert r.status_code == 201, r.text
+        return f"/v1/feeds/{r.json()['id']}", {}, {"name": "renamed"}
+    raise AssertionError(kind)
+
+
+KINDS = [k for k, module in (("topics", "classify.api"), ("feeds", "ingest.api"))
+         if __import__("importlib").util.find_spec(module) is not None]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_other_subscriber_cannot_change_what_one_owns(api: Api, kind: str) -> None:
+    """Shared definitions: bob may read alice's record but changing or deleting it answers 404."""
+    assert api.client is not None
+    url, replacement, patch = _owned(api, kind)
+    assert api.client.get(url, headers=api.h(api.bob)).status_code == 200, "shared definitions are readable"
+    if replacement:
+        assert api.client.put(url, json=replacement, headers=api.h(api.bob)).status_code == 404
+        assert api.client.put(url, json=replacement, headers=api.h(api.alice)).status_code == 200
+    if patch:
+        assert api.client.patch(url, json=patch, headers=api.h(api.bob)).status_code == 404
+        assert api.client.patch(url, json=patch, headers=api.h(api.alice)).status_code == 200
+    assert api.client.delete(url, headers=api.h(api.bob)).status_code == 404
+    assert api.client.get(url, headers=api.h(api.bob)).status_code == 200, "still there"
+    assert api.client.delete(url, headers=api.h(api.admin)).status_code == 204, "admin may delete any"
+    assert api.client.get(url, headers=api.h(api.alice)).status_code == 404
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_caps_limit_what_a_key_may_create(api_settings: Any, kind: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from wirewatch import state
+    from wirewatch.api import create_app
+    from wirewatch.auth import Caps, KeyStore
+
+    _, secret = KeyStore(state.connect(api_settings), api_settings).create(
+        "capped", "subscriber", Caps(topics=1, subscriptions=1, feeds=1))
+    with TestClient(create_app(api_settings, follow_matches=False)) as client:
+        for i in range(2):
+            if kind == "topics":
+                r = client.post("/v1/topics", json={"id": f"cap-{i}", "name": "n", "description": "d"},
+                                headers={"X-API-Key": secret})
+            else:
+                r = client.post("/v1/feeds", json={"url": f"https://news.example.com/{i}.xml"},
+                                headers={"X-API-Key": secret})
+            assert r.status_code == (201 if i == 0 else 403), r.text
+        assert "cap reached" in r.json()["detail"]
 
 
 def test_right_key_is_never_refused_by_auth(api: Api) -> None:
