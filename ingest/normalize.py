@@ -24,17 +24,24 @@ from wirewatch.settings import IngestSettings
 _DROP_BLOCKS = re.compile(r"<(script|style|noscript|template)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _CDATA = re.compile(r"<!\[CDATA\[(.*?)\]\]>", re.DOTALL)
-_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)[^<>]*>|<![^<>]*>|<\?[^<>]*>")
+_TAG = re.compile(r"</?[A-Za-z][^<>]*>|<![^<>]*>|<\?[^<>]*>")
 # Inline markup joins the words around it; anything else (paragraphs, breaks, cells) separates them.
-_INLINE = frozenset({"a", "abbr", "b", "bdi", "bdo", "cite", "code", "data", "dfn", "em", "font", "i", "kbd",
-                     "mark", "q", "s", "samp", "small", "span", "strong", "sub", "sup", "time", "u", "var"})
-
-
-def _tag_space(m: re.Match[str]) -> str:
-    name = m.group(1)
-    return "" if name and name.lower() in _INLINE else " "
+_INLINE_TAG = re.compile(
+    r"</?(?:a|abbr|b|bdi|bdo|cite|code|data|dfn|em|font|i|kbd|mark|q|s|samp|small|span|strong|sub|sup|time|u|var)"
+    r"(?:\s[^<>]*)?/?>", re.IGNORECASE)
 _WS = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+
+
+def _strip_tags(text: str) -> str:
+    if "<![CDATA[" in text:
+        text = _CDATA.sub(r"\1", text)
+    lowered = text.lower()
+    if "<script" in lowered or "<style" in lowered or "<noscript" in lowered or "<template" in lowered:
+        text = _DROP_BLOCKS.sub(" ", text)
+    if "<!--" in text:
+        text = _COMMENT.sub(" ", text)
+    return _TAG.sub(" ", _INLINE_TAG.sub("", text))
 
 
 def plain_text(value: str, limit: int) -> str:
@@ -43,13 +50,12 @@ def plain_text(value: str, limit: int) -> str:
         return ""
     text = value
     if "<" in text:
-        text = _COMMENT.sub(" ", _DROP_BLOCKS.sub(" ", _CDATA.sub(r"\1", text)))
-        text = _TAG.sub(_tag_space, text)
+        text = _strip_tags(text)
     if "&" in text:
         text = html.unescape(text)
         if "<" in text and _TAG.search(text):
             # Double-escaped markup (``&lt;p&gt;``) is still markup once decoded.
-            text = _TAG.sub(_tag_space, text)
+            text = _strip_tags(text)
     text = _WS.sub(" ", _CONTROL.sub("", text)).strip()
     if len(text) > limit:
         cut = text[:limit]

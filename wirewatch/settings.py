@@ -131,7 +131,7 @@ class IngestSettings(Section):
     claim_lease_s: float = Field(default=120.0, gt=0, description="how long an unacknowledged entry stays claimed")
     title_max_chars: int = Field(default=500, ge=16)
     summary_max_chars: int = Field(default=2000, ge=16)
-    content_max_chars: int = Field(default=20000, ge=0)
+    content_max_chars: int = Field(default=4000, ge=0, description="classifiers read only the lead of it")
     future_tolerance_s: float = Field(default=600.0, ge=0, description="dates later than fetch time + this are clamped")
     quiet_factor: float = Field(default=5.0, gt=1, description="quiet = silent for this many of its usual gaps")
     shard_index: int = Field(default=0, ge=0, description="this worker's share of the feeds (feed hash mod count)")

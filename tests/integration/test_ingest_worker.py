@@ -347,3 +347,22 @@ def test_global_and_per_host_concurrency_limits_hold(make_settings: Callable[...
     assert len(set(fetcher.urls)) == 12
     assert fetcher.peak == {"a.example": 2, "b.example": 2}
     assert fetcher.peak_total == 3
+
+
+def test_config_feeds_are_seeded_without_overwriting_api_edits(make_settings: Callable[..., Settings]) -> None:
+    s = make_settings(ingest=INGEST | {"feeds": [{"url": "https://cfg.example/rss", "name": "From config"}]}, api=API)
+    reg = regmod.feeds(wstate.connect(s), s)
+    fid = feed_id("https://cfg.example/rss")
+
+    async def start() -> list[str]:
+        w = IngestWorker(s, fetcher=_SlowFetcher(), sink=ListSink())
+        await w.startup()
+        names = [f.name for f in w.feeds.values()]
+        await w.close()
+        return names
+
+    assert asyncio.run(start()) == ["From config"]
+    edited = reg.get(fid)
+    assert edited is not None
+    reg.put(edited.model_copy(update={"name": "Renamed by the API"}))
+    assert asyncio.run(start()) == ["Renamed by the API"]
