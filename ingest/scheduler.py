@@ -9,7 +9,8 @@ The policy (miniflux's ``ScheduleNextCheck`` in spirit):
 * errors back off exponentially from ``min_interval_s`` up to ``max_backoff_s`` and stay at that cap: a
   failing feed is retried forever at the cap, never parked;
 * ``Retry-After`` (429/503) is honoured, capped at ``max_backoff_s``;
-* every interval gets ``±jitter`` so feeds registered together do not stay in lockstep.
+* every interval is shortened by up to ``jitter`` (never below the minimum) so feeds registered together do
+  not stay in lockstep, while no feed waits longer than its interval.
 """
 
 from __future__ import annotations
@@ -72,10 +73,14 @@ class Policy:
         self.cfg = cfg
         self._rng = rng or random.Random()
 
-    def jitter(self, seconds: float) -> float:
-        """``seconds`` moved by up to ``±jitter``."""
+    def jitter(self, seconds: float, floor: float = 0.0) -> float:
+        """``seconds`` shortened by up to ``jitter`` (never below ``floor``).
+
+        Only shortened: a feed is never polled later than its interval says, so an item waits at most one
+        interval, and never sooner than the minimum interval allows.
+        """
         j = self.cfg.jitter
-        return seconds * (1 + self._rng.uniform(-j, j)) if j else seconds
+        return max(min(floor, seconds), seconds * (1 - self._rng.uniform(0, j))) if j else seconds
 
     def first_due(self, now: float, spread_s: float) -> float:
         """When a never-polled feed is first due: spread over ``spread_s`` so a cold start is not a burst."""
@@ -107,7 +112,8 @@ class Policy:
         if st.last_success_at and obs.entries and obs.new >= obs.entries:
             interval = interval / 4
         interval = clamp(interval, cfg.min_interval_s, cfg.max_interval_s)
-        return st.with_(errors=0, interval_s=interval, rate_per_h=rate, next_due=now + self.jitter(interval),
+        return st.with_(errors=0, interval_s=interval, rate_per_h=rate,
+                        next_due=now + self.jitter(interval, cfg.min_interval_s),
                         last_success_at=now, last_attempt_at=now)
 
     def backoff_s(self, errors: int) -> float:

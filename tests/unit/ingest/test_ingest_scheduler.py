@@ -87,7 +87,8 @@ def test_retry_after_is_honoured_and_capped() -> None:
 def test_jitter_stays_within_bounds() -> None:
     p = Policy(IngestSettings(jitter=0.1), random.Random(7))
     values = [p.jitter(100) for _ in range(200)]
-    assert all(90 <= v <= 110 for v in values) and len(set(values)) > 100
+    assert all(90 <= v <= 100 for v in values) and len(set(values)) > 100
+    assert all(p.jitter(100, floor=95) >= 95 for _ in range(100))
 
 
 def test_cache_hints() -> None:
