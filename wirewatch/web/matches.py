@@ -311,11 +311,12 @@ class MatchFollower:
             except RecordError as exc:
                 metrics.API_MATCHES_STORED.labels("bad").inc()
                 log.warning("api_match_unreadable", partition=r.partition, offset=r.offset, error=str(exc))
+        # Live clients first (the store's round trips would only delay them). Every process publishes what it
+        # reads, whether or not another replica stored it first.
+        self._hub.publish(good)
         fresh = self._store.add(good)
         for new in fresh:
             metrics.API_MATCHES_STORED.labels("new" if new else "seen").inc()
-        # Every process publishes what it reads: another replica may have stored it first.
-        self._hub.publish(good)
         if offsets:
             self._client.hset(self._offsets, mapping={str(p): o for p, o in offsets.items()})
 
