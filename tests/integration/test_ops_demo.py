@@ -43,6 +43,17 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def _sign_in(out: str, port: int) -> int:
+    """POST the demo key printed in ``out`` to the dashboard's login; returns the HTTP status."""
+    import httpx
+
+    found = re.search(r"demo key (ww_\S+);", out)
+    if found is None:
+        return 0
+    r = httpx.post(f"http://127.0.0.1:{port}/ui/login", data={"api_key": found.group(1)}, timeout=10)
+    return r.status_code
+
+
 def test_demo_shows_alerts_within_the_first_minute_and_ctrl_c_stops_everything(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
@@ -79,6 +90,7 @@ def test_demo_shows_alerts_within_the_first_minute_and_ctrl_c_stops_everything(
                 break
             time.sleep(0.5)
         first_alert_s = time.monotonic() - started
+        signed_in = _sign_in("\n".join(lines), base.api.port)
         time.sleep(8)  # let the rest of the story's outlets arrive (near-duplicates must not alert again)
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)
@@ -91,8 +103,9 @@ def test_demo_shows_alerts_within_the_first_minute_and_ctrl_c_stops_everything(
     assert first_alert_s < 60, out
     header = out.split("[00:", 1)[0]
     assert re.search(r"feed server:\s+http://127\.0\.0\.1:\d+/", header), out
-    assert f"dashboard:    http://127.0.0.1:{base.api.port}/" in header
+    assert f"dashboard:    http://127.0.0.1:{base.api.port}/ui/  (sign in with the demo key ww" in header
     assert "metrics:      http://127.0.0.1:" in header and "logs:" in header
+    assert signed_in == 303, "the printed demo key did not sign in to the dashboard"
     alerts = [line for line in lines if " ALERT [" in line]
     assert alerts and all("Aleppo" in line for line in alerts), out  # only the Aleppo story alerts
     headings = [line.split("] ", 2)[-1] for line in alerts]

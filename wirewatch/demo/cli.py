@@ -43,6 +43,7 @@ def demo(
     from wirewatch.cli import State, app, settings_of
     from wirewatch.demo import config as democonfig
     from wirewatch.ops import runner
+    from wirewatch.ops.lag import pipeline_topics, wait_for_leaders
 
     s = settings_of()
     # The workers log to files; on this terminal only warnings (a crashed worker) join the demo's own lines.
@@ -79,6 +80,7 @@ def demo(
     cfg = democonfig.build(s, feeds=feeds, receiver_url=receiver.url, run_id=run_id)
     cfg_path = democonfig.write(cfg.data, workdir / "wirewatch-demo.toml")
     bus.ensure_default_topics(cfg.settings)
+    wait_for_leaders(cfg.settings, pipeline_topics(cfg.settings))
     chosen = runner.plan(app, cfg.settings, config=cfg_path, log_level=State.log_level or "info",
                          log_format="json")
     children = chosen.children
@@ -90,7 +92,8 @@ def demo(
     _say(f"  config:       {cfg_path}")
     roles = {c.role for c in children}
     if "api" in roles:
-        _say(f"  dashboard:    http://127.0.0.1:{cfg.api_port}/")
+        _say(f"  dashboard:    http://127.0.0.1:{cfg.api_port}/ui/  (sign in with the demo key "
+             f"{_demo_key(cfg.settings)}; it is removed when the demo ends)")
     else:
         _say("  dashboard:    not started (no `wirewatch api` command is installed yet)")
     _say(f"  metrics:      http://127.0.0.1:{cfg.metrics_ports['ops']}/metrics (supervisor, consumer lag)"
@@ -148,6 +151,19 @@ def demo(
         _say(f"  stopped the local {' and '.join(stopped)}")
     elif was_up or keep_stack:
         _say("  left the local stack running (`wirewatch stack down` stops it)")
+
+
+def _demo_key(settings: Any) -> str:
+    """An admin API key in this run's Redis namespace, for the dashboard."""
+    from wirewatch import state
+    from wirewatch.auth import KeyStore
+
+    client = state.connect(settings)
+    try:
+        _, secret = KeyStore(client, settings).create("demo", "admin")
+    finally:
+        client.close()
+    return secret
 
 
 def _progress(feeds: FeedServer, receiver: WebhookReceiver) -> str:

@@ -17,6 +17,7 @@ log = get_logger("ops")
 
 def _stack_up(settings: object) -> None:
     from wirewatch import bus, stack
+    from wirewatch.ops.lag import pipeline_topics, wait_for_leaders
     from wirewatch.settings import Settings
 
     assert isinstance(settings, Settings)
@@ -27,6 +28,7 @@ def _stack_up(settings: object) -> None:
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(1) from exc
     bus.ensure_default_topics(settings)
+    wait_for_leaders(settings, pipeline_topics(settings))
 
 
 def run(

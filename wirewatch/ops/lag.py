@@ -137,6 +137,32 @@ class Broker:
         return count, count / window_s if window_s > 0 else 0.0
 
 
+def wait_for_leaders(settings: Settings, topics: Sequence[str], timeout_s: float = 30.0) -> bool:
+    """Wait until every partition of ``topics`` has a leader; True when they all do within ``timeout_s``.
+
+    A consumer that joins its group while a new topic's partitions are still leaderless can be assigned
+    nothing and keep that empty assignment until its next metadata refresh (minutes), so whoever creates
+    topics and then starts consumers waits here first.
+    """
+    admin = KafkaAdminClient(**_common(settings), client_id=f"{settings.kafka.client_id}-ops",
+                             request_timeout_ms=10000)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                described = admin.describe_topics(list(topics))
+                ready = len(described) == len(topics) and all(
+                    t.get("error_code", 0) == 0 and t["partitions"]
+                    and all(p.get("leader_id", -1) >= 0 for p in t["partitions"]) for t in described)
+            except KafkaError:
+                ready = False
+            if ready or time.monotonic() >= deadline:
+                return ready
+            time.sleep(0.2)
+    finally:
+        admin.close()
+
+
 def pipeline_topics(settings: Settings) -> list[str]:
     """The topics whose consumers we watch."""
     t = settings.kafka.topics
