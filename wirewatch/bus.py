@@ -308,8 +308,21 @@ class ConsumerLoop(Generic[T]):
             max_poll_interval_ms=c.max_poll_interval_ms,
             **c.extra,
         )
+        self._await_metadata(consumer)
         consumer.subscribe(self.topics, listener=_Listener(self))
         return consumer
+
+    def _await_metadata(self, consumer: KafkaConsumer, timeout_s: float = 60.0) -> None:
+        # Joining the group before the client knows a topic's partitions yields an empty assignment that
+        # lasts until the next metadata refresh (minutes); wait for the partitions first.
+        deadline = time.monotonic() + timeout_s
+        missing = list(self.topics)
+        while missing and time.monotonic() < deadline and not self._stop.is_set():
+            missing = [t for t in missing if not consumer.partitions_for_topic(t)]
+            if missing:
+                time.sleep(0.2)
+        if missing:
+            log.warning("topic_metadata_missing", group=self.group, topics=missing, waited_s=timeout_s)
 
     def run(self) -> None:
         """Consume until :meth:`stop`. Raises :class:`DlqRatioExceeded` when nearly everything fails."""
@@ -435,7 +448,7 @@ class ConsumerLoop(Generic[T]):
         if good:
             rejected = self._handle_with_retry(good)
             if rejected is None:
-                log.info("batch_dropped_uncommitted", group=self.group, size=len(records))
+                self._rewind(consumer, records)
                 return
             bad.extend(rejected)
         self._check_ratio(len(records), len(bad))
@@ -445,6 +458,19 @@ class ConsumerLoop(Generic[T]):
         self.batches += 1
         metrics.BUS_BATCH_SECONDS.labels(self.group).observe(time.monotonic() - started)
         self._update_lag(consumer)
+
+    def _rewind(self, consumer: KafkaConsumer, records: list[Any]) -> None:
+        """Drop an unfinished batch: seek each partition we still own back to the batch's first offset."""
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            first[tp] = min(first.get(tp, r.offset), r.offset)
+        owned = consumer.assignment()
+        for tp, offset in first.items():
+            if tp in owned:
+                consumer.seek(tp, offset)
+        log.info("batch_dropped_uncommitted", group=self.group, size=len(records),
+                 rewound=sorted(f"{tp.topic}:{tp.partition}@{o}" for tp, o in first.items() if tp in owned))
 
     def _check_ratio(self, total: int, failed: int) -> None:
         self._recent.extend([True] * failed + [False] * (total - failed))
