@@ -11,11 +11,8 @@ counted and reported, and dropped as a receiver would; two different keys for on
 from __future__ import annotations
 
 import os
-import random
-import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -23,82 +20,39 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import tomli_w
 
+from tests.integration import ops_support as sup
 from wirewatch import bus
-from wirewatch.demo.feeds import data_text
 from wirewatch.demo.receiver import WebhookReceiver
 from wirewatch.ops.lag import Broker
-from wirewatch.records import Article, encode, utcnow
 from wirewatch.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-WIREWATCH = str(Path(sys.executable).with_name("wirewatch"))
 N_ARTICLES = 150
 PARTITIONS = 6
-
-
-def _texts(n: int) -> list[tuple[str, str]]:
-    """``n`` (title, summary) pairs of real words in random order: unrelated to each other."""
-    words = sorted({w.lower() for w in re.findall(r"[A-Za-z]{4,}", data_text("articles.toml"))})
-    rng = random.Random(7)
-    return [(" ".join(rng.sample(words, 8)).capitalize(), " ".join(rng.sample(words, 25)) + ".") for _ in range(n)]
-
-
-def _start(role: str, cfg: Path, log_dir: Path, i: int) -> subprocess.Popen[bytes]:
-    out = (log_dir / f"{role}-{i}.log").open("wb")
-    return subprocess.Popen([WIREWATCH, "--config", str(cfg), "--log-format", "json", role], stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _assigned(log: Path) -> bool:
-    """True once the process logged a non-empty partition assignment."""
-    lines = log.read_bytes().splitlines() if log.exists() else []
-    return any(b'"partitions_assigned"' in line and b'"partitions": []' not in line for line in lines)
 
 
 def test_three_classify_two_alerts_survive_a_kill_each_with_nothing_lost_and_no_duplicate(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     receiver = WebhookReceiver().start()
-    settings = make_settings(
-        data_dir=str(tmp_path),
-        kafka={"partitions": PARTITIONS},
-        classify={"metrics_port": 0, "batch_size": 16, "max_wait_ms": 100,
-                  "topics": [{"id": "everything", "name": "Everything", "description": "any news at all",
-                              "examples": ["news"], "threshold": 0.0}]},
-        alerts={"metrics_port": 0, "story_similarity": 1.0, "claim_lease_s": 5.0, "session_timeout_ms": 6000,
-                "backoff_initial_s": 0.2, "batch_size": 20,
-                "subscriptions": [{"id": "desk", "topic_id": "everything", "mode": "instant",
-                                   "channel": {"type": "webhook", "target": receiver.url}}]},
-        api={"url_allowlist": ["127.0.0.1"]},
-    )
-    bus.ensure_default_topics(settings)
-    cfg = tmp_path / "scale.toml"
-    cfg.write_text(tomli_w.dumps(settings.model_dump(mode="json", exclude_none=True)))
+    settings, cfg = sup.pipeline_settings(make_settings, tmp_path, receiver.url, kafka={"partitions": PARTITIONS})
     logs = tmp_path / "logs"
-    logs.mkdir()
     procs: dict[str, list[subprocess.Popen[bytes]]] = {
-        "classify": [_start("classify", cfg, logs, i) for i in range(3)],
-        "alerts": [_start("alerts", cfg, logs, i) for i in range(2)],
+        "classify": [sup.start("classify", cfg, logs, i) for i in range(3)],
+        "alerts": [sup.start("alerts", cfg, logs, i) for i in range(2)],
     }
-    texts = _texts(N_ARTICLES)
-    urls = [f"https://scale.example/a/{i}" for i in range(N_ARTICLES)]
+    items = sup.articles(N_ARTICLES, "sc")
+    urls = [a.url for a in items]
     producer = bus.Producer(settings, client_id="test")
 
     def produce() -> None:
         for i in range(0, N_ARTICLES, 5):
-            now = utcnow()
-            batch = [Article(id=f"sc{j:05d}", url=urls[j], title=texts[j][0], summary=texts[j][1],
-                             published_at=now, fetched_at=now, feed_url="https://scale.example/rss",
-                             source="Scale Test") for j in range(i, min(i + 5, N_ARTICLES))]
-            producer.send_many([bus.Outgoing(settings.kafka.topics.articles, a.id, encode(a)) for a in batch])
+            sup.produce(settings, producer, items[i:i + 5])
             time.sleep(0.1)
 
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not all(_assigned(p) for p in logs.glob("*.log")):
-            time.sleep(0.5)
+        sup.wait_until(lambda: all(sup.assigned(p) for p in logs.glob("*.log")), 120)
         feeder = threading.Thread(target=produce)
         feeder.start()
         # Kill one of each once the pipeline is visibly mid-stream.
@@ -121,16 +75,7 @@ def test_three_classify_two_alerts_survive_a_kill_each_with_nothing_lost_and_no_
             lags = {(r.group, r.topic): r for r in broker.lags([settings.kafka.topics.articles,
                                                                settings.kafka.topics.matches])}
     finally:
-        for group in procs.values():
-            for p in group:
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGTERM)
-        for group in procs.values():
-            for p in group:
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
+        sup.stop(p for group in procs.values() for p in group)
         producer.close()
         receiver.stop()
 
