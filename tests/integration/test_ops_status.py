@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -95,8 +96,8 @@ def test_status_reports_lag_throughput_feeds_and_deliveries(settings: Settings) 
     assert report.feeds_total == 4
     assert "feed_state" not in report.errors
     text = st.render(report)
-    for needle in ("CONSUMER LAG", GROUP, "total      12", "THROUGHPUT", "FEEDS", "f-error", "nothing new for",
-                   "RECENT DELIVERIES", "HTTP 500 after 5 attempts", "unreadable"):
+    for needle in ("CONSUMER GROUPS AND LAG", GROUP, "total      12", "THROUGHPUT", "FEEDS", "f-error",
+                   "nothing new for", "RECENT DELIVERIES", "HTTP 500 after 5 attempts", "unreadable"):
         assert needle in text, needle
 
 
@@ -129,3 +130,31 @@ def test_status_with_kafka_and_redis_down_says_so_and_exits_1(tmp_path: Path) ->
                           check=False)
     assert done.returncode == 1
     assert "Kafka does not answer" in done.stdout
+
+
+def test_a_live_group_that_has_not_committed_yet_shows_its_backlog_and_members(settings: Settings) -> None:
+    producer = bus.Producer(settings, client_id="test")
+    producer.send_many([bus.Outgoing(settings.kafka.topics.articles, f"k{i}", b"{}") for i in range(9)])
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(batch: list[bus.Consumed[bytes]]) -> None:
+        entered.set()
+        release.wait(30)  # a worker stuck inside its first batch: nothing committed
+
+    loop = bus.ConsumerLoop(settings, topics=[settings.kafka.topics.articles], group="test-stuck",
+                            decode=lambda b: b, handle=stuck, producer=producer)
+    t = threading.Thread(target=loop.run)
+    t.start()
+    try:
+        assert entered.wait(30)
+        report = st.collect(settings)
+    finally:
+        loop.stop()
+        release.set()
+        t.join(30)
+        producer.close()
+    assert st.group_lag_total(report, "test-stuck") == 9
+    assert all(r["committed"] is None for r in report.lag if r["group"] == "test-stuck")
+    group = next(g for g in report.groups if g["group"] == "test-stuck")
+    assert (group["state"], group["members"], group["idle_members"]) == ("Stable", 1, 0)
+    assert "test-stuck" in st.render(report) and "1 member(s)" in st.render(report)

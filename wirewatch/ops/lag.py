@@ -36,6 +36,17 @@ class PartitionLag:
     lag: int
 
 
+@dataclass(frozen=True)
+class GroupInfo:
+    """A consumer group as the coordinator describes it: state, members, and members owning no partition."""
+
+    group: str
+    state: str
+    members: int
+    idle_members: int
+    topics: tuple[str, ...]
+
+
 class Broker:
     """A read-only view of topics and groups. Close it after use."""
 
@@ -104,15 +115,38 @@ class Broker:
             out[gid] = {tp: int(m.offset) for tp, m in raw.items() if m is not None and m.offset >= 0}
         return out
 
-    def lags(self, topics: Sequence[str], groups: Sequence[str] | None = None) -> list[PartitionLag]:
-        """Lag of every group that committed on any of ``topics``, over all partitions of those topics.
+    def describe(self, groups: Sequence[str]) -> dict[str, GroupInfo]:
+        """State and membership of each group (groups the coordinator cannot describe are left out)."""
+        out: dict[str, GroupInfo] = {}
+        for gid in groups:
+            try:
+                raw: Any = self._admin.describe_groups([gid]).get(gid, {})
+            except KafkaError:
+                continue
+            members = raw.get("members") or []
+            topics: set[str] = set()
+            idle = 0
+            for m in members:
+                topics.update((m.get("member_metadata") or {}).get("topics") or [])
+                owned = (m.get("member_assignment") or {}).get("assigned_partitions") or []
+                idle += not any(a.get("partitions") for a in owned)
+            out[gid] = GroupInfo(gid, str(raw.get("group_state", "?")), len(members), idle, tuple(sorted(topics)))
+        return out
+
+    def lags(self, topics: Sequence[str], groups: Sequence[str] | None = None,
+             info: dict[str, GroupInfo] | None = None) -> list[PartitionLag]:
+        """Lag of every group that committed on, or subscribes to, any of ``topics``, over all their partitions.
 
         A partition the group never committed on counts from the beginning of the log, as the group's
-        consumers start at the earliest offset.
+        consumers start at the earliest offset. ``info`` (from :meth:`describe`) adds the topics that live
+        members subscribe to, so a group that has not committed yet still shows its backlog.
         """
         wanted = set(topics)
         committed = self.group_offsets(groups if groups is not None else self.groups())
         consumed = {g: {tp.topic for tp in offs} & wanted for g, offs in committed.items()}
+        for gid, gi in (info or {}).items():
+            consumed.setdefault(gid, set()).update(set(gi.topics) & wanted)
+            committed.setdefault(gid, {})
         read_topics = sorted({t for ts in consumed.values() for t in ts})
         all_tps = [tp for t in read_topics for tp in self.partitions(t)]
         ends = self.end_offsets(all_tps)
@@ -190,7 +224,8 @@ class LagExporter:
     def measure_once(self, broker: Broker) -> list[PartitionLag]:
         """Measure and publish once."""
         topics = pipeline_topics(self._settings)
-        rows = broker.lags(topics)
+        groups = broker.groups()
+        rows = broker.lags(topics, groups, broker.describe(groups))
         for r in rows:
             metrics.OPS_GROUP_LAG.labels(r.group, r.topic, str(r.partition)).set(r.lag)
         for topic in topics:

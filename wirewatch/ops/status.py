@@ -37,6 +37,7 @@ class Report:
     at: str
     stack: list[dict[str, Any]] = field(default_factory=list)
     lag: list[dict[str, Any]] = field(default_factory=list)
+    groups: list[dict[str, Any]] = field(default_factory=list)
     throughput: dict[str, dict[str, float]] = field(default_factory=dict)
     dlq: dict[str, int] = field(default_factory=dict)
     feeds_total: int | None = None
@@ -136,7 +137,15 @@ def collect(settings: Settings, *, deliveries: int = 10) -> Report:
     if kafka_ok:
         with Broker(settings) as broker:
             topics = pipeline_topics(settings)
-            _section(report, "lag", lambda: report.lag.extend(_lag_row(r) for r in broker.lags(topics)))
+
+            def lags() -> None:
+                groups = broker.groups()
+                info = broker.describe(groups)
+                report.lag.extend(_lag_row(r) for r in broker.lags(topics, groups, info))
+                lagging = {r["group"] for r in report.lag}
+                report.groups.extend(asdict(g) for g in info.values() if g.group in lagging)
+
+            _section(report, "lag", lags)
 
             def rates() -> None:
                 for topic in topics:
@@ -194,7 +203,10 @@ def render(report: Report) -> str:
     for s in report.stack:
         row = f"  {s['name']:<6} {s['state']:<12} {s['endpoint']}  {s['version']}  {s['detail']}"
         lines.append(row.rstrip())
-    lines += ["", "CONSUMER LAG (end offset - committed offset)"]
+    lines += ["", "CONSUMER GROUPS AND LAG (end offset - committed offset)"]
+    for g in report.groups:
+        idle = f", {g['idle_members']} without partitions" if g["idle_members"] else ""
+        lines.append(f"  {g['group']:<28} {g['state']:<12} {g['members']} member(s){idle}")
     if report.lag:
         by_group: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for r in report.lag:
