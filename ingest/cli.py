@@ -57,7 +57,13 @@ def ingest_command(
 async def _once(worker: Any) -> None:
     await worker.startup()
     feeds = list(worker.feeds.values())
-    reports = await asyncio.gather(*(worker.poll(f) for f in feeds))
+    limit = asyncio.Semaphore(worker.cfg.concurrency)
+
+    async def one(feed: Any) -> Any:
+        async with limit:
+            return await worker.poll(feed)
+
+    reports = await asyncio.gather(*(one(f) for f in feeds))
     await worker.close()
     for r in reports:
         print(f"{r.feed_id}  {r.outcome:<12} new={r.new} updated={r.updated} seen={r.seen}"
