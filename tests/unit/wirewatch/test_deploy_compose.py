@@ -104,6 +104,9 @@ def test_dockerfile_is_multi_stage_non_root_with_cpu_torch() -> None:
     assert len(stages) >= 2
     assert "COPY --from=build" in text
     assert "download.pytorch.org/whl/cpu" in text
+    setup = (DEPLOY.parent / "scripts" / "setup.sh").read_text()
+    pinned = next(line.split("=", 1)[1] for line in setup.splitlines() if line.startswith("TORCH_VERSION="))
+    assert f"ARG TORCH_VERSION={pinned}" in text  # the image runs the torch that CI tested
     users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert 'ENTRYPOINT ["wirewatch"]' in text
