@@ -58,14 +58,14 @@ def run(
         raise typer.Exit(1)
     if not no_stack:
         _stack_up(s)
-    roles = {c.role for c in chosen.children}
+    running = {c.role for c in chosen.children}
     ports = {"ingest": s.ingest.metrics_port, "classify": s.classify.metrics_port, "alerts": s.alerts.metrics_port}
     print(f"running {', '.join(c.role for c in chosen.children)}", file=sys.stderr)
     if s.ops.metrics_port:
         print(f"  metrics: http://{s.ops.metrics_addr}:{s.ops.metrics_port}/metrics (supervisor, consumer lag)"
-              + "".join(f", :{ports[r]} {r}" for r in ("ingest", "classify", "alerts") if r in roles and ports[r]),
+              + "".join(f", :{ports[r]} {r}" for r in ("ingest", "classify", "alerts") if r in running and ports[r]),
               file=sys.stderr)
-    if "api" in roles:
+    if "api" in running:
         print(f"  api and dashboard: http://{s.api.host}:{s.api.port}/ui/", file=sys.stderr)
     print(f"  logs: {log_dir}/<role>.log" if log_dir else "  logs: this terminal", file=sys.stderr)
     raise typer.Exit(runner.supervise(s, chosen.children, log_dir=log_dir))
