@@ -8,6 +8,7 @@ the receiver gets, where the dashboard, metrics and logs are, and a summary at t
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -48,6 +49,9 @@ def demo(
     s = settings_of()
     # The workers log to files; on this terminal only warnings (a crashed worker) join the demo's own lines.
     logmod.configure(State.log_level or "warning", s.log.format)
+    if not State.log_level:
+        # kafka-python's own warnings (slow event-loop ticks on a busy machine) are noise on the demo screen.
+        logging.getLogger("kafka").setLevel(logging.ERROR)
     began = time.monotonic()
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
