@@ -44,6 +44,10 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, Any]]]]]] = [
         ("Batch time p95, by group", "s", [q(p95("wirewatch_bus_batch_seconds", "group"), "{{group}}")]),
         ("Batch retries per second (transient errors)", "ops", [
             q(f"sum by (group) (rate(wirewatch_bus_batch_retries_total[{R}]))", "{{group}}")]),
+        ("Messages appended per second, by topic (from the broker)", "ops", [
+            q(f"sum by (topic) (deriv(wirewatch_ops_topic_end_offset[{R}]))", "{{topic}}")]),
+        ("Consumer group lag per partition (from the broker)", "short", [
+            q("max by (group, partition) (wirewatch_ops_group_lag_messages)", "{{group}} p{{partition}}")]),
         ("Worker restarts (supervisor), last hour", "short", [
             q("sum by (role) (increase(wirewatch_ops_restarts_total[1h]))", "{{role}}")]),
         ("Worker exits by kind, last hour", "short", [

@@ -100,3 +100,47 @@ def test_unknown_role_gets_exit_2_and_starts_nothing(make_settings: Callable[...
     assert bad_scale.returncode == 2
     assert "expected ROLE=N" in bad_scale.stderr
     assert not (tmp_path / "logs").exists()
+
+
+def test_exporter_publishes_group_lag_per_partition_and_stops_on_sigterm(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    s, cfg = _config(make_settings, tmp_path)
+    producer = bus.Producer(s, client_id="test")
+    producer.send_many([bus.Outgoing(s.kafka.topics.articles, f"k{i}", b"{}") for i in range(12)])
+    handled: list[bus.Consumed[bytes]] = []
+
+    def handle(batch: list[bus.Consumed[bytes]]) -> None:
+        handled.extend(batch)
+        loop.stop()
+
+    loop = bus.ConsumerLoop(s, topics=[s.kafka.topics.articles], group="test-exporter", decode=lambda b: b,
+                            handle=handle, producer=producer, config=bus.LoopConfig(batch_size=5, max_wait_ms=2000))
+    loop.run()
+    producer.close()
+    proc = subprocess.Popen([WIREWATCH, "--config", str(cfg), "exporter"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{s.ops.metrics_port}/metrics"
+    body = ""
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and 'group="test-exporter"' not in body:
+            time.sleep(0.5)
+            try:
+                body = urllib.request.urlopen(url, timeout=5).read().decode()
+            except OSError:
+                continue
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lags = {}
+    for line in body.splitlines():
+        if line.startswith("wirewatch_ops_group_lag_messages{") and 'group="test-exporter"' in line:
+            partition = int(line.split('partition="')[1].split('"')[0])
+            lags[partition] = float(line.rsplit(" ", 1)[1])
+    assert sum(lags.values()) == 12 - len(handled) and len(handled) == 5
+    assert len(lags) == s.kafka.partitions
+    assert f'wirewatch_ops_topic_end_offset{{partition="0",topic="{s.kafka.topics.articles}"}}' in body
+    assert proc.returncode == 0
