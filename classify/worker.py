@@ -92,6 +92,10 @@ class Worker:
 
 def build(settings: Settings) -> Worker:
     """Assemble the worker: model, topics (seeded, watched), recent store, producer and consumer loop."""
+    from threadpoolctl import threadpool_limits
+
+    # Scoring matrices are small; a second BLAS thread only waits on a core the model is using.
+    threadpool_limits(1, user_api="blas")
     c = settings.classify
     embedder = load_embedder(c.model, c.backend, cache_size=c.embed_cache_size, threads=c.threads,
                              onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size)
