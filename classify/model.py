@@ -6,6 +6,8 @@ between the two, and three keyword signals. A logistic regression per topic lear
 positive examples (each scored leave-one-out, so an example is never its own nearest neighbour) against the
 counter-examples and a set of background articles; the background is what makes the score *calibrated*:
 0.5 means "as far into the topic as its examples are from everyday news", whatever the topic's wording.
+With five examples a free fit is fragile, so weights are pulled towards a prior and keep their sign
+(similarity raises a score, similarity to a counter-example lowers it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from wirewatch.records import Topic
 FEATURES = ("desc", "ex_max", "centroid", "cx_max", "margin", "kw_bool", "kw_any", "kw_all")
 SIM_FEATURES = 5
 F = len(FEATURES)
-# Used when a topic has too few examples to learn from: weights over standardized features.
+# Weights over standardized features: what a fit is pulled towards, and all there is when a topic has fewer
+# than two examples to learn from.
 PRIOR_WEIGHTS = np.array([0.5, 1.0, 0.5, -0.5, 0.5, 1.0, 0.5, 0.5], dtype=np.float64)
 PRIOR_BACKGROUND_QUANTILE = 0.99
 LAMBDA = 1.0
