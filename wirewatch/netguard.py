@@ -226,6 +226,12 @@ def check_url(url: str, allow: Iterable[str] | Allowlist | None = None, *, field
     host = (parts.hostname or "").lower()
     if not host:
         raise UnsafeURLError(f"{field}: URL has no host")
+    if not host.isascii() and not host.startswith("["):
+        # Judge the name the resolver will see: IDNA maps look-alikes such as "ⓛocalhost" to "localhost".
+        try:
+            host = host.encode("idna").decode("ascii").lower()
+        except UnicodeError as exc:
+            raise UnsafeURLError(f"{field}: host {parts.hostname!r} is not a valid host name") from exc
     port = port or (443 if scheme == "https" else 80)
     if al.permits_host(host):
         return CheckedURL(url, scheme, host, port)

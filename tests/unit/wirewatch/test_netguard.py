@@ -32,6 +32,9 @@ REFUSED_URLS = [
     ("http://0177.0.0.1/", "loopback"),
     ("http://[::1]/", "loopback"),
     ("http://localhost:8080/", "local or internal"),
+    ("http://ⓛocalhost/", "local or internal"),
+    ("http://ＬＯＣＡＬＨＯＳＴ/", "local or internal"),
+    ("http://①②⑦.0.0.1/", "loopback"),
     ("http://api.localhost/", "local or internal"),
     ("http://metadata.google.internal/", "local or internal"),
     ("http://10.1.2.3/", "private"),
@@ -72,6 +75,7 @@ ACCEPTED_URLS = [
     "http://[::ffff:93.184.216.34]/",
     "http://[64:ff9b::5db8:d822]/",
     "HTTPS://EXAMPLE.COM/",
+    "https://bücher.example/feed",
 ]
 
 
