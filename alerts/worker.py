@@ -77,7 +77,11 @@ class AlertsWorker:
         self.loop: ConsumerLoop[Match] = ConsumerLoop(
             settings, topics=[settings.kafka.topics.matches], group=GROUP,
             decode=lambda raw: decode(Match, raw), handle=handle, producer=self.producer,
-            config=LoopConfig(batch_size=settings.alerts.batch_size, max_wait_ms=settings.alerts.max_wait_ms),
+            config=LoopConfig(batch_size=settings.alerts.batch_size, max_wait_ms=settings.alerts.max_wait_ms,
+                              session_timeout_ms=settings.alerts.session_timeout_ms,
+                              heartbeat_interval_ms=min(3000, settings.alerts.session_timeout_ms // 3),
+                              extra={"group_instance_id": settings.alerts.group_instance_id}
+                              if settings.alerts.group_instance_id else {}),
         )
 
     def _on_subscriptions(self, subs: list[Subscription]) -> None:

@@ -178,6 +178,9 @@ class AlertsSettings(Section):
     batch_size: int = Field(default=200, ge=1, le=10000)
     max_wait_ms: int = Field(default=20, ge=0)
     ledger_ttl_s: int = Field(default=7 * 86400, gt=0, description="how long a sent (subscription, story) is kept")
+    session_timeout_ms: int = Field(default=10000, ge=6000, description="consumer group session (broker min 6 s)")
+    group_instance_id: str | None = Field(
+        default=None, description="static group membership: a restarted worker takes its partitions back at once")
     metrics_port: int | None = Field(default=9103, ge=0, le=65535)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=25, ge=1, le=65535)

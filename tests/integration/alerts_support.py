@@ -19,6 +19,10 @@ from wirewatch.records import Article, ChannelKind, ChannelSpec, Match, ModelInf
 Behaviour = Callable[["Receiver", dict[str, Any]], tuple[int, dict[str, str]]]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default backlog of 5 drops connections under a burst of sends
+
+
 class Receiver:
     """A threaded HTTP receiver that records every request; ``behaviour`` picks each answer."""
 
@@ -34,8 +38,14 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    parsed = json.loads(body)
+                except ValueError:  # a sender killed mid-request: the body never came
+                    self.send_response(400)
+                    self.end_headers()
+                    return
                 req = {"path": self.path, "headers": dict(self.headers.items()), "body": body,
-                       "json": json.loads(body), "at": time.monotonic()}
+                       "json": parsed, "at": time.monotonic()}
                 status, headers = receiver.answer(req)
                 self.send_response(status)
                 for k, v in headers.items():
@@ -47,9 +57,10 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.server.block_on_close = False  # a hanging handler must not hold the test at teardown
+        self.server.handle_error = lambda *_: None  # type: ignore[method-assign]  # a killed sender's broken pipe
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

@@ -128,3 +128,13 @@ def test_a_rising_toll_is_a_material_development_a_retitle_is_not(make_settings,
     folded = folder.fold(embed("al", rows))
     assert len({f.story.id for f in folded}) == 1
     assert [f.material for f in folded] == [False, True, False]
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("Homs: market reopens after repairs", "Hama: market reopens after repairs"),
+    ("Earthquake of magnitude 5.8 hits Homs", "Earthquake of magnitude 5.8 hits Hama"),
+    ("Car bomb kills 12 in Aleppo market", "Car bomb kills 12 in Idlib market"),
+])
+def test_template_headlines_about_different_towns_stay_apart(make_settings, embed, a: str, b: str) -> None:  # type: ignore[no-untyped-def]
+    folded = _folder(make_settings).fold(embed("t", [("A", a, ""), ("B", b, "")]))
+    assert folded[1].new_story, f"folded at similarity {folded[1].similarity:.3f}"
