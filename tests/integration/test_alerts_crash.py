@@ -148,8 +148,8 @@ def test_kill_9_at_random_points_loses_nothing_and_repeats_only_with_the_same_ke
           f"{len(arrived & expected)} distinct expected arrived, {len(arrived - expected)} unexpected, "
           f"{len(repeats)} repeated (same key: {all(len(keys[k]) == 1 for k in repeats)}; first copy "
           f"{max((gaps[k] for k in near_kill), default=0):.2f}s or less before a kill, "
-          f"{-min((gaps[k] for k in near_kill), default=0):.2f}s or less after it: {len(near_kill)}, lost acknowledgement "
-          f"recorded by the sender: {len(lost_ack)}), "
+          f"{-min((gaps[k] for k in near_kill), default=0):.2f}s or less after it: {len(near_kill)}, "
+          f"lost acknowledgement recorded by the sender: {len(lost_ack)}), "
           f"bad signatures {rx.bad_signatures}, clean stop rc={rc}")
     assert expected <= arrived, f"missing: {sorted(expected - arrived)[:10]}"
     assert not arrived - expected, f"copies alerted: {sorted(arrived - expected)[:10]}"
