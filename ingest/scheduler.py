@@ -8,7 +8,7 @@ The policy (miniflux's ``ScheduleNextCheck`` in spirit):
 * a fetch whose entries were all new (the feed may have rolled past some unseen ones) shortens it fourfold;
 * errors back off exponentially from ``min_interval_s`` up to ``max_backoff_s`` and stay at that cap: a
   failing feed is retried forever at the cap, never parked;
-* ``Retry-After`` (429/503) is honoured, capped at ``max_backoff_s``;
+* ``Retry-After`` (429/503) is honoured (never sooner than ``min_interval_s``), capped at ``max_backoff_s``;
 * every interval is shortened by up to ``jitter`` (never below the minimum) so feeds registered together do
   not stay in lockstep, while no feed waits longer than its interval.
 """
@@ -125,7 +125,8 @@ class Policy:
         errors = st.errors + 1
         delay = self.backoff_s(errors)
         if retry_after_s is not None:
-            delay = min(self.cfg.max_backoff_s, max(retry_after_s, 1.0))
+            # Later than asked is still honouring it; sooner than the minimum interval would not be polite.
+            delay = min(self.cfg.max_backoff_s, max(retry_after_s, self.cfg.min_interval_s))
         else:
             delay = self.jitter(delay)
         return st.with_(errors=errors, next_due=now + delay, last_attempt_at=now)

@@ -1,6 +1,7 @@
 """Ingest benchmark: a local feed farm, the real ``wirewatch ingest`` worker, the real Kafka and Redis.
 
     python -m bench.ingest [--feeds 10000] [--cycle-s 300] [--steady-s CYCLE] [--publish-rate R]
+    python -m bench.ingest --feeds 500 --cycle-s 30        # a quick run (about two minutes)
 
 1. Starts a private Kafka + redis-server (free ports, temp dir) unless --bootstrap/--redis are given, the feed
    farm (bench/ingest/farm.py) in its own process, registers N feeds and starts ``wirewatch ingest``

@@ -82,6 +82,7 @@ def test_retry_after_is_honoured_and_capped() -> None:
     p = Policy(CFG)
     assert p.after_error(st(), NOW, 300).next_due == NOW + 300
     assert p.after_error(st(), NOW, 10 * 86400).next_due == NOW + 7200
+    assert p.after_error(st(), NOW, 1).next_due == NOW + 60  # never sooner than the minimum interval
 
 
 def test_jitter_stays_within_bounds() -> None:
