@@ -39,6 +39,9 @@ from wirewatch.settings import AlertsSettings, Settings
 
 log = get_logger("alerts.delivery")
 ChannelBuilder = Callable[[ChannelSpec, AlertsSettings], Channel]
+OnSent = Callable[[Entry, float, float | None], None]
+"""Called after each acknowledgement with the entry, the ack time and the time its match was consumed
+(``time.monotonic()``; None for retries and entries picked up from the outbox)."""
 
 
 def backoff(attempt: int, s: AlertsSettings, retry_after_s: float | None = None) -> float:
@@ -77,7 +80,7 @@ class Dispatcher:
     """Sends outbox entries; see the module docstring. Thread-safe; ``start``/``stop`` run the poller."""
 
     def __init__(self, settings: Settings, client: redis.Redis, recorder: Recorder, *,
-                 build: ChannelBuilder = channels.build, on_sent: Callable[[Entry, float], None] | None = None,
+                 build: ChannelBuilder = channels.build, on_sent: OnSent | None = None,
                  poll_interval_s: float = 0.2) -> None:
         self.settings = settings
         self.owner = uuid.uuid4().hex[:12]
@@ -243,7 +246,7 @@ class Dispatcher:
         if consumed is not None:
             metrics.ALERTS_LATENCY_SECONDS.observe(acked - consumed)
         if self._on_sent is not None:
-            self._on_sent(entry, acked)
+            self._on_sent(entry, acked, consumed)
         log.info("notification_sent", subscription_id=n.subscription_id, story_id=n.story_id, kind=n.kind,
                  channel=kind, attempts=attempt)
         self._settle(entry, DeliveryStatus.SENT, n.kind, response, attempts=attempt)

@@ -144,9 +144,14 @@ class StoryFolder:
         if fresh:
             with self._locked(sorted(fresh)):
                 self._sync(sorted(fresh))
+                now_ms = int(time.time() * 1000)
+                writes = []
                 for topic, idxs in fresh.items():
-                    for i, f in zip(idxs, self._fold_topic(topic, [matches[i] for i in idxs]), strict=True):
+                    results, prints, stories = self._fold_topic(topic, [matches[i] for i in idxs], now_ms)
+                    writes.append((topic, results, prints, stories))
+                    for i, f in zip(idxs, results, strict=True):
                         out[i] = f
+                self._write(writes, now_ms)  # one round trip for the whole batch, under the locks
         for f in out.values():
             metrics.ALERTS_STORIES.labels("replay" if f.replay else "new" if f.new_story else "folded").inc()
         return [out[i] for i in range(len(matches))]
@@ -168,12 +173,13 @@ class StoryFolder:
                 idx.members.append(_decode_member(fields))
             idx.members = [m for m in idx.members if m.at_ms >= horizon]
 
-    def _fold_topic(self, topic: str, matches: list[Match]) -> list[Folded]:
+    def _fold_topic(self, topic: str, matches: list[Match],
+                    now_ms: int) -> tuple[list[Folded], list[Print], dict[str, Story]]:
         idx = self._indexes[topic]
-        now = datetime.now(UTC)
-        now_ms = int(now.timestamp() * 1000)
+        now = datetime.fromtimestamp(now_ms / 1000, UTC)
         stories: dict[str, Story] = {}
         results: list[Folded] = []
+        prints: list[Print] = []
         for m in matches:
             fp = Print.of(_text(m))
             vec = np.asarray(m.vector, dtype=np.float32) if m.vector is not None else None
@@ -204,19 +210,31 @@ class StoryFolder:
                               article_count=1, created_at=now, updated_at=now)
                 results.append(Folded(m, story, True, similarity=max(best_sim, 0.0)))
             stories[story.id] = story
+            prints.append(fp)
             idx.members.append(_Member(story.id, vec, fp, now_ms))
-        self._write(topic, results, stories, now_ms)
-        return results
+        return results, prints, stories
 
     def _load(self, topic: str, sid: str) -> Story | None:
         raw = self._r.get(self._k(topic, "s", sid))
         return Story.from_json(raw) if raw is not None else None
 
-    def _write(self, topic: str, results: list[Folded], stories: dict[str, Story], now_ms: int) -> None:
+    def _write(self, writes: list[tuple[str, list[Folded], list[Print], dict[str, Story]]], now_ms: int) -> None:
         ttl_ms = self._window_ms + 3600_000
         pipe = self._r.pipeline(transaction=False)
-        for f in results:
-            fp = Print.of(_text(f.match))
+        last_add: dict[str, int] = {}
+        for topic, results, prints, stories in writes:
+            last_add[topic] = self._queue_topic(pipe, topic, results, prints, stories, now_ms, ttl_ms)
+        replies = pipe.execute()
+        for topic, pos in last_add.items():
+            # we hold the topic's lock, so our last entry is the stream's last: nothing to read back next time
+            reply = replies[pos]
+            self._indexes[topic].last_id = reply.decode() if isinstance(reply, bytes) else str(reply)
+
+    def _queue_topic(self, pipe: Any, topic: str, results: list[Folded], prints: list[Print],
+                     stories: dict[str, Story], now_ms: int, ttl_ms: int) -> int:
+        """Queue one topic's writes; returns the position of its last XADD in the pipeline."""
+        last = -1
+        for f, fp in zip(results, prints, strict=True):
             fields: dict[str, bytes | str] = {
                 "s": f.story.id, "t": str(now_ms), "mh": fp.signature.tobytes(),
                 "n": " ".join(sorted(fp.names)), "w": " ".join(sorted(fp.vocab))[:4000],
@@ -224,7 +242,8 @@ class StoryFolder:
             }
             if f.match.vector is not None:
                 fields["v"] = np.asarray(f.match.vector, dtype=np.float32).tobytes()
-            pipe.xadd(self._k(topic, "idx"), fields)  # type: ignore[arg-type]
+            last = len(pipe)
+            pipe.xadd(self._k(topic, "idx"), fields)
             pipe.set(self._k(topic, "a", f.match.article.id), f.story.id, px=ttl_ms)
         for s in stories.values():
             pipe.set(self._k(topic, "s", s.id), s.to_json(), px=ttl_ms)
@@ -233,10 +252,7 @@ class StoryFolder:
         pipe.zremrangebyscore(self._k(topic, "list"), 0, now_ms - self._window_ms)
         pipe.pexpire(self._k(topic, "idx"), ttl_ms)
         pipe.pexpire(self._k(topic, "list"), ttl_ms)
-        entries = pipe.execute()
-        ids = [e for e in entries if isinstance(e, bytes) and b"-" in e]
-        if ids:
-            self._indexes[topic].last_id = ids[-1].decode()
+        return last
 
     def list(self, topic: str, limit: int = 50) -> list[Story]:
         """The topic's stories, most recently updated first."""

@@ -15,9 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alerts import channels
-from alerts.delivery import ChannelBuilder, Dispatcher
+from alerts.delivery import ChannelBuilder, Dispatcher, OnSent
 from alerts.digest import DigestQueue, DigestScheduler
-from alerts.outbox import Entry
 from alerts.plan import Planner
 from alerts.recorder import Recorder
 from alerts.stories import StoryFolder
@@ -34,7 +33,7 @@ GROUP = "wirewatch-alerts"
 def pipeline(stories: StoryFolder, planner: Planner, held: DigestQueue, recorder: Recorder,
              dispatcher: Dispatcher, subscriptions: Callable[[], dict[str, list[Subscription]]],
              topic_names: Callable[[], dict[str, str]]) -> Handler[Match]:
-    """The per-batch flow: fold -> rules -> outbox (durable) -> audit -> send and ledger."""
+    """The per-batch flow: fold -> rules -> outbox (durable) -> send and ledger -> audit -> commit."""
 
     def handle(batch: list[Consumed[Match]]) -> None:
         consumed_at = time.monotonic()
@@ -42,8 +41,8 @@ def pipeline(stories: StoryFolder, planner: Planner, held: DigestQueue, recorder
         plan = planner.plan(folded, subscriptions(), topic_names(), datetime.now(UTC))  # subscription rules
         dispatcher.outbox.put_many(plan.sends)                                     # durable before the commit
         held.hold(plan.holds)                                                      # held for their digest
-        recorder.record_now(plan.records)                                          # every suppression, audited
         dispatcher.submit(plan.sends, consumed_at)                                 # send -> ack -> ledger
+        recorder.record_now(plan.records)                                          # every suppression, audited
         return None                                                                # the loop commits now
 
     return handle
@@ -53,7 +52,7 @@ class AlertsWorker:
     """Owns the worker's long-lived parts and their order of start and stop."""
 
     def __init__(self, settings: Settings, *, build: ChannelBuilder = channels.build,
-                 on_sent: Callable[[Entry, float], None] | None = None) -> None:
+                 on_sent: OnSent | None = None) -> None:
         self.settings = settings
         client = state.connect(settings)
         self.producer = Producer(settings, client_id="alerts")

@@ -1,0 +1,235 @@
+"""Alerts benchmark: the real alerts worker on the real Kafka and Redis, 1,000 subscriptions, a local webhook.
+
+    python -m bench.alerts [--subscriptions 1000] [--topics 200] [--matches 3000] [--rate 200] [--seconds 15]
+
+1. Starts a private Kafka + redis-server (free ports, temp dir), a webhook receiver in its own process
+   (HTTP/1.1 keep-alive), and the alerts worker in this process with N webhook subscriptions spread over
+   the topics, each with its own URL and a min_score, so a match reaches about two of its topic's five.
+   Matches carry 384-dimensional unit vectors like classify's; one in five is a copy of a recent story
+   from another outlet (it folds and is suppressed).
+2. Throughput: M matches produced up front, then timed from the first batch to the last notification
+   acknowledged: matches/s through folding, rules, outbox, ledger and send.
+3. Latency: matches produced at --rate per second for --seconds; per notification, the time from its
+   match being consumed (the batch handed to the pipeline) to the receiver's acknowledgement, and from
+   produce to acknowledgement. Target: p99 added latency under 50 ms at 200 matches/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from alerts.outbox import Entry  # noqa: E402
+from alerts.worker import AlertsWorker  # noqa: E402
+from wirewatch import bus, stack  # noqa: E402
+from wirewatch.bus import Outgoing, Producer  # noqa: E402
+from wirewatch.log import configure  # noqa: E402
+from wirewatch.records import Article, ChannelKind, ChannelSpec, Match, ModelInfo, Subscription, encode, utcnow  # noqa: E402
+from wirewatch.settings import Settings, load_settings  # noqa: E402
+
+WORDS = ("ministry harbour election drought vaccine pipeline bridge strike tariff festival satellite court railway "
+         "refinery museum stadium protest budget reactor glacier airline census merger treaty wildfire cyclone "
+         "subway orchestra lottery telescope vineyard factory bakery ferry prison archive border convoy summit "
+         "ceasefire outbreak verdict landslide blackout shipment").split()
+MIN_SCORES = (0.5, 0.7, 0.8, 0.9, 0.95)
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+class Feeder:
+    """Builds matches: new stories, and copies of recent ones from another outlet."""
+
+    def __init__(self, topics: int, seed: int = 7) -> None:
+        self.rng = random.Random(seed)
+        self.np = np.random.default_rng(seed)
+        self.topics = topics
+        self.recent: list[tuple[str, str, np.ndarray]] = []
+        self.n = 0
+        self.produced_at: dict[str, float] = {}
+
+    def next(self) -> Match:
+        self.n += 1
+        aid = f"a{self.n}"
+        if self.recent and self.rng.random() < 0.2:
+            topic, title, vec = self.rng.choice(self.recent[-200:])
+            vec = vec + self.np.normal(0, 0.01, vec.shape).astype(np.float32)
+            source = "Copy Outlet"
+        else:
+            topic = f"t{self.rng.randrange(self.topics)}"
+            title = " ".join(self.rng.sample(WORDS, 8)).capitalize()
+            vec = self.np.normal(0, 1, 384).astype(np.float32)
+            source = "Wire"
+            self.recent.append((topic, title, vec))
+        vec = vec / np.linalg.norm(vec)
+        now = utcnow()
+        art = Article(id=aid, url=f"https://news.example/{aid}", title=title, summary=title + " in detail.",
+                      published_at=now, fetched_at=now, feed_url="https://news.example/feed", source=source)
+        return Match(article=art, topic_id=topic, score=self.rng.uniform(0.5, 1.0), threshold=0.5,
+                     model=ModelInfo(name="bench"), vector=tuple(float(x) for x in vec))
+
+    def produce(self, producer: Producer, settings: Settings, count: int) -> None:
+        items = []
+        for _ in range(count):
+            m = self.next()
+            self.produced_at[m.article.id] = time.monotonic()
+            items.append(Outgoing(settings.kafka.topics.matches, m.article.id, encode(m)))
+        producer.send_many(items)
+
+
+def subscriptions(n: int, topics: int, url: str) -> list[dict[str, Any]]:
+    subs = []
+    for i in range(n):
+        spec = ChannelSpec(type=ChannelKind.WEBHOOK, target=f"{url}/hook/{i}", secret="bench-secret")
+        subs.append(Subscription(id=f"s{i}", topic_id=f"t{i % topics}", channel=spec,
+                                 min_score=MIN_SCORES[(i // topics) % len(MIN_SCORES)]).model_dump(mode="json"))
+    return subs
+
+
+def received(port: int) -> int:
+    return int(urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=5).read())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--subscriptions", type=int, default=1000)
+    ap.add_argument("--topics", type=int, default=200)
+    ap.add_argument("--matches", type=int, default=3000)
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--seconds", type=float, default=15.0)
+    args = ap.parse_args()
+    configure("warning", "console")
+    tmp = Path(tempfile.mkdtemp(prefix="ww-bench-alerts-"))
+    recv_port = stack.free_port()
+    base: dict[str, Any] = {"data_dir": str(tmp), "log": {"level": "warning", "format": "console"},
+                            "stack": {"kafka_port": stack.free_port(), "controller_port": stack.free_port(),
+                                      "redis_port": stack.free_port()}}
+    s0 = load_settings(None, **base)
+    print(f"starting Kafka and Redis in {tmp} ...", flush=True)
+    stack.up(s0)
+    receiver = subprocess.Popen([sys.executable, "-m", "bench.alerts.receiver", str(recv_port)])
+    try:
+        settings = load_settings(None, **base, alerts={
+            "subscriptions": subscriptions(args.subscriptions, args.topics, f"http://127.0.0.1:{recv_port}"),
+            "metrics_port": None})
+        bus.ensure_default_topics(settings)
+        run(settings, args, recv_port)
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+        stack.down(s0)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(settings: Settings, args: argparse.Namespace, recv_port: int) -> None:
+    lat_added: list[float] = []
+    lat_e2e: list[float] = []
+    feeder = Feeder(args.topics)
+    phase = {"latency": False}
+    acked = [0]
+
+    def on_sent(entry: Entry, ack: float, consumed: float | None) -> None:
+        acked[0] += 1
+        if phase["latency"] and consumed is not None:
+            lat_added.append(ack - consumed)
+            produced = feeder.produced_at.get(entry.notification.article_ids[0])
+            if produced is not None:
+                lat_e2e.append(ack - produced)
+
+    worker = AlertsWorker(settings, on_sent=on_sent)
+    handled = {"first": 0.0, "matches": 0}
+    inner = worker.loop._handle
+
+    def timed(batch: list[Any]) -> Any:
+        if not handled["first"]:
+            handled["first"] = time.monotonic()
+        out = inner(batch)
+        handled["matches"] += len(batch)
+        return out
+
+    worker.loop._handle = timed
+    producer = Producer(settings, client_id="bench")
+    print(f"throughput: producing {args.matches} matches for {args.subscriptions} subscriptions "
+          f"on {args.topics} topics ...", flush=True)
+    feeder.produce(producer, settings, args.matches)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    cpu0 = time.process_time()
+    thread.start()
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if handled["matches"] >= args.matches and worker.dispatcher.idle() and worker.dispatcher.pending() == 0:
+            break
+        time.sleep(0.05)
+    took = time.monotonic() - handled["first"]
+    cpu_tp = time.process_time() - cpu0
+    sent_tp = acked[0]
+    print(f"  {handled['matches']} matches, {sent_tp} notifications acknowledged in {took:.1f}s", flush=True)
+
+    print(f"latency: {args.rate:.0f} matches/s for {args.seconds:.0f}s ...", flush=True)
+    phase["latency"] = True
+    load_before = os.getloadavg()[0]
+    before = handled["matches"]
+    start = time.monotonic()
+    tick = 0.05
+    per_tick = args.rate * tick
+    owed = 0.0
+    while time.monotonic() - start < args.seconds:
+        owed += per_tick
+        n = int(owed)
+        owed -= n
+        if n:
+            feeder.produce(producer, settings, n)
+        time.sleep(max(0.0, start + tick * (1 + round((time.monotonic() - start) / tick)) - time.monotonic()))
+    total = feeder.n - args.matches
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (handled["matches"] - before >= total and worker.dispatcher.idle()):
+        time.sleep(0.05)
+    achieved = (handled["matches"] - before) / (time.monotonic() - start)
+    load_after = os.getloadavg()[0]
+    worker.stop()
+    thread.join(60)
+    producer.close()
+
+    print()
+    print(f"{'alerts benchmark':<48}{'value':>14}")
+    print("-" * 62)
+    rows = [
+        ("subscriptions / topics", f"{args.subscriptions} / {args.topics}"),
+        ("throughput: matches", f"{args.matches}"),
+        ("throughput: notifications acknowledged", f"{sent_tp}"),
+        ("throughput: matches/s (fold, rules, ledger, send)", f"{args.matches / took:.0f}"),
+        ("throughput: notifications/s", f"{sent_tp / took:.0f}"),
+        ("worker CPU per match (all threads, incl. sends), ms", f"{cpu_tp / args.matches * 1000:.2f}"),
+        ("worker CPU per notification sent, ms", f"{cpu_tp / max(1, sent_tp) * 1000:.2f}"),
+        ("CPUs / load average during the latency run", f"{os.cpu_count()} / {load_before:.1f}-{load_after:.1f}"),
+        ("latency run: offered / handled matches/s", f"{args.rate:.0f} / {achieved:.0f}"),
+        ("latency run: notifications", f"{len(lat_added)}"),
+        ("added latency p50 (consumed -> acked), ms", f"{pct(lat_added, 50) * 1000:.1f}"),
+        ("added latency p99 (consumed -> acked), ms", f"{pct(lat_added, 99) * 1000:.1f}"),
+        ("added latency max, ms", f"{max(lat_added, default=float('nan')) * 1000:.1f}"),
+        ("produce -> acked p50, ms", f"{pct(lat_e2e, 50) * 1000:.1f}"),
+        ("produce -> acked p99, ms", f"{pct(lat_e2e, 99) * 1000:.1f}"),
+        ("p99 target 50 ms: ratio p99 / target", f"{pct(lat_added, 99) * 1000 / 50:.2f}"),
+        ("receiver count (all phases)", f"{received(recv_port)}"),
+    ]
+    for name, value in rows:
+        print(f"{name:<48}{value:>14}")
+
+
+if __name__ == "__main__":
+    main()
