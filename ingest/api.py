@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ingest.health import feed_health
 from ingest.opml import OpmlError, export_opml, parse_opml
@@ -163,8 +163,10 @@ def router() -> APIRouter:
         if changes.get("enabled"):
             changes["disabled_reason"] = ""
         changes["updated_at"] = datetime.now(UTC)
-        updated = feed.model_copy(update=changes)
-        Feed.model_validate(updated.model_dump())
+        try:
+            updated = Feed.model_validate(feed.model_copy(update=changes).model_dump())
+        except ValidationError as exc:
+            raise HTTPException(422, str(exc.errors()[0]["msg"])) from exc
         return reg.put(updated)
 
     @r.delete("/{fid}", status_code=204)
