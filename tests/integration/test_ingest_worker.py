@@ -366,3 +366,29 @@ def test_config_feeds_are_seeded_without_overwriting_api_edits(make_settings: Ca
     assert edited is not None
     reg.put(edited.model_copy(update={"name": "Renamed by the API"}))
     assert asyncio.run(start()) == ["Renamed by the API"]
+
+
+def test_json_feed_over_gzip_is_published(isettings: Settings, server: FeedServer) -> None:
+    import gzip
+    from pathlib import Path
+
+    from ingest_server import respond
+
+    body = (Path(__file__).resolve().parents[1] / "fixtures" / "feeds" / "jsonfeed11.json").read_bytes()
+    server.routes["/feed.json"] = lambda h: respond(h, 200, gzip.compress(body), {
+        "Content-Type": "application/feed+json", "Content-Encoding": "gzip"})
+    feed = add_feed(isettings, server.url("/feed.json"))
+
+    async def scenario() -> Any:
+        w = IngestWorker(isettings)
+        await w.startup()
+        r = await poll_once(w, feed.id)
+        await w.close()
+        return r
+
+    r = asyncio.run(scenario())
+    assert (r.outcome, r.new) == ("200", 3)
+    arts = {a.title: a for _, a, _ in consume(isettings, 3)}
+    assert arts["Quake hits coast"].summary == "A magnitude 6 quake…"
+    assert arts["No link here"].url is None and arts["No link here"].language == "en-us"
+    assert arts["Relative link, no title."].url == server.url("/a/3")  # resolved against the feed's URL
