@@ -392,3 +392,36 @@ def test_json_feed_over_gzip_is_published(isettings: Settings, server: FeedServe
     assert arts["Quake hits coast"].summary == "A magnitude 6 quake…"
     assert arts["No link here"].url is None and arts["No link here"].language == "en-us"
     assert arts["Relative link, no title."].url == server.url("/a/3")  # resolved against the feed's URL
+
+
+def test_registry_edits_reach_the_running_worker_within_seconds(isettings: Settings, server: FeedServer) -> None:
+    """Hot reload: a changed URL is fetched from then on, a disabled feed is no longer fetched."""
+    server.routes["/v1"] = static(rss(items(("One", "https://news.example/1"))))
+    server.routes["/v2"] = static(rss(items(("Two", "https://news.example/2"))))
+    server.routes["/other"] = static(rss(items(("Other", "https://news.example/o"))))
+    moving = add_feed(isettings, server.url("/v1"))
+    stopping = add_feed(isettings, server.url("/other"))
+    reg = regmod.feeds(wstate.connect(isettings), isettings)
+
+    async def scenario() -> float:
+        w = IngestWorker(isettings)
+        task = asyncio.create_task(w.run())
+        while not (server.hits("/v1") and server.hits("/other")):
+            await asyncio.sleep(0.1)
+        changed_at = time.monotonic()
+        reg.put(moving.model_copy(update={"url": server.url("/v2")}))
+        reg.put(stopping.model_copy(update={"enabled": False}))
+        while not server.hits("/v2") and time.monotonic() - changed_at < 15:
+            await asyncio.sleep(0.1)
+        took = time.monotonic() - changed_at
+        other_hits = len(server.hits("/other"))
+        await asyncio.sleep(3)  # several poll intervals (min 1 s)
+        assert len(server.hits("/other")) <= other_hits + 1  # at most one poll already in flight
+        w.stop()
+        await asyncio.wait_for(task, 15)
+        return took
+
+    took = asyncio.run(scenario())
+    assert server.hits("/v2") and took < 5
+    titles = {a.title for _, a, _ in consume(isettings, 3)}
+    assert {"One", "Two", "Other"} <= titles
