@@ -99,6 +99,8 @@ OPS_GROUP_LAG = Gauge(
     "measured by the supervisor from the broker; keeps counting when a worker is stuck or gone.",
     ["group", "topic", "partition"],
 )
+OPS_STALLS = Counter("wirewatch_ops_stalls_total", "Workers restarted because their consumer group lost them "
+                     "while messages waited.", ["role"])
 OPS_TOPIC_END_OFFSET = Gauge("wirewatch_ops_topic_end_offset", "End (high-water) offset per topic partition.",
                              ["topic", "partition"])
 

@@ -219,6 +219,7 @@ class OpsSettings(Section):
     drain_timeout_s: float = Field(default=30.0, gt=0, description="SIGTERM to SIGKILL on shutdown")
     lag_interval_s: float = Field(default=15.0, gt=0, description="how often the supervisor measures lag")
     quiet_after_s: float = Field(default=6 * 3600.0, gt=0, description="status: silent this long = quiet")
+    stall_after_s: float = Field(default=90.0, ge=0, description="restart a worker its group lost; 0 = never")
 
 
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("wirewatch_file_data", default=None)

@@ -48,8 +48,9 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, Any]]]]]] = [
             q(f"sum by (topic) (deriv(wirewatch_ops_topic_end_offset[{R}]))", "{{topic}}")]),
         ("Consumer group lag per partition (from the broker)", "short", [
             q("max by (group, partition) (wirewatch_ops_group_lag_messages)", "{{group}} p{{partition}}")]),
-        ("Worker restarts (supervisor), last hour", "short", [
-            q("sum by (role) (increase(wirewatch_ops_restarts_total[1h]))", "{{role}}")]),
+        ("Worker restarts and stalls (supervisor), last hour", "short", [
+            q("sum by (role) (increase(wirewatch_ops_restarts_total[1h]))", "restarts {{role}}"),
+            q("sum by (role) (increase(wirewatch_ops_stalls_total[1h]))", "stalled {{role}}")]),
         ("Worker exits by kind, last hour", "short", [
             q("sum by (role, kind) (increase(wirewatch_ops_exits_total[1h]))", "{{role}} {{kind}}")]),
     ]),

@@ -45,6 +45,7 @@ class GroupInfo:
     members: int
     idle_members: int
     topics: tuple[str, ...]
+    client_ids: tuple[str, ...] = ()
 
 
 class Broker:
@@ -126,11 +127,13 @@ class Broker:
             members = raw.get("members") or []
             topics: set[str] = set()
             idle = 0
+            clients = tuple(str(m.get("client_id", "")) for m in members)
             for m in members:
                 topics.update((m.get("member_metadata") or {}).get("topics") or [])
                 owned = (m.get("member_assignment") or {}).get("assigned_partitions") or []
                 idle += not any(a.get("partitions") for a in owned)
-            out[gid] = GroupInfo(gid, str(raw.get("group_state", "?")), len(members), idle, tuple(sorted(topics)))
+            out[gid] = GroupInfo(gid, str(raw.get("group_state", "?")), len(members), idle, tuple(sorted(topics)),
+                                 clients)
         return out
 
     def lags(self, topics: Sequence[str], groups: Sequence[str] | None = None,

@@ -13,6 +13,7 @@ from wirewatch.log import get_logger
 from wirewatch.ops.lag import LagExporter
 from wirewatch.ops.roles import ROLES, build_children, global_options, role_commands
 from wirewatch.ops.supervisor import Backoff, Child, Supervisor
+from wirewatch.ops.watchdog import GroupWatchdog
 from wirewatch.settings import Settings
 
 log = get_logger("ops.run")
@@ -80,7 +81,11 @@ def supervise(settings: Settings, children: Sequence[Child], *, log_dir: Path | 
         if served:
             log.info("metrics_serving", port=served, addr=ops.metrics_addr)
     lag = LagExporter(settings, ops.lag_interval_s).start()
+    watchdog = GroupWatchdog(settings, sup, interval_s=min(ops.lag_interval_s, 15.0),
+                             stall_s=ops.stall_after_s).start() if ops.stall_after_s else None
     try:
         return sup.run()
     finally:
         lag.stop()
+        if watchdog is not None:
+            watchdog.stop()

@@ -69,6 +69,7 @@ class _Slot:
     next_start: float = 0.0
     last_exit: int | None = None
     out: IO[bytes] | None = None
+    kill_at: float = 0.0
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -133,6 +134,26 @@ class Supervisor:
         with self._lock:
             return {s.child.role: s.proc.pid for s in self._slots if s.proc is not None and _running(s.proc)}
 
+    def uptimes(self) -> dict[str, float]:
+        """Role to seconds its current process has been running."""
+        now = time.monotonic()
+        with self._lock:
+            return {s.child.role: now - s.started_at for s in self._slots if _running(s.proc)}
+
+    def restart(self, role: str, reason: str) -> bool:
+        """Stop ``role``'s process gracefully (SIGKILL after the drain timeout); the loop restarts it.
+
+        Returns False when it is not running.
+        """
+        with self._lock:
+            slot = next((s for s in self._slots if s.child.role == role and _running(s.proc)), None)
+            if slot is None:
+                return False
+            slot.kill_at = time.monotonic() + self.drain_timeout_s
+        log.warning("worker_restarting", role=role, pid=slot.proc.pid if slot.proc else None, reason=reason)
+        _signal_group(slot.proc, signal.SIGTERM)
+        return True
+
     def restarts(self) -> dict[str, int]:
         """Role to how many times it was restarted."""
         return {s.child.role: s.restarts for s in self._slots}
@@ -187,7 +208,12 @@ class Supervisor:
             return
         code = proc.poll()
         if code is None:
+            if slot.kill_at and now >= slot.kill_at:
+                log.warning("worker_killed", role=slot.child.role, pid=proc.pid, after_s=self.drain_timeout_s)
+                _signal_group(proc, signal.SIGKILL)
+                slot.kill_at = 0.0
             return
+        slot.kill_at = 0.0
         uptime = now - slot.started_at
         if uptime >= self.backoff.stable_after_s:
             slot.consecutive = 0
