@@ -13,12 +13,51 @@ import time
 import uuid
 from collections.abc import Callable
 
+import redis
+
 from wirewatch.bus import Outgoing, ProduceError, Producer
 from wirewatch.log import get_logger
-from wirewatch.records import Delivery, encode
+from wirewatch.records import Delivery, RecordError, decode, encode
 from wirewatch.settings import Settings
+from wirewatch.state import key
 
 log = get_logger("alerts.recorder")
+RECENT_MAX = 10000
+
+
+class RecentDeliveries:
+    """The newest audit records, also kept in Redis (capped) so the API can list them without Kafka.
+
+    Best effort: Kafka's ``deliveries`` topic is the audit trail; this is a window onto it.
+    """
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._r = client
+        self._key = key(settings, "alerts", "deliveries", "recent")
+
+    def add(self, records: list[Delivery]) -> None:
+        """Prepend records (newest first) and trim to the cap; a Redis error is logged, never raised."""
+        try:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.lpush(self._key, *(encode(d) for d in records))
+            pipe.ltrim(self._key, 0, RECENT_MAX - 1)
+            pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("recent_deliveries_write_failed", error=str(exc))
+
+    def list(self, limit: int = 100, *, subscriptions: set[str] | None = None) -> list[Delivery]:
+        """Newest first, optionally only for some subscriptions; unreadable entries are skipped."""
+        out: list[Delivery] = []
+        for raw in self._r.lrange(self._key, 0, RECENT_MAX - 1):
+            try:
+                d = decode(Delivery, raw)
+            except RecordError:
+                continue
+            if subscriptions is None or d.subscription_id in subscriptions:
+                out.append(d)
+                if len(out) >= limit:
+                    break
+        return out
 Done = Callable[[], None]
 
 
@@ -30,9 +69,11 @@ def delivery_id() -> str:
 class Recorder:
     """Batches Delivery records to Kafka in a background thread; ``flush`` waits for everything handed over."""
 
-    def __init__(self, settings: Settings, producer: Producer, *, linger_s: float = 0.02) -> None:
+    def __init__(self, settings: Settings, producer: Producer, *, client: redis.Redis | None = None,
+                 linger_s: float = 0.02) -> None:
         self._topic = settings.kafka.topics.deliveries
         self._producer = producer
+        self._recent = RecentDeliveries(client, settings) if client is not None else None
         self._linger = linger_s
         self._q: queue.Queue[tuple[Delivery, Done | None]] = queue.Queue()
         self._stop = threading.Event()
@@ -55,6 +96,8 @@ class Recorder:
         """Produce ``records`` and wait for the acknowledgement (raises ProduceError)."""
         if records:
             self._producer.send_many([Outgoing(self._topic, d.subscription_id, encode(d)) for d in records])
+            if self._recent is not None:
+                self._recent.add(records)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until every queued record was produced; False on timeout."""

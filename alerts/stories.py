@@ -54,6 +54,8 @@ class Story:
     article_count: int
     created_at: datetime
     updated_at: datetime
+    articles: tuple[dict[str, str | None], ...] = ()
+    """Per article (capped like ``article_ids``): id, title, url, source, published_at."""
 
     def to_json(self) -> str:
         """Serialize."""
@@ -65,6 +67,7 @@ class Story:
         """Parse what :meth:`to_json` wrote."""
         d = json.loads(raw)
         d["article_ids"], d["sources"] = tuple(d["article_ids"]), tuple(d["sources"])
+        d["articles"] = tuple(d.get("articles", ()))
         d["created_at"], d["updated_at"] = (datetime.fromisoformat(d[k]) for k in ("created_at", "updated_at"))
         return cls(**d)
 
@@ -88,6 +91,11 @@ class Folded:
 def story_id(topic_id: str, article_id: str) -> str:
     """The id of a story started by ``article_id``."""
     return hashlib.sha1(f"{topic_id}\x1f{article_id}".encode()).hexdigest()[:16]
+
+
+def _ref(m: Match) -> dict[str, str | None]:
+    a = m.article
+    return {"id": a.id, "title": a.title, "url": a.url, "source": a.source, "published_at": a.published_at.isoformat()}
 
 
 def _text(m: Match) -> str:
@@ -207,7 +215,7 @@ class StoryFolder:
                               url=m.article.url,
                               summary=m.article.summary[:1000], first_article_id=m.article.id,
                               article_ids=(m.article.id,), sources=(m.article.source,) if m.article.source else (),
-                              article_count=1, created_at=now, updated_at=now)
+                              article_count=1, created_at=now, updated_at=now, articles=(_ref(m),))
                 results.append(Folded(m, story, True, similarity=max(best_sim, 0.0)))
             stories[story.id] = story
             prints.append(fp)
@@ -247,6 +255,7 @@ class StoryFolder:
             pipe.set(self._k(topic, "a", f.match.article.id), f.story.id, px=ttl_ms)
         for s in stories.values():
             pipe.set(self._k(topic, "s", s.id), s.to_json(), px=ttl_ms)
+            pipe.set(key(self._s, "st", "topic-of", s.id), topic, px=ttl_ms)
             pipe.zadd(self._k(topic, "list"), {s.id: now_ms})
         pipe.xtrim(self._k(topic, "idx"), minid=str(now_ms - self._window_ms), approximate=True)
         pipe.zremrangebyscore(self._k(topic, "list"), 0, now_ms - self._window_ms)
@@ -265,6 +274,13 @@ class StoryFolder:
         """One story, or None when unknown or expired."""
         return self._load(topic, sid)
 
+    def find(self, sid: str) -> Story | None:
+        """A story by id alone (its topic looked up), or None."""
+        topic = self._r.get(key(self._s, "st", "topic-of", sid))
+        if topic is None:
+            return None
+        return self._load(topic.decode() if isinstance(topic, bytes) else str(topic), sid)
+
 
 def _add(story: Story, m: Match, now: datetime) -> Story:
     if m.article.id in story.article_ids:
@@ -272,7 +288,8 @@ def _add(story: Story, m: Match, now: datetime) -> Story:
     src = m.article.source
     sources = story.sources + ((src,) if src and src not in story.sources else ())
     return replace(story, article_ids=(story.article_ids + (m.article.id,))[-MAX_ARTICLES:], sources=sources,
-                   article_count=story.article_count + 1, updated_at=now)
+                   article_count=story.article_count + 1, updated_at=now,
+                   articles=(story.articles + (_ref(m),))[-MAX_ARTICLES:])
 
 
 def _is_material(fp: Print, title: str, seen: list[Print]) -> bool:

@@ -56,7 +56,7 @@ class AlertsWorker:
         self.settings = settings
         client = state.connect(settings)
         self.producer = Producer(settings, client_id="alerts")
-        self.recorder = Recorder(settings, self.producer)
+        self.recorder = Recorder(settings, self.producer, client=client)
         self.dispatcher = Dispatcher(settings, client, self.recorder, build=build, on_sent=on_sent)
         self.stories = StoryFolder(client, settings)
         planner = Planner(settings, client)

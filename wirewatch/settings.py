@@ -136,6 +136,7 @@ class IngestSettings(Section):
     quiet_factor: float = Field(default=5.0, gt=1, description="quiet = silent for this many of its usual gaps")
     shard_index: int = Field(default=0, ge=0, description="this worker's share of the feeds (feed hash mod count)")
     shard_count: int = Field(default=1, ge=1)
+    max_entries: int = Field(default=2000, ge=1, description="entries read per fetch (the newest first)")
 
 
 class ClassifySettings(Section):
