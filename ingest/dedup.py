@@ -29,6 +29,8 @@ import redis
 from wirewatch.settings import Settings
 from wirewatch.state import key
 
+CLAIM_CHUNK = 500
+
 
 class Fate(StrEnum):
     """What to do with one fetched entry."""
@@ -108,12 +110,15 @@ class SeenStore:
 
     def claim(self, items: Sequence[tuple[str, str]]) -> list[Fate]:
         """Decide the fate of each ``(article_id, digest)``; claims the new and updated ones."""
-        if not items:
-            return []
+        out: list[Fate] = []
         now_ms = int(time.time() * 1000)
-        raw = self._claim(keys=[self.key(a) for a, _ in items],
-                          args=[now_ms, self._lease_ms, self._ttl, self.owner, *(d for _, d in items)])
-        return [Fate(r.decode() if isinstance(r, bytes) else r) for r in raw]
+        # Chunks keep each script short: Redis runs nothing else while a script runs.
+        for start in range(0, len(items), CLAIM_CHUNK):
+            chunk = items[start:start + CLAIM_CHUNK]
+            raw = self._claim(keys=[self.key(a) for a, _ in chunk],
+                              args=[now_ms, self._lease_ms, self._ttl, self.owner, *(d for _, d in chunk)])
+            out.extend(Fate(r.decode() if isinstance(r, bytes) else r) for r in raw)
+        return out
 
     def commit(self, items: Sequence[tuple[str, str]]) -> None:
         """Record ``(article_id, digest)`` as published (after Kafka acknowledged them)."""

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -198,6 +198,10 @@ class IngestWorker:
                  fetched: datetime) -> tuple[ParsedFeed, list[Normalized], list[Fate], int, int]:
         """Parse, normalize and claim (runs in a worker thread). Raises ParseError."""
         parsed = parse(result.body, result.headers, result.url)
+        if len(parsed.entries) > self.cfg.max_entries:
+            # Feeds list newest first: the head is what is news; the tail of a huge archive is not.
+            metrics.INGEST_ITEMS.labels("truncated").inc(len(parsed.entries) - self.cfg.max_entries)
+            parsed = replace(parsed, entries=parsed.entries[: self.cfg.max_entries])
         items, bad = normalize(parsed, feed_url=st.url, identity_feed_url=st.identity_url or st.url,
                                feed_id=feed.id, feed_name=feed.name, fetched_at=fetched, cfg=self.cfg)
         fates = self.seen.claim([(n.article.id, n.digest) for n in items])

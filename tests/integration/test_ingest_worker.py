@@ -425,3 +425,22 @@ def test_registry_edits_reach_the_running_worker_within_seconds(isettings: Setti
     assert server.hits("/v2") and took < 5
     titles = {a.title for _, a, _ in consume(isettings, 3)}
     assert {"One", "Two", "Other"} <= titles
+
+
+def test_huge_feed_is_cut_to_max_entries_newest_first_and_claimed_in_chunks(
+        make_settings: Callable[..., Settings], server: FeedServer) -> None:
+    s = make_settings(ingest=INGEST | {"max_entries": 1000}, api=API)
+    server.routes["/huge"] = static(rss(items(*((f"Story {i}", f"https://huge.example/{i}") for i in range(1200)))))
+    feed = add_feed(s, server.url("/huge"))
+    sink = ListSink()
+
+    async def scenario() -> list[Any]:
+        w = IngestWorker(s, sink=sink)
+        await w.startup()
+        out = [await poll_once(w, feed.id), await poll_once(w, feed.id)]
+        await w.close()
+        return out
+
+    first, again = asyncio.run(scenario())
+    assert (first.new, again.new, again.seen) == (1000, 0, 1000)
+    assert {a.title for a in sink.articles} == {f"Story {i}" for i in range(1000)}

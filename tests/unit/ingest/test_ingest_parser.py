@@ -130,3 +130,16 @@ def test_real_feeds_parse_with_entries() -> None:
         p = parse(path.read_bytes(), {"content-type": "application/rss+xml"}, "https://real.example/feed")
         assert len(p.entries) >= 5, path.name
         assert all(e.title for e in p.entries), path.name
+
+
+@pytest.mark.parametrize("name,fmt,title,link,date", [
+    ("rss091.xml", "rss091u", "Ninety-one", "http://old.example.com/91", None),
+    ("rss10_rdf.xml", "rss10", "RDF item", "http://rdf.example.org/1", "2021-06-14T09:00:00+00:00"),
+    ("atom03.xml", "atom03", "Old Atom entry", "http://atom03.example.org/e1", "2021-06-14T11:00:00+00:00"),
+])
+def test_older_formats_go_through_feedparser(name: str, fmt: str, title: str, link: str, date: str | None) -> None:
+    p = parse(load(name), {}, URL)
+    assert p.format == fmt
+    e = p.entries[0]
+    assert (e.title, e.link) == (title, link)
+    assert (e.published.isoformat() if e.published else None) == date
