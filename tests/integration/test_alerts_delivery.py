@@ -4,6 +4,7 @@ receiver that hangs (others are not delayed), and a real SMTP server (aiosmtpd).
 from __future__ import annotations
 
 import email
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -143,3 +144,50 @@ def test_email_arrives_over_smtp_with_text_and_html_parts(make_settings: Callabl
     assert "Evacuation of <b>Daraya</b> begins" in msg["Subject"]
     assert msg["X-Wirewatch-Idempotency-Key"] == records[0].idempotency_key
     assert records[0].status == DeliveryStatus.SENT and records[0].response.startswith("SMTP 250")
+
+
+@pytest.mark.parametrize("kind", [ChannelKind.SLACK, ChannelKind.TEAMS, ChannelKind.APPRISE])
+def test_slack_teams_and_apprise_reach_a_real_receiver_with_feed_markup_neutralized(
+        make_settings: Callable[..., Settings], kind: ChannelKind) -> None:
+    with Receiver() as rx:
+        port = rx.server.server_address[1]
+        target = f"json://127.0.0.1:{port}/hook" if kind is ChannelKind.APPRISE else rx.url
+        sub = Subscription(id="chat", topic_id="syria", channel=ChannelSpec(type=kind, target=target))
+        s = _settings(make_settings, [sub])
+        produce(s, [match("x1", "<!channel> Shelling in <https://evil.example|Homs> *now*", "<b>bold</b> claim")])
+        with running(AlertsWorker(s)):
+            assert rx.wait_for(1, 30)
+    body = rx.accepted[0]["json"]
+    text = json.dumps(body)
+    if kind is ChannelKind.SLACK:
+        assert body["blocks"][0]["type"] == "header" and body["unfurl_links"] is False
+        mrkdwn = [e["text"] for b in body["blocks"] for e in b.get("elements", []) if e["type"] == "mrkdwn"]
+        assert mrkdwn == ["<https://news.example/x1|Open article>"]
+    elif kind is ChannelKind.TEAMS:
+        card = body["attachments"][0]["content"]
+        assert card["type"] == "AdaptiveCard" and "<!channel>" not in text and "\\\\*now\\\\*" in text
+    else:
+        assert "Shelling in" in body["title"] and body["message"]
+    assert "evil.example|" not in "".join(
+        e["text"] for b in body.get("blocks", []) for e in b.get("elements", []) if e.get("type") == "mrkdwn")
+
+
+def test_a_material_development_is_a_follow_up_threaded_to_the_first_alert(
+        make_settings: Callable[..., Settings]) -> None:
+    first = ("Evacuation of eastern Aleppo begins as first buses carry civilians and rebels out",
+             "The first convoy of buses left eastern Aleppo on Thursday under a ceasefire deal.")
+    with Receiver(secret="s3cret") as rx:
+        s = _settings(make_settings, [webhook_sub("desk", rx.url, follow_ups="material")])
+        with running(AlertsWorker(s)):
+            produce(s, [match("f1", *first, source="Reuters")])
+            assert rx.wait_for(1, 30)
+            produce(s, [match("f2", *first, source="AFP"),  # the same copy: folded, silent
+                        match("f3", "Evacuation of eastern Aleppo: buses carry 3,000 civilians and rebels out",
+                              first[1], source="BBC")])
+            assert rx.wait_for(2, 30)
+            time.sleep(1.0)
+    assert len(rx.accepted) == 2
+    alert, update = (r["json"] for r in rx.accepted)
+    assert alert["kind"] == "alert" and update["kind"] == "follow_up"
+    assert update["thread_key"] == alert["idempotency_key"] and update["story_id"] == alert["story_id"]
+    assert update["heading"].startswith("Update: ") and update["article_count"] == 3
