@@ -159,3 +159,86 @@ def test_topic_editor_previews_as_you_type_and_saves(live_api: Api, browser: Any
     t = registry.topics(state.connect(live_api.settings), live_api.settings).get("quakes")
     assert t is not None and t.owner == live_api.alice_id and t.version == 1
     _shot(browser, "topic-saved")
+
+
+class _Hook(__import__("http.server").server.BaseHTTPRequestHandler):
+    received: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        type(self).received.append(body)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_subscribe_a_local_webhook_and_send_a_test(live_api: Api, browser: Any) -> None:
+    import http.server
+    import threading
+
+    registry.topics(state.connect(live_api.settings), live_api.settings).put(
+        Topic(id="quakes", name="Earthquakes", description="earthquakes"))
+    _Hook.received = []
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        _sign_in(browser, live_api, live_api.alice)
+        browser.get(live_api.base_url + "/ui/subscriptions")
+        WebDriverWait(browser, 10).until(lambda d: "Loading" not in d.find_element(By.ID, "subs-body").text)
+        browser.find_element(By.ID, "s-id").send_keys("desk-hook")
+        browser.find_element(By.ID, "s-target").send_keys("http://10.0.0.5/hook")
+        browser.find_element(By.CSS_SELECTOR, "#sub-form button[type=submit]").click()
+        err = WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "form-error").text or None)
+        assert "channel.target" in err and "private" in err, "a webhook into the private network is refused"
+        target = browser.find_element(By.ID, "s-target")
+        target.clear()
+        target.send_keys(f"http://127.0.0.1:{hook.server_address[1]}/hook")
+        browser.find_element(By.CSS_SELECTOR, "#sub-form button[type=submit]").click()
+        row = WebDriverWait(browser, 10).until(
+            ec.presence_of_element_located((By.CSS_SELECTOR, "tr[data-sub='desk-hook']")))
+        assert "webhook" in row.text and "quakes" in row.text
+        sub = registry.subscriptions(state.connect(live_api.settings), live_api.settings).get("desk-hook")
+        assert sub is not None and sub.owner == live_api.alice_id
+        row.find_element(By.CSS_SELECTOR, "button.sub-test").click()
+        def settled(d: Any) -> str | None:
+            text: str = d.find_element(By.ID, "toast").text
+            return text if text and "Subscribed" not in text else None
+
+        toast = WebDriverWait(browser, 20).until(settled)
+        assert "Test sent" in toast, toast
+        assert _Hook.received, "the local webhook got the test notification"
+        _shot(browser, "subscriptions")
+    finally:
+        hook.shutdown()
+        hook.server_close()
+
+
+def test_story_page_lists_its_sources(live_api: Api, browser: Any) -> None:
+    import numpy as np
+
+    from alerts.stories import StoryFolder
+
+    registry.topics(state.connect(live_api.settings), live_api.settings).put(
+        Topic(id="quakes", name="Earthquakes", description="earthquakes"))
+    vec = np.ones(384, dtype=np.float32) / np.sqrt(384)
+    first = match("quakes", "Quake hits the coast")
+    second = match("quakes", "Quake hits the coast, buildings damaged")
+    first = first.model_copy(update={"vector": tuple(vec.tolist()), "article": first.article.model_copy(
+        update={"source": "Wire One"})})
+    second = second.model_copy(update={"vector": tuple(vec.tolist()), "article": second.article.model_copy(
+        update={"source": "Daily Two"})})
+    folded = StoryFolder(state.connect(live_api.settings), live_api.settings).fold([first, second])
+    story_id = folded[0].story.id
+    assert folded[1].story.id == story_id
+    _sign_in(browser, live_api, live_api.admin)
+    link = WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#stories a")))
+    link.click()
+    WebDriverWait(browser, 10).until(lambda d: "Sources:" in d.find_element(By.ID, "story").text)
+    text = browser.find_element(By.ID, "story").text
+    assert "Wire One" in text and "Daily Two" in text
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#story ol.sources li")) == 2
+    _shot(browser, "story")

@@ -129,8 +129,25 @@ function initLive() {
   };
   for (const b of document.querySelectorAll(".topic-filter")) b.addEventListener("change", connect);
   connect();
+  loadStories();
   drawChart();
   setInterval(drawChart, 60000);
+}
+
+async function loadStories() {
+  const { api, h, fmtTime } = WW;
+  const list = document.getElementById("stories");
+  if (!list) return;
+  const topics = [...document.querySelectorAll(".topic-filter")].map((b) => b.value);
+  const all = [];
+  for (const t of topics) {
+    try { all.push(...(await api(`/v1/stories?topic=${encodeURIComponent(t)}&limit=10`))); } catch (e) { /* no stories route */ }
+  }
+  all.sort((a, b) => String(b.updated_at).localeCompare(String(a.updated_at)));
+  if (!all.length) { list.replaceChildren(h("li", { class: "muted" }, "No stories yet.")); return; }
+  list.replaceChildren(...all.slice(0, 15).map((s) => h("li", {},
+    h("a", { href: `/ui/stories/${encodeURIComponent(s.id)}` }, s.title), " ",
+    h("span", { class: "source" }, `${s.topic_id} · ${s.article_count} article(s) from ${(s.sources || []).length} source(s) · ${fmtTime(s.updated_at)}`))));
 }
 
 const PALETTE = ["#1f6feb", "#d9480f", "#2f9e44", "#ae3ec9", "#f08c00", "#0c8599", "#c2255c", "#5c940d"];
@@ -260,6 +277,29 @@ function initTopicEditor() {
 }
 
 // ---- subscriptions ---------------------------------------------------------------------------------------
+async function loadSubscriptions() {
+  const { api, h, items, toast } = WW;
+  const body = document.getElementById("subs-body");
+  let subs;
+  try { subs = items(await api("/v1/subscriptions")); } catch (e) { body.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "error" }, e.message))); return; }
+  if (!subs.length) { body.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No subscriptions yet."))); return; }
+  body.replaceChildren(...subs.map((s) => h("tr", { "data-sub": s.id },
+    h("td", {}, h("code", {}, s.id)), h("td", {}, s.topic_id),
+    h("td", {}, `${s.channel.type} → ${s.channel.target}`), h("td", {}, s.mode), h("td", {}, s.min_score),
+    h("td", {},
+      h("button", { type: "button", class: "sub-test", onclick: async (ev) => {
+        ev.target.disabled = true;
+        try { await api(`/v1/subscriptions/${encodeURIComponent(s.id)}/test`, { method: "POST" }); toast(`Test sent to ${s.id}`); }
+        catch (e) { toast(e.message, true); }
+        ev.target.disabled = false;
+      } }, "Send test"),
+      h("button", { type: "button", class: "sub-delete", onclick: async () => {
+        if (!window.confirm(`Delete subscription ${s.id}?`)) return;
+        try { await api(`/v1/subscriptions/${encodeURIComponent(s.id)}`, { method: "DELETE" }); loadSubscriptions(); }
+        catch (e) { toast(e.message, true); }
+      } }, "Delete")))));
+}
+
 function initSubscriptions() {
   const { api, toast } = WW;
   const form = document.getElementById("sub-form");
@@ -268,27 +308,17 @@ function initSubscriptions() {
     ev.preventDefault();
     err.textContent = "";
     const f = form.elements;
-    const body = { id: f.id.value.trim(), topic_id: f.topic_id.value,
-      channel: { type: f.type.value, target: f.target.value.trim() }, min_score: Number(f.min_score.value || 0) };
+    const body = { topic_id: f.topic_id.value, channel: { type: f.type.value, target: f.target.value.trim() },
+      min_score: Number(f.min_score.value || 0) };
+    if (f.id.value.trim()) body.id = f.id.value.trim();
     try {
-      await api("/v1/subscriptions", { method: "POST", body });
-      toast(`Subscribed ${body.id}`);
-      window.location.reload();
+      const saved = await api("/v1/subscriptions", { method: "POST", body });
+      toast(`Subscribed ${saved.id}`);
+      form.reset();
+      loadSubscriptions();
     } catch (e) { err.textContent = e.message; }
   });
-  for (const b of document.querySelectorAll(".sub-test")) {
-    b.addEventListener("click", async () => {
-      try { await api(`/v1/subscriptions/${encodeURIComponent(b.dataset.id)}/test`, { method: "POST" }); toast("Test sent"); }
-      catch (e) { toast(e.message, true); }
-    });
-  }
-  for (const b of document.querySelectorAll(".sub-delete")) {
-    b.addEventListener("click", async () => {
-      if (!window.confirm(`Delete subscription ${b.dataset.id}?`)) return;
-      try { await api(`/v1/subscriptions/${encodeURIComponent(b.dataset.id)}`, { method: "DELETE" }); window.location.reload(); }
-      catch (e) { toast(e.message, true); }
-    });
-  }
+  loadSubscriptions();
 }
 
 // ---- feeds, deliveries, stories ------------------------------------------------------------------------
@@ -336,14 +366,16 @@ async function initStory() {
     const title = s.title || s.headline || (s.lead && s.lead.title);
     if (title) document.getElementById("story-title").textContent = title;
     const arts = items(s.articles ? s.articles : s.sources ? s.sources : s);
-    box.replaceChildren(
-      h("p", { class: "muted" }, [s.topic_id ? `Topic ${s.topic_id}` : "", s.first_seen_at ? ` · first seen ${fmtTime(s.first_seen_at)}` : "", ` · ${arts.length} sources`].join("")),
+    box.replaceChildren(...[
+      h("p", { class: "muted" }, [s.topic_id ? `Topic ${s.topic_id}` : "", s.first_seen_at ? ` · first seen ${fmtTime(s.first_seen_at)}` : "",
+        ` · ${s.article_count ?? arts.length} article(s)`].join("")),
+      (s.sources || []).length ? h("p", {}, h("strong", {}, "Sources: "), s.sources.join(", ")) : null,
       h("ol", { class: "sources" }, ...arts.map((a) => {
         const art = a.article || a;
         const url = safeUrl(art.url);
         return h("li", {}, url ? h("a", { href: url, rel: "noopener noreferrer", target: "_blank" }, art.title || url) : (art.title || ""),
           " ", h("span", { class: "source" }, art.source || ""), " ", h("time", {}, fmtTime(art.published_at)));
-      })));
+      }))].filter(Boolean));
   } catch (e) { box.replaceChildren(h("p", { class: "error" }, e.message)); }
 }
 
