@@ -64,6 +64,8 @@ def _fill(settings: Settings) -> dict[int, int]:
                   last_new_at=old),
         FeedState(feed_id="f-ok", url="https://fine.example/rss", last_success_at=time.time(),
                   last_new_at=time.time() - 60),
+        FeedState(feed_id="f-bozo", url="https://sloppy.example/rss", last_success_at=time.time(),
+                  last_new_at=time.time() - 60, problem="SAXParseException", entries=2),
     ])
     registry.feeds(client, settings).put(Feed(id="f-gone", url="https://gone.example/rss", enabled=False,
                                               disabled_reason="410 Gone"))
@@ -92,8 +94,8 @@ def test_status_reports_lag_throughput_feeds_and_deliveries(settings: Settings) 
     failed = next(d for d in report.deliveries if d["status"] == "failed")
     assert (failed["subscription_id"], failed["reason"]) == ("desk-b", "HTTP 500 after 5 attempts")
     problems = {f.feed_id: f.problem for f in report.feeds}
-    assert problems == {"f-error": "error", "f-quiet": "quiet", "f-gone": "disabled"}
-    assert report.feeds_total == 4
+    assert problems == {"f-error": "error", "f-quiet": "quiet", "f-gone": "disabled", "f-bozo": "malformed"}
+    assert report.feeds_total == 5
     assert "feed_state" not in report.errors
     text = st.render(report)
     for needle in ("CONSUMER GROUPS AND LAG", GROUP, "total      12", "THROUGHPUT", "FEEDS", "f-error",

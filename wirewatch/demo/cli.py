@@ -138,6 +138,7 @@ def demo(
         worker.join(timeout=cfg.settings.ops.drain_timeout_s + 15) if children else None
         feeds.stop()
         receiver.stop()
+        health = _feed_health(cfg.settings, feeds)
         cleaned = [] if keep_data else democonfig.cleanup(cfg.settings)
         stopped: list[str] = []
         if not was_up and not keep_stack:
@@ -148,6 +149,8 @@ def demo(
     _say("Summary")
     _say(f"  {_progress(feeds, receiver)}")
     for line in _story_summary(feeds, alerts):
+        _say(f"  {line}")
+    for line in health:
         _say(f"  {line}")
     if cleaned:
         _say(f"  removed this run's data: {', '.join(cleaned)} (--keep-data keeps them)")
@@ -168,6 +171,21 @@ def _demo_key(settings: Any) -> str:
     finally:
         client.close()
     return secret
+
+
+def _feed_health(settings: Any, feeds: FeedServer) -> list[str]:
+    """What ``wirewatch status`` says about the demo's feeds (the malformed one should be in error)."""
+    from wirewatch.ops import status
+
+    report = status.Report(at="")
+    try:
+        status.collect_feeds(settings, report, time.time())
+    except Exception as exc:  # noqa: BLE001 - the summary must not fail on an unreachable Redis
+        return [f"feed health unavailable: {type(exc).__name__}: {exc}"]
+    names = {url: name for name, url in feeds.feed_urls().items()}
+    problems = [f"{names.get(f.url, f.url)}: {f.problem} ({f.detail[:90]})" for f in report.feeds]
+    return [f"feeds needing a look ({len(problems)} of {report.feeds_total}): " + "; ".join(problems)] if problems \
+        else [f"feeds needing a look: none of {report.feeds_total}"]
 
 
 def _progress(feeds: FeedServer, receiver: WebhookReceiver) -> str:

@@ -118,6 +118,9 @@ def collect_feeds(settings: Settings, report: Report, now: float) -> None:
         elif getattr(st, "errors", 0):
             report.feeds.append(FeedHealth(fid, url, "error", f"{st.errors} failed fetch(es) in a row: "
                                            f"{st.last_outcome} {st.last_error}".strip()))
+        elif getattr(st, "problem", ""):
+            report.feeds.append(FeedHealth(fid, url, "malformed", f"parsed with problems ({st.problem}); "
+                                           f"{getattr(st, 'entries', 0)} entries read"))
         else:
             quiet_s = settings.ops.quiet_after_s
             rate = getattr(st, "rate_per_h", None)
