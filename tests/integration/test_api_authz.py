@@ -7,6 +7,7 @@ subscriber owns: subscriptions (and topics and feeds where the stage routers sto
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from typing import Any
 
@@ -89,7 +90,7 @@ def _owned(api: Api, kind: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
 
 
 KINDS = [k for k, module in (("topics", "classify.api"), ("feeds", "ingest.api"))
-         if __import__("importlib").util.find_spec(module) is not None]
+         if importlib.util.find_spec(module) is not None]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -175,3 +176,44 @@ def test_dashboard_pages_need_a_signed_in_key(api: Api) -> None:
     page = api.client.get("/ui/topics")
     assert page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
     api.client.cookies.clear()
+
+
+def test_subscriptions_are_private_to_their_owner(api: Api) -> None:
+    """Another subscriber's key gets 404 on every route of alice's subscription and never sees it listed."""
+    assert api.client is not None
+    if importlib.util.find_spec("alerts.api") is None:
+        pytest.fail("alerts.api is not installed")
+    api.client.post("/v1/topics", json={"id": "strikes", "name": "Strikes", "description": "dock strikes"},
+                    headers=api.h(api.admin))
+    body = {"id": "alice-sub", "topic_id": "strikes",
+            "channel": {"type": "webhook", "target": "https://hooks.example.com/alice", "secret": "s3cret"}}
+    r = api.client.post("/v1/subscriptions", json=body, headers=api.h(api.alice))
+    assert r.status_code == 201, r.text
+    assert r.json()["channel"]["secret"] == "***"
+    url = "/v1/subscriptions/alice-sub"
+    assert api.client.get(url, headers=api.h(api.bob)).status_code == 404
+    assert api.client.patch(url, json={"min_score": 0.9}, headers=api.h(api.bob)).status_code == 404
+    assert api.client.post(url + "/test", headers=api.h(api.bob)).status_code == 404
+    assert api.client.delete(url, headers=api.h(api.bob)).status_code == 404
+    assert [s["id"] for s in api.client.get("/v1/subscriptions", headers=api.h(api.bob)).json()] == []
+    assert [s["id"] for s in api.client.get("/v1/subscriptions", headers=api.h(api.alice)).json()] == ["alice-sub"]
+    assert "alice-sub" in [s["id"] for s in api.client.get("/v1/subscriptions", headers=api.h(api.admin)).json()]
+    assert api.client.get("/v1/deliveries", params={"subscription": "alice-sub"},
+                          headers=api.h(api.bob)).json() == []
+    assert api.client.patch(url, json={"min_score": 0.9}, headers=api.h(api.alice)).status_code == 200
+    assert api.client.delete(url, headers=api.h(api.alice)).status_code == 204
+    assert api.client.get(url, headers=api.h(api.admin)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [("http://169.254.169.254/latest", "metadata"), ("http://user:pw@hooks.example.com/", "credentials"),
+     ("ftp://hooks.example.com/", "http and https"), ("http://[::ffff:10.0.0.1]/", "private")],
+)
+def test_webhook_targets_into_the_private_network_get_422(api: Api, target: str, why: str) -> None:
+    assert api.client is not None
+    api.client.post("/v1/topics", json={"id": "strikes", "name": "Strikes", "description": "d"},
+                    headers=api.h(api.admin))
+    body = {"topic_id": "strikes", "channel": {"type": "webhook", "target": target}}
+    r = api.client.post("/v1/subscriptions", json=body, headers=api.h(api.alice))
+    assert r.status_code == 422 and "channel.target" in r.json()["detail"] and why in r.json()["detail"]
