@@ -46,6 +46,10 @@ class FeedState:
     items_new: int = 0
     items_updated: int = 0
     fetches: int = 0
+    body_hash: str = ""
+    """Digest of the last body read in full; an identical body is not parsed again (servers without ETags)."""
+    read_at: float = 0.0
+    """When a body was last read in full (parsed, entries checked, seen marks refreshed)."""
     problem: str = ""
     """The last parse problem (bozo type) of a feed that still had entries."""
     disabled_reason: str = ""

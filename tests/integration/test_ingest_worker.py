@@ -202,7 +202,8 @@ def test_duplicate_and_missing_guids(isettings: Settings, server: FeedServer) ->
 
     first, again = asyncio.run(scenario())
     # The description-only entry takes its title from the description, so it is identified by title too.
-    assert first.new == 4 and again.new == 0 and again.seen == 4
+    assert first.new == 4 and again.new == 0
+    assert again.unchanged  # same bytes, no validators: not parsed again
     titles = sorted(a.title for _, a, _ in consume(isettings, 4))
     assert titles == ["Dup one", "No guid, has link", "Only a title", "nothing to identify me"]
 
@@ -430,17 +431,40 @@ def test_registry_edits_reach_the_running_worker_within_seconds(isettings: Setti
 def test_huge_feed_is_cut_to_max_entries_newest_first_and_claimed_in_chunks(
         make_settings: Callable[..., Settings], server: FeedServer) -> None:
     s = make_settings(ingest=INGEST | {"max_entries": 1000}, api=API)
-    server.routes["/huge"] = static(rss(items(*((f"Story {i}", f"https://huge.example/{i}") for i in range(1200)))))
+    stories = items(*((f"Story {i}", f"https://huge.example/{i}") for i in range(1200)))
+    server.routes["/huge"] = static(rss(stories))
     feed = add_feed(s, server.url("/huge"))
     sink = ListSink()
 
     async def scenario() -> list[Any]:
         w = IngestWorker(s, sink=sink)
         await w.startup()
-        out = [await poll_once(w, feed.id), await poll_once(w, feed.id)]
+        out = [await poll_once(w, feed.id)]
+        server.routes["/huge"] = static(rss(stories, title="Same stories, new channel title"))
+        out.append(await poll_once(w, feed.id))
         await w.close()
         return out
 
     first, again = asyncio.run(scenario())
     assert (first.new, again.new, again.seen) == (1000, 0, 1000)
     assert {a.title for a in sink.articles} == {f"Story {i}" for i in range(1000)}
+
+
+def test_identical_body_without_validators_is_not_reparsed_but_reread_daily(
+        isettings: Settings, server: FeedServer) -> None:
+    server.routes["/plain"] = static(rss(items(("Plain", "https://plain.example/1"))))
+    feed = add_feed(isettings, server.url("/plain"))
+
+    async def scenario() -> list[Any]:
+        w = IngestWorker(isettings)
+        await w.startup()
+        out = [await poll_once(w, feed.id), await poll_once(w, feed.id)]
+        w.state[feed.id] = w.state[feed.id].with_(read_at=time.time() - 2 * 86400)
+        out.append(await poll_once(w, feed.id))
+        await w.close()
+        return out
+
+    first, same, daily = asyncio.run(scenario())
+    assert (first.new, first.unchanged) == (1, False)
+    assert (same.outcome, same.unchanged, same.new, same.seen) == ("200", True, 0, 0)
+    assert (daily.unchanged, daily.seen, daily.new) == (False, 1, 0)
