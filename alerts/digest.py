@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -126,6 +127,9 @@ class DigestScheduler:
                  subscription: Callable[[str], Subscription | None], topic_name: Callable[[str], str],
                  submit: Callable[[list[Entry]], None], interval_s: float = 1.0) -> None:
         self.queue = DigestQueue(client, settings)
+        self._r = client
+        self._s = settings
+        self._token = uuid.uuid4().hex
         self._outbox = Outbox(client, settings)
         self._ledger = NotificationLedger(client, settings)
         self._stories = stories
@@ -157,24 +161,38 @@ class DigestScheduler:
         """Build every due digest; returns how many were handed over."""
         built = 0
         for sub_id in self.queue.due(now):
-            sub = self._subscription(sub_id)
-            taken = self.queue.peek(sub_id)
-            if sub is None:
-                self.queue.settle(sub_id, taken)
+            # one builder per subscription at a time across workers; a crashed holder's lock expires
+            lock = key(self._s, "alerts", "held", "lock", sub_id)
+            if not self._r.set(lock, self._token, nx=True, px=30_000):
                 continue
-            quiet_end = quiet_until(sub.quiet_hours, now)
-            if quiet_end is not None:
-                self.queue.postpone(sub_id, quiet_end)
-                continue
-            stories = [s for t, sid in taken if (s := self._stories.get(t, sid)) is not None]
-            states = self._ledger.states([idempotency_key(sub.id, s.id) for s in stories])
-            stories = [s for s, st in zip(stories, states, strict=True) if st != "done"]
-            if stories:
-                entry = digest_entry(sub, stories, self._topic_name(sub.topic_id))
-                self._outbox.put_many([entry])
-                self._submit([entry])
-                metrics.ALERTS_DIGESTS.labels("due").inc()
-                log.info("digest_built", subscription_id=sub_id, stories=len(stories))
-                built += 1
+            try:
+                built += self._build(sub_id, now)
+            finally:
+                if self._r.get(lock) == self._token.encode():
+                    self._r.delete(lock)
+        return built
+
+    def _build(self, sub_id: str, now: datetime) -> int:
+        """Turn one subscription's held stories into a digest in the outbox; 1 when one was built."""
+        sub = self._subscription(sub_id)
+        taken = self.queue.peek(sub_id)
+        if sub is None:
             self.queue.settle(sub_id, taken)
+            return 0
+        quiet_end = quiet_until(sub.quiet_hours, now)
+        if quiet_end is not None:
+            self.queue.postpone(sub_id, quiet_end)
+            return 0
+        stories = [s for t, sid in taken if (s := self._stories.get(t, sid)) is not None]
+        states = self._ledger.states([idempotency_key(sub.id, s.id) for s in stories])
+        stories = [s for s, st in zip(stories, states, strict=True) if st != "done"]
+        built = 0
+        if stories:
+            entry = digest_entry(sub, stories, self._topic_name(sub.topic_id))
+            self._outbox.put_many([entry])
+            self._submit([entry])
+            metrics.ALERTS_DIGESTS.labels("due").inc()
+            log.info("digest_built", subscription_id=sub_id, stories=len(stories))
+            built = 1
+        self.queue.settle(sub_id, taken)
         return built

@@ -26,7 +26,7 @@ def shared_client() -> httpx.Client:
     with _SHARED_LOCK:
         if _SHARED is None:
             _SHARED = httpx.Client(follow_redirects=False, headers={"User-Agent": "Wirewatch/0.1 alerts"},
-                                   limits=httpx.Limits(max_connections=512, max_keepalive_connections=256))
+                                   limits=httpx.Limits(max_connections=128, max_keepalive_connections=64))
         return _SHARED
 
 
