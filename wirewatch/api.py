@@ -44,7 +44,7 @@ def create_app(settings: Settings, *, client: redis.Redis | None = None,
                follow_matches: bool | None = None) -> FastAPI:
     """The whole API. ``follow_matches`` (default ``api.consume_matches``) starts the matches reader."""
     ctx = ApiContext.build(settings, client or state.connect(settings))
-    store, hub = MatchStore(ctx.redis, settings), Hub(settings.api.sse_queue)
+    store, hub = MatchStore(ctx.redis, settings), Hub(settings.api.sse_queue, settings.api.streams_per_key)
     follow = settings.api.consume_matches if follow_matches is None else follow_matches
     follower = MatchFollower(settings, store, hub, ctx.redis) if follow else None
     ctx.extras.update(match_store=store, hub=hub, follower=follower)

@@ -204,6 +204,7 @@ class ApiSettings(Section):
     recent_matches: int = Field(default=10000, ge=100, description="matches kept for listing and the dashboard")
     sse_queue: int = Field(default=1000, ge=10, description="events buffered per stream client before dropping")
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
+    streams_per_key: int = Field(default=20, ge=1, description="live streams one key may hold at once")
     consume_matches: bool = Field(default=True, description="follow the matches topic for /v1/stream and listing")
     cookie_secure: bool = Field(default=False, description="mark the dashboard cookie Secure (behind HTTPS)")
     auth_failures_per_minute: int = Field(default=60, ge=1, description="wrong keys per client address, then 429")

@@ -133,6 +133,7 @@ def main() -> None:
         "WIREWATCH_API__RECENT_MATCHES": str(max(args.matches, 100)),
         "WIREWATCH_API__RATE_LIMIT_PER_MINUTE": "100000000",
         "WIREWATCH_API__SSE_QUEUE": "10000",
+        "WIREWATCH_API__STREAMS_PER_KEY": "100000",
         "WIREWATCH_CLASSIFY__RECENT_STORE_SIZE": str(max(args.articles, 1)),
     }
     os.environ.update(env_over)
@@ -189,7 +190,9 @@ def main() -> None:
                 def prev_req(i: int, n: int) -> tuple[str, str, dict[str, Any]]:
                     return "POST", "/v1/topics/preview", {"json": body | {"description": f"{body['description']} {n}"}}
 
-                print("topic preview ...", flush=True)
+                print("topic preview (first call loads the model; not timed) ...", flush=True)
+                warm = httpx.post(url + "/v1/topics/preview", json=body, headers=headers, timeout=300)
+                print(f"  warm-up: {warm.status_code}, {warm.json().get('articles')} articles scanned", flush=True)
                 rps_f, lat, errs = load(url, headers, max(args.seconds, 5.0), 1, prev_req)
                 n = len(lat)
                 rows.append((f"POST /v1/topics/preview ({args.articles} articles)",

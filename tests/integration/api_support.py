@@ -57,7 +57,7 @@ def make_api(settings: Settings, *, follow: bool) -> Api:
 @pytest.fixture
 def api_settings(make_settings: Any) -> Settings:
     s: Settings = make_settings(api={"url_allowlist": ["127.0.0.1"], "sse_heartbeat_s": 0.5,
-                                     "auth_failures_per_minute": 10000})
+                                     "auth_failures_per_minute": 10000, "streams_per_key": 3})
     bus.ensure_default_topics(s)
     return s
 

@@ -328,6 +328,46 @@ def test_live_stream_delivers_matches_of_followed_topics(live_api: Api) -> None:
     wait_for(lambda: hub.count() == 0, 5, "the closed client to be forgotten")
 
 
+def test_stream_resumes_from_last_event_id(live_api: Api) -> None:
+    """A reconnecting client gets what it missed since its Last-Event-ID, then live events, no repeats."""
+    store = live_api.app.state.ww.extras["match_store"]
+    old = [match("quakes", f"Missed {i}", minutes_ago=5 - i) for i in range(4)]
+    store.add(old)
+    got: list[str] = []
+    with httpx.stream("GET", live_api.base_url + "/v1/stream", params={"topic": "quakes"},
+                      headers=live_api.h(live_api.alice) | {"Last-Event-ID": f"quakes:{old[1].article.id}"},
+                      timeout=20) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                got.append(json.loads(line[6:])["article"]["title"])
+                if len(got) == 2:
+                    produce_matches(live_api.settings, [match("quakes", "Live one")])
+                if len(got) == 3:
+                    break
+    assert got == ["Missed 2", "Missed 3", "Live one"]
+
+
+def test_streams_per_key_are_capped_with_429(live_api: Api) -> None:
+    hub = live_api.app.state.ww.extras["hub"]
+    cap = live_api.settings.api.streams_per_key
+    streams = []
+    try:
+        client = httpx.Client(base_url=live_api.base_url, timeout=10)
+        for _ in range(cap):
+            ctx = client.stream("GET", "/v1/stream", headers=live_api.h(live_api.bob))
+            resp = ctx.__enter__()
+            streams.append(ctx)
+            assert resp.status_code == 200
+        wait_for(lambda: hub.count() == cap, 10, "every stream to register")
+        r = client.get("/v1/stream", headers=live_api.h(live_api.bob))
+        assert r.status_code == 429 and r.headers["Retry-After"] == "30"
+    finally:
+        for ctx in streams:
+            ctx.__exit__(None, None, None)
+        client.close()
+
+
 def test_stream_needs_a_key(live_api: Api) -> None:
     r = httpx.get(live_api.base_url + "/v1/stream", timeout=5)
     assert r.status_code == 401

@@ -165,6 +165,20 @@ class MatchStore:
                 continue
         return out, next_cursor
 
+    def after(self, event_id: str, topics: frozenset[str], limit: int = 500) -> list[Event]:
+        """Stored matches newer than the one with ``event_id`` (a stream's Last-Event-ID), oldest first.
+
+        Empty when that match is no longer stored (the client then only gets live events).
+        """
+        score = self._client.zscore(self._all, event_id)
+        if score is None:
+            return []
+        rows: Any = self._client.zrangebyscore(self._all, f"({float(score)}", "+inf", start=0, num=limit)
+        keys = [r.decode() for r in rows]
+        keys = [k for k in keys if not topics or k.split(":", 1)[0] in topics]
+        raws: Any = self._client.hmget(self._data, keys) if keys else []
+        return [Event(k, k.split(":", 1)[0], raw) for k, raw in zip(keys, raws, strict=True) if raw is not None]
+
     def counts(self, since_s: float, until_s: float) -> dict[str, list[tuple[int, int]]]:
         """Matches per topic per 5-minute bucket in ``[since_s, until_s]``: ``{topic: [(bucket_start, n)]}``."""
         first = int(since_s) // BUCKET_S * BUCKET_S
@@ -179,11 +193,30 @@ class MatchStore:
         return out
 
 
+@dataclass(frozen=True)
+class Event:
+    """One match as stream clients get it: its event id, topic, and the JSON sent as ``data``."""
+
+    id: str
+    topic_id: str
+    data: bytes
+
+    @classmethod
+    def of(cls, m: Match) -> Event:
+        """Serialize once per match, not once per client."""
+        return cls(match_key(m), m.topic_id, m.model_copy(update={"vector": None}).to_json())
+
+
+class TooManyStreams(RuntimeError):
+    """A key already holds as many streams as it may."""
+
+
 @dataclass(eq=False)
 class _Client:
     topics: frozenset[str]
-    queue: asyncio.Queue[Match]
+    queue: asyncio.Queue[Event]
     loop: asyncio.AbstractEventLoop
+    owner: str
     dropped: int = 0
 
 
@@ -192,13 +225,20 @@ class Hub:
     """Fans matches out to stream clients. ``publish`` is thread-safe; each client has a bounded queue."""
 
     queue_size: int = 1000
+    per_owner: int = 1_000_000
     _clients: set[_Client] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def subscribe(self, topics: Iterable[str]) -> _Client:
-        """Register a client for ``topics`` (empty: every topic) on the running event loop."""
-        c = _Client(frozenset(topics), asyncio.Queue(self.queue_size), asyncio.get_running_loop())
+    def subscribe(self, topics: Iterable[str], owner: str = "") -> _Client:
+        """Register a client for ``topics`` (empty: every topic) on the running event loop.
+
+        Raises:
+            TooManyStreams: when ``owner`` already holds ``per_owner`` streams.
+        """
+        c = _Client(frozenset(topics), asyncio.Queue(self.queue_size), asyncio.get_running_loop(), owner)
         with self._lock:
+            if sum(1 for x in self._clients if x.owner == owner) >= self.per_owner:
+                raise TooManyStreams(f"key {owner} already holds {self.per_owner} streams")
             self._clients.add(c)
         metrics.API_STREAM_CLIENTS.set(len(self._clients))
         return c
@@ -217,8 +257,11 @@ class Hub:
         """Hand each match to the clients following its topic; a full client queue drops (and counts) it."""
         with self._lock:
             clients = list(self._clients)
+        if not clients:
+            return
+        events = [Event.of(m) for m in matches]
         for c in clients:
-            wanted = [m for m in matches if not c.topics or m.topic_id in c.topics]
+            wanted = [e for e in events if not c.topics or e.topic_id in c.topics]
             if wanted:
                 try:
                     c.loop.call_soon_threadsafe(_offer, c, wanted)
@@ -226,10 +269,10 @@ class Hub:
                     self.unsubscribe(c)
 
 
-def _offer(c: _Client, matches: list[Match]) -> None:
-    for m in matches:
+def _offer(c: _Client, events: list[Event]) -> None:
+    for e in events:
         try:
-            c.queue.put_nowait(m)
+            c.queue.put_nowait(e)
         except asyncio.QueueFull:
             c.dropped += 1
             metrics.API_STREAM_DROPPED.inc()

@@ -18,7 +18,7 @@ from wirewatch import metrics, registry
 from wirewatch.auth import ApiContext, ApiKey, CurrentKey, can_see, get_context
 from wirewatch.records import Match, Topic
 from wirewatch.state import key
-from wirewatch.web.matches import Hub, MatchStore
+from wirewatch.web.matches import Event, Hub, MatchStore, TooManyStreams
 
 TOPIC_ID = r"^[a-z0-9][a-z0-9_.-]*$"
 _TOPIC_RE = re.compile(TOPIC_ID)
@@ -132,28 +132,44 @@ def router() -> APIRouter:
         request: Request, api_key: CurrentKey, ctx: Ctx,
         topic: Annotated[list[str] | None, Query(description="topics to follow (repeat); none = all")] = None,
     ) -> StreamingResponse:
-        """Server-sent events: one ``match`` event per live match of the chosen topics; comments as heartbeat."""
+        """Server-sent events: one ``match`` event per live match of the chosen topics; comments as heartbeat.
+
+        A client reconnecting with ``Last-Event-ID`` first gets the stored matches it missed (up to 500).
+        429 when the key already holds ``api.streams_per_key`` streams.
+        """
         topics = topic or []
         for t in topics:
             if len(t) > 64 or not _TOPIC_RE.match(t):
                 raise HTTPException(422, f"topic: {t[:64]!r} is not a topic id")
         hub: Hub = ctx.extras["hub"]
         heartbeat = ctx.settings.api.sse_heartbeat_s
-        client = hub.subscribe(topics)
+        try:
+            client = hub.subscribe(topics, api_key.id)
+        except TooManyStreams as exc:
+            raise HTTPException(429, str(exc), headers={"Retry-After": "30"}) from exc
+        last_id = (request.headers.get("last-event-id") or "")[:200]
 
         async def events() -> AsyncIterator[bytes]:
             try:
                 yield b": connected\nretry: 3000\n\n"
+                replayed: set[str] = set()
+                if last_id:
+                    # Subscribed first, then read the store: a match arriving meanwhile is in one or both.
+                    for e in await asyncio.to_thread(_store(ctx).after, last_id, client.topics):
+                        replayed.add(e.id)
+                        yield _frame(e)
                 while True:
                     try:
-                        m = await asyncio.wait_for(client.queue.get(), timeout=heartbeat)
+                        e = await asyncio.wait_for(client.queue.get(), timeout=heartbeat)
                     except TimeoutError:
                         if await request.is_disconnected():
                             return
                         yield b": heartbeat\n\n"
                         continue
-                    data = m.model_copy(update={"vector": None}).model_dump_json()
-                    yield f"event: match\nid: {m.topic_id}:{m.article.id}\ndata: {data}\n\n".encode()
+                    if e.id in replayed:
+                        replayed.discard(e.id)
+                        continue
+                    yield _frame(e)
             finally:
                 hub.unsubscribe(client)
 
@@ -195,6 +211,10 @@ def router() -> APIRouter:
                               verdict=body.verdict)
 
     return r
+
+
+def _frame(e: Event) -> bytes:
+    return b"event: match\nid: " + e.id.encode() + b"\ndata: " + e.data + b"\n\n"
 
 
 def _may_judge(api_key: ApiKey, topic: Topic, ctx: ApiContext) -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 from wirewatch.auth import ApiKey, can_see, hash_secret, parse_secret, visible
 from wirewatch.records import Article, Match, ModelInfo
-from wirewatch.web.matches import Hub, decode_cursor, encode_cursor
+from wirewatch.web.matches import Hub, TooManyStreams, decode_cursor, encode_cursor
 
 
 @pytest.mark.parametrize(
@@ -70,8 +70,8 @@ def test_hub_filters_by_topic_and_drops_for_a_slow_client() -> None:
         hub.publish([_m("quakes", 1), _m("floods", 2)])
         hub.publish([_m("quakes", n) for n in range(3, 8)])
         await asyncio.sleep(0.05)
-        got_q = [quakes.queue.get_nowait().article.id for _ in range(quakes.queue.qsize())]
-        got_all = [everything.queue.get_nowait().article.id for _ in range(everything.queue.qsize())]
+        got_q = [quakes.queue.get_nowait().id.split(":")[1] for _ in range(quakes.queue.qsize())]
+        got_all = [everything.queue.get_nowait().id.split(":")[1] for _ in range(everything.queue.qsize())]
         hub.unsubscribe(quakes)
         hub.unsubscribe(everything)
         return got_q, quakes.dropped, got_all, hub.count()
@@ -80,3 +80,17 @@ def test_hub_filters_by_topic_and_drops_for_a_slow_client() -> None:
     assert got_q == ["a1", "a3", "a4"] and dropped == 3, "a full queue drops newer events and counts them"
     assert got_all == ["a1", "a2", "a3"]
     assert left == 0
+
+
+def test_hub_caps_streams_per_key() -> None:
+    async def run() -> None:
+        hub = Hub(queue_size=3, per_owner=2)
+        a = hub.subscribe([], "k1")
+        hub.subscribe([], "k1")
+        hub.subscribe([], "k2")
+        with pytest.raises(TooManyStreams, match="k1"):
+            hub.subscribe([], "k1")
+        hub.unsubscribe(a)
+        hub.subscribe([], "k1")
+
+    asyncio.run(run())
