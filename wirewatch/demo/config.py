@@ -91,8 +91,10 @@ def build(settings: Settings, *, feeds: FeedServer, receiver_url: str, run_id: s
     )
     data["api"].update(port=api_port, host="127.0.0.1",
                        url_allowlist=sorted({*data["api"].get("url_allowlist", []), "127.0.0.1"}))
+    # A demo has a minute to show itself: a worker its consumer group lost is restarted after 20 s, not 90.
     data["ops"].update(metrics_port=ports["ops"], drain_timeout_s=min(settings.ops.drain_timeout_s, 20.0),
-                       restart_max_s=min(settings.ops.restart_max_s, 10.0), lag_interval_s=5.0)
+                       restart_max_s=min(settings.ops.restart_max_s, 10.0), lag_interval_s=5.0,
+                       stall_after_s=min(settings.ops.stall_after_s or 20.0, 20.0))
     return DemoConfig(data, load_settings(None, **data), str(topic["id"]), source, api_port, ports)
 
 
