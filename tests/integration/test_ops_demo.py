@@ -120,6 +120,8 @@ def test_demo_shows_alerts_within_the_first_minute_and_ctrl_c_stops_everything(
     fetched = int(re.search(r"(\d+) fetched", summary).group(1))  # type: ignore[union-attr]
     assert fetched > 0
     assert "removed this run's data" in summary
+    # The malformed feed is what `wirewatch status` flags (in error, or read with parse problems).
+    assert re.search(r"feeds needing a look \(\d+ of 9\): .*Broken Bulletin: (malformed|error)", summary), summary
     log_dir = next((tmp_path / "demo" / "logs").iterdir())
     assert {p.name for p in log_dir.iterdir()} >= {"ingest.log", "classify.log", "alerts.log"}
     assert _processes_mentioning(str(tmp_path / "demo" / "wirewatch-demo.toml")) == []
