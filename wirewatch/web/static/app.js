@@ -112,6 +112,7 @@ function initLive() {
     slot.replaceWith(feedbackButtons(slot.dataset.topic, slot.dataset.article));
   }
   let source = null;
+  const redrawSoon = WW.debounce(drawChart, 3000);
   const connect = () => {
     if (source) source.close();
     const boxes = [...document.querySelectorAll(".topic-filter")];
@@ -125,6 +126,7 @@ function initLive() {
       const m = JSON.parse(e.data);
       list.prepend(matchItem(m));
       while (list.children.length > 200) list.lastElementChild.remove();
+      redrawSoon();
     });
   };
   for (const b of document.querySelectorAll(".topic-filter")) b.addEventListener("change", connect);
@@ -159,7 +161,7 @@ async function drawChart() {
   if (!box) return;
   let data;
   try { data = await api("/v1/matches/counts?hours=24"); } catch (e) { box.textContent = e.message; return; }
-  const W = 1100, H = 200, P = 30;
+  const W = 1100, H = 170, P = 30;
   const span = Math.max(1, data.until - data.since);
   let max = 1;
   for (const t of data.topics) for (const [, n] of t.buckets) max = Math.max(max, n);
@@ -186,7 +188,12 @@ async function drawChart() {
   legend.replaceChildren();
   data.topics.forEach((t, i) => {
     const color = PALETTE[i % PALETTE.length];
-    const pts = t.buckets.map(([b, n]) => {
+    // Every bucket in the window, zeros included, so a line never bridges a quiet stretch.
+    const seen = new Map(t.buckets);
+    const step = data.bucket_s;
+    const filled = [];
+    for (let b = Math.floor(data.since / step) * step; b <= data.until; b += step) filled.push([b, seen.get(b) || 0]);
+    const pts = filled.map(([b, n]) => {
       const x = P + ((b - data.since) / span) * (W - P - 4);
       const y = H - P - (n / max) * (H - P - 8);
       return `${Math.max(P, x).toFixed(1)},${y.toFixed(1)}`;
@@ -196,7 +203,7 @@ async function drawChart() {
     pl.setAttribute("stroke", color);
     pl.setAttribute("class", "series");
     svg.append(pl);
-    for (const p of pts) {
+    for (const p of pts.filter((_, k) => filled[k][1] > 0)) {
       const c = document.createElementNS(NS, "circle");
       const [cx, cy] = p.split(",");
       c.setAttribute("cx", cx); c.setAttribute("cy", cy); c.setAttribute("r", 2.5); c.setAttribute("fill", color);
