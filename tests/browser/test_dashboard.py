@@ -242,3 +242,33 @@ def test_story_page_lists_its_sources(live_api: Api, browser: Any) -> None:
     assert "Wire One" in text and "Daily Two" in text
     assert len(browser.find_elements(By.CSS_SELECTOR, "#story ol.sources li")) == 2
     _shot(browser, "story")
+
+
+def test_delivery_log_and_feed_health_pages_show_their_rows(live_api: Api, browser: Any) -> None:
+    from datetime import UTC, datetime
+
+    from alerts.recorder import RecentDeliveries
+    from wirewatch.records import Delivery, DeliveryStatus
+
+    r = state.connect(live_api.settings)
+    registry.feeds(r, live_api.settings).put(Feed(id="f1", url="https://news.example.com/rss", name="Example"))
+    now = datetime.now(UTC)
+    RecentDeliveries(r, live_api.settings).add([
+        Delivery(id="d1", subscription_id="desk", topic_id="quakes", story_id="story-1", status=DeliveryStatus.SENT,
+                 attempts=1, sent_at=now),
+        Delivery(id="d2", subscription_id="desk", topic_id="quakes", story_id="story-2",
+                 status=DeliveryStatus.FAILED, reason="HTTP 500 after 5 attempts", attempts=5),
+    ])
+    _sign_in(browser, live_api, live_api.admin)
+    browser.get(live_api.base_url + "/ui/deliveries")
+    table = WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#deliveries table")))
+    rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert len(rows) == 2
+    assert "HTTP 500 after 5 attempts" in table.text and "sent" in table.text
+    assert rows[0].get_attribute("class") in ("status-failed", "status-sent")
+    _shot(browser, "deliveries-rows")
+    browser.get(live_api.base_url + "/ui/feeds")
+    WebDriverWait(browser, 10).until(lambda d: "Last success" in d.find_element(By.ID, "feeds-table").text)
+    text = browser.find_element(By.ID, "feeds-table").text
+    assert "news.example.com" in text and "pending" in text and "never" in text
+    _shot(browser, "feeds-health")
