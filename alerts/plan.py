@@ -79,11 +79,17 @@ class Planner:
              topic_names: dict[str, str], now: datetime) -> Plan:
         """Decide for every (match, subscription on its topic) pair."""
         pairs = [(f, sub) for f in folded for sub in subs_by_topic.get(f.match.topic_id, ())]
-        known = self._known(pairs)
+        # Suppressions that do not depend on the story's history (disabled, muted, low score) need no lookup.
+        early = [judge(sub, f, known=False, now=now) for f, sub in pairs]
+        ask = [i for i, d in enumerate(early) if d.action is not Action.SUPPRESS]
+        known = dict(zip(ask, self._known([pairs[i] for i in ask]), strict=True))
         out = Plan()
         planned: set[tuple[str, str]] = set()
-        for (f, sub), was_known in zip(pairs, known, strict=True):
-            d = judge(sub, f, known=was_known or (sub.id, f.story.id) in planned, now=now)
+        for i, (f, sub) in enumerate(pairs):
+            if i not in known:
+                d = early[i]
+            else:
+                d = judge(sub, f, known=known[i] or (sub.id, f.story.id) in planned, now=now)
             if d.action is Action.SEND and sub.rate_limit is not None:
                 rl = sub.rate_limit
                 ok, wait = self._rates.allow(key(self._s, "alerts", "rate", sub.id), rl.count, rl.per_seconds)

@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--matches", type=int, default=3000)
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--send-workers", type=int, default=None, help="alerts.send_workers (default: the setting's)")
     args = ap.parse_args()
     configure("warning", "console")
     tmp = Path(tempfile.mkdtemp(prefix="ww-bench-alerts-"))
@@ -126,7 +127,7 @@ def main() -> None:
     try:
         settings = load_settings(None, **base, alerts={
             "subscriptions": subscriptions(args.subscriptions, args.topics, f"http://127.0.0.1:{recv_port}"),
-            "metrics_port": None})
+            "metrics_port": None, **({"send_workers": args.send_workers} if args.send_workers else {})})
         bus.ensure_default_topics(settings)
         run(settings, args, recv_port)
     finally:
@@ -209,7 +210,8 @@ def run(settings: Settings, args: argparse.Namespace, recv_port: int) -> None:
     print(f"{'alerts benchmark':<48}{'value':>14}")
     print("-" * 62)
     rows = [
-        ("subscriptions / topics", f"{args.subscriptions} / {args.topics}"),
+        ("subscriptions / topics / send workers",
+         f"{args.subscriptions} / {args.topics} / {settings.alerts.send_workers}"),
         ("throughput: matches", f"{args.matches}"),
         ("throughput: notifications acknowledged", f"{sent_tp}"),
         ("throughput: matches/s (fold, rules, ledger, send)", f"{args.matches / took:.0f}"),

@@ -32,7 +32,7 @@ from wirewatch.settings import Settings
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 ROUNDS = 8
 WINDOW_S = 2.0  # answered-but-not-yet-recorded window, generous for a CPU-starved 2-core box
-LATE_S = 0.5
+LATE_S = 1.0
 PER_ROUND = 5
 SUBS = 3
 WORDS = ("ministry harbour election drought vaccine pipeline bridge strike tariff festival satellite court "
