@@ -81,12 +81,20 @@ def demo(
     run_id = uuid.uuid4().hex[:8]
     workdir = Path(s.data_dir).expanduser() / "demo"
     log_dir = workdir / "logs" / run_id
-    cfg = democonfig.build(s, feeds=feeds, receiver_url=receiver.url, run_id=run_id)
-    cfg_path = democonfig.write(cfg.data, workdir / "wirewatch-demo.toml")
-    bus.ensure_default_topics(cfg.settings)
-    wait_for_leaders(cfg.settings, pipeline_topics(cfg.settings))
-    chosen = runner.plan(app, cfg.settings, config=cfg_path, log_level=State.log_level or "info",
-                         log_format="json")
+    try:
+        cfg = democonfig.build(s, feeds=feeds, receiver_url=receiver.url, run_id=run_id)
+        cfg_path = democonfig.write(cfg.data, workdir / "wirewatch-demo.toml")
+        bus.ensure_default_topics(cfg.settings)
+        wait_for_leaders(cfg.settings, pipeline_topics(cfg.settings))
+        chosen = runner.plan(app, cfg.settings, config=cfg_path, log_level=State.log_level or "info",
+                             log_format="json")
+    except Exception:
+        # Nothing is supervised yet: stop what this command started before reporting the error.
+        feeds.stop()
+        receiver.stop()
+        if not was_up and not keep_stack:
+            stack.down(s)
+        raise
     children = chosen.children
 
     _say(f"  feed server:  {feeds.base_url}/  ({len(feeds.outlets)} outlets + 1 malformed feed, "
@@ -121,6 +129,9 @@ def demo(
     )
     if children:
         worker.start()
+        # Hold Ctrl-C handling until the supervisor exists, so a very early Ctrl-C still drains the workers.
+        while not holder and worker.is_alive():
+            time.sleep(0.01)
     deadline = began + duration if duration else None
     next_report = time.monotonic() + 10
     try:
@@ -135,7 +146,8 @@ def demo(
         _say(f"{stamp()} stopping" + (" (Ctrl-C again is ignored; draining workers)" if children else ""))
         if holder:
             holder[0].stop()
-        worker.join(timeout=cfg.settings.ops.drain_timeout_s + 15) if children else None
+        if children:
+            worker.join(timeout=cfg.settings.ops.drain_timeout_s + 15)
         feeds.stop()
         receiver.stop()
         health = _feed_health(cfg.settings, feeds)
