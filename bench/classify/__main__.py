@@ -103,9 +103,10 @@ def child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         # Articles per CPU-second of this process: what the backend costs, whatever else runs on the machine.
         out["embed_cpu"][bs] = len(texts) / max(time.process_time() - c0, 1e-9)
         print(f"  {backend}: model batch {bs}: {out['embed'][bs]:.0f} articles/s", file=sys.stderr, flush=True)
-    best_bs = max(out["embed"], key=out["embed"].get)
-    emb.inner._batch = best_bs  # type: ignore[attr-defined]
-    out["best_batch"] = best_bs
+    # The worker path and F1 run at the configured model batch: int8 quantizes activations per call, so
+    # the batch (its padding, its neighbours) nudges vectors; the figures are those of the shipped setting.
+    emb.inner._batch = args.model_batch  # type: ignore[attr-defined]
+    out["model_batch"] = args.model_batch
 
     classifier = Classifier(emb)
     bg = classifier.background
@@ -174,10 +175,16 @@ def main() -> None:
     ap.add_argument("--f1-articles", type=int, default=2225)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--topic-counts", type=int, nargs="+", default=[10, 100, 1000])
+    ap.add_argument("--model-batch", type=int, default=None,
+                    help="model batch for the worker path and F1 (default: classify.embed_batch_size)")
     ap.add_argument("--backends", nargs="+", default=None)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.model_batch is None:
+        from wirewatch.settings import ClassifySettings
+
+        args.model_batch = ClassifySettings().embed_batch_size
     if not BBC.exists():
         sys.exit(f"needs {BBC} (the BBC evaluation set); it is read from ../shared/eval, never copied here")
     if args.child:
@@ -203,7 +210,8 @@ def main() -> None:
         print(f"{b} ...", file=sys.stderr, flush=True)
         cmd = [sys.executable, "-m", "bench.classify", "--child", b, "--threads", str(args.threads),
                "--articles", str(args.articles), "--f1-articles", str(args.f1_articles),
-               "--batch-sizes", *map(str, args.batch_sizes), "--topic-counts", *map(str, args.topic_counts)]
+               "--batch-sizes", *map(str, args.batch_sizes), "--topic-counts", *map(str, args.topic_counts),
+               "--model-batch", str(args.model_batch)]
         env = os.environ | {"WIREWATCH_LOG__LEVEL": "warning"}
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env, check=False)
         if proc.returncode != 0:
@@ -235,7 +243,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, before: tupl
         ratio = best / max(ref["embed"].values()) if ref else float("nan")
         print(f"{r['backend']:<11}{speed} {r['f1']:>7.3f} {r['best_f1']:>6.3f} {d:>+6.3f} {ratio:>7.2f} "
               f"{r['rss_mb']:>7.0f} {r['load_s']:>7.1f}")
-    print(f"\nworker path (embed + score + evidence + Match), batches of {WORKER_BATCH}")
+    print(f"\nworker path (embed + score + evidence + Match), batches of {WORKER_BATCH} articles, model batch "
+          f"{args.model_batch}; F1 above also at model batch {args.model_batch}")
     print(f"{'backend':<11}{'topics':>7}{'art/s':>8}{'/CPU-s':>8}{'p50 ms':>8}{'p99 ms':>8}{'score ms/art':>13}"
           f"{'build s':>8}{'matches/art':>12}")
     for r in results:
