@@ -43,14 +43,14 @@ def test_replay_delivers_what_was_missed_and_never_resends(make_settings: Callab
     receiver = WebhookReceiver().start()
     settings, cfg = sup.pipeline_settings(make_settings, tmp_path, receiver.url)
     logs = tmp_path / "logs"
-    procs = [sup.start("classify", cfg, logs), sup.start("alerts", cfg, logs)]
+    pipeline = sup.Pipeline(cfg, logs, {"classify": 1, "alerts": 1})
     producer = bus.Producer(settings, client_id="test")
 
     def by_sub() -> Counter[str]:
         return Counter(r.body["subscription_id"] for r in receiver.received)
 
     try:
-        assert sup.wait_until(lambda: all(sup.assigned(p) for p in logs.glob("*.log")), 120), f"logs in {logs}"
+        assert sup.wait_until(lambda: len(list(logs.glob("*.log"))) == 2 and pipeline.ready(), 120), logs
         t0 = datetime.now(UTC) - timedelta(seconds=1)
         sup.produce(settings, producer, sup.articles(N, "r"))
         assert sup.wait_until(lambda: by_sub()["desk"] == N, 90), f"{by_sub()}, logs in {logs}"
@@ -75,7 +75,7 @@ def test_replay_delivers_what_was_missed_and_never_resends(make_settings: Callab
         assert sup.wait_until(lambda: sum(m.replay for m in _matches(settings)) == N + 2 * N, 90)
         time.sleep(5)
     finally:
-        sup.stop(procs)
+        pipeline.stop()
         producer.close()
         receiver.stop()
 

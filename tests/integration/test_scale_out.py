@@ -1,6 +1,7 @@
 """Scale-out on the real broker: three classify and two alerts processes in their consumer groups over six
-partitions; one of each is killed with SIGKILL mid-stream. The groups rebalance, every article still ends
-in exactly one notification, and no story is notified twice.
+partitions, under ``wirewatch run``; one of each is killed with SIGKILL mid-stream. The groups rebalance,
+the supervisor restarts the killed ones, every article still ends in exactly one notification, and no
+story is notified twice.
 
 Every article is its own story here (folding is set to need identical vectors) and the topic passes every
 article (threshold 0), so the expected notifications are exactly the articles produced. A repeat with the
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -38,10 +38,7 @@ def test_three_classify_two_alerts_survive_a_kill_each_with_nothing_lost_and_no_
     receiver = WebhookReceiver().start()
     settings, cfg = sup.pipeline_settings(make_settings, tmp_path, receiver.url, kafka={"partitions": PARTITIONS})
     logs = tmp_path / "logs"
-    procs: dict[str, list[subprocess.Popen[bytes]]] = {
-        "classify": [sup.start("classify", cfg, logs, i) for i in range(3)],
-        "alerts": [sup.start("alerts", cfg, logs, i) for i in range(2)],
-    }
+    pipeline = sup.Pipeline(cfg, logs, {"classify": 3, "alerts": 2})
     items = sup.articles(N_ARTICLES, "sc")
     urls = [a.url for a in items]
     producer = bus.Producer(settings, client_id="test")
@@ -52,7 +49,7 @@ def test_three_classify_two_alerts_survive_a_kill_each_with_nothing_lost_and_no_
             time.sleep(0.1)
 
     try:
-        sup.wait_until(lambda: all(sup.assigned(p) for p in logs.glob("*.log")), 120)
+        assert sup.wait_until(lambda: len(list(logs.glob("*.log"))) == 5 and pipeline.ready(), 120), logs
         feeder = threading.Thread(target=produce)
         feeder.start()
         # Kill one of each once the pipeline is visibly mid-stream.
@@ -62,9 +59,9 @@ def test_three_classify_two_alerts_survive_a_kill_each_with_nothing_lost_and_no_
         assert len(receiver.received) >= N_ARTICLES // 5, "pipeline did not start delivering"
         killed_at = len(receiver.received)
         kill_time = time.monotonic()
-        for role in ("classify", "alerts"):
-            os.killpg(procs[role][0].pid, signal.SIGKILL)
-            procs[role][0].wait(10)
+        killed = {role: pipeline.pid(role) for role in ("classify", "alerts")}
+        for pid in killed.values():
+            os.kill(pid, signal.SIGKILL)
         feeder.join(60)
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and len(receiver.received) < N_ARTICLES:
@@ -75,7 +72,7 @@ def test_three_classify_two_alerts_survive_a_kill_each_with_nothing_lost_and_no_
             lags = {(r.group, r.topic): r for r in broker.lags([settings.kafka.topics.articles,
                                                                settings.kafka.topics.matches])}
     finally:
-        sup.stop(p for group in procs.values() for p in group)
+        exit_code = pipeline.stop()
         producer.close()
         receiver.stop()
 
@@ -85,9 +82,10 @@ def test_three_classify_two_alerts_survive_a_kill_each_with_nothing_lost_and_no_
     missing = sorted(set(urls) - set(notified_urls))
     diag = (f"received {len(got)} (killed at {killed_at}), repeats {receiver.repeats}, missing {missing[:5]}, "
             f"logs in {logs}")
+    stalls = [e["role"] for e in pipeline.events("worker_stalled")]
     print(f"\nscale-out: {N_ARTICLES} articles, 3 classify + 2 alerts over {PARTITIONS} partitions; killed one of "
           f"each after {killed_at} notifications; all {len(got)} delivered {recovered_s:.1f}s after the kill; "
-          f"{receiver.repeats} same-key repeat(s)")
+          f"{receiver.repeats} same-key repeat(s); watchdog restarts of stalled workers: {stalls or 'none'}")
     assert killed_at < N_ARTICLES, "the kill was not mid-stream"
     assert missing == [], diag
     assert [k for k, n in per_story.items() if n > 1] == [], diag
@@ -97,5 +95,9 @@ def test_three_classify_two_alerts_survive_a_kill_each_with_nothing_lost_and_no_
     # The survivors took over every partition and committed everything.
     assert all(r.lag == 0 for r in lags.values()), lags
     assert {g for g, _ in lags} >= {"wirewatch-classify", "wirewatch-alerts"}
-    taken_over = [p for p in logs.glob("classify-*.log") if p.name != "classify-0.log"]
+    taken_over = [p for p in logs.glob("classify-*.log")]
     assert any(b.count(b'"partitions_assigned"') >= 2 for b in (p.read_bytes() for p in taken_over))
+    exits = {(e["role"], e["pid"]): e for e in pipeline.events("worker_exited")}
+    for role, pid in killed.items():
+        assert exits[(role, pid)]["exit"] == "signal SIGKILL"  # the supervisor saw the kill and restarted it
+    assert exit_code == 0
