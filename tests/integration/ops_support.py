@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,41 @@ def pipeline_settings(make_settings: Callable[..., Settings], tmp_path: Path, re
     cfg = tmp_path / "pipeline.toml"
     cfg.write_text(tomli_w.dumps(settings.model_dump(mode="json", exclude_none=True)))
     return settings, cfg
+
+
+# ``wirewatch`` itself, with every thread's stack written to the log on SIGUSR1 (see :func:`dump_stacks`).
+_WIREWATCH_WITH_DUMPS = ("import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+                         "sys.argv[0] = 'wirewatch'; from wirewatch.cli import main; main()")
+
+
+def start(role: str, cfg: Path, log_dir: Path, i: int = 0) -> subprocess.Popen[bytes]:
+    """Start ``wirewatch <role>`` in its own process group, logging to ``log_dir/<role>-<i>.log``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out = (log_dir / f"{role}-{i}.log").open("wb")
+    return subprocess.Popen([sys.executable, "-c", _WIREWATCH_WITH_DUMPS, "--config", str(cfg), "--log-format",
+                             "json", role], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def dump_stacks(procs: Iterable[subprocess.Popen[bytes]]) -> None:
+    """Ask each live worker started by :func:`start` to write all its threads' stacks to its log."""
+    for p in procs:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGUSR1)
+    time.sleep(1)
+
+
+def stop(procs: Iterable[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process group, then SIGKILL what is left after 30 s."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
 
 
 def assigned(log: Path) -> bool:
