@@ -157,6 +157,16 @@ class Dispatcher:
             for k in due:
                 if self._not_before.get(k, 0.0) <= now:
                     self._start(k, None)
+            self._prune(now, set(due))
+
+    def _prune(self, now: float, due: set[str]) -> None:
+        """Forget waits that have passed and send times of entries another process settled."""
+        for k in [k for k, t in list(self._not_before.items()) if t <= now and k not in due]:
+            self._not_before.pop(k, None)
+        if len(self._consumed_at) > 100_000:  # entries sent elsewhere never come back to pop theirs
+            cutoff = now - 3600
+            for k in [k for k, t in list(self._consumed_at.items()) if t < cutoff]:
+                self._consumed_at.pop(k, None)
 
     def _start(self, key: str, entry: Entry | None) -> None:
         with self._lock:
