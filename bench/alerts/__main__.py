@@ -113,7 +113,10 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--send-workers", type=int, default=None, help="alerts.send_workers (default: the setting's)")
+    ap.add_argument("--switch-interval-ms", type=float, default=None, help="sys.setswitchinterval for the worker")
     args = ap.parse_args()
+    if args.switch_interval_ms:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
     configure("warning", "console")
     tmp = Path(tempfile.mkdtemp(prefix="ww-bench-alerts-"))
     recv_port = stack.free_port()
