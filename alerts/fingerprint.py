@@ -23,7 +23,6 @@ _rng = np.random.default_rng(20240611)
 _A = (_rng.integers(1, 2**32 - 1, PERMUTATIONS, dtype=np.uint64) | np.uint64(1))
 _B = _rng.integers(0, 2**32 - 1, PERMUTATIONS, dtype=np.uint64)
 _WORD = re.compile(r"[\w][\w'’-]*", re.UNICODE)
-_NAME = re.compile(r"(?<![\w'’-])([A-Z][\w'’-]*[a-z][\w'’-]*|[A-Z]{2,})")
 _NUMBER = re.compile(r"\d[\d,.]*")
 # Capitalized words that name nothing: sentence starts, weekdays, months, honorifics, newsroom words.
 _NOT_NAMES = frozenset("""
@@ -41,8 +40,13 @@ def words(text: str) -> list[str]:
 
 
 def names(text: str) -> frozenset[str]:
-    """Lower-cased capitalized words and acronyms that are not common words (rough named entities)."""
-    return frozenset(n.lower().strip("'’-") for n in _NAME.findall(text)) - _NOT_NAMES
+    """Lower-cased capitalized words and acronyms that are not common words (rough named entities).
+
+    Taken from the same tokens as :func:`words`, so a text never names something it does not contain.
+    """
+    found = (t.lower().strip("'’-") for t in _WORD.findall(text)
+             if t[:1].isupper() and (any(c.islower() for c in t) or (len(t) >= 2 and t.isupper())))
+    return frozenset(n for n in found if n) - _NOT_NAMES
 
 
 def numbers(text: str) -> frozenset[str]:

@@ -168,7 +168,7 @@ class AlertsSettings(Section):
     story_similarity: float = Field(
         default=0.75, ge=0.0, le=1.0,
         description="same-story cut-off: MRPC train P 0.79 R 0.77 F1 0.78; its best-F1 cut-off 0.57 folds "
-                    "different events on one theme (Aleppo vs Daraya evacuation scores 0.56)")
+                    "different events on one theme (Aleppo vs Daraya evacuation scores 0.61)")
     claim_lease_s: float = Field(default=60.0, gt=0, description="a crashed sender's claim is retried after this")
     send_timeout_s: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
