@@ -29,6 +29,7 @@ import redis
 
 from alerts import channels
 from alerts.channels import Channel, Item, Notification, PermanentSendError, RetryableSendError
+from alerts.channels._http import POOL
 from alerts.ledger import NotificationLedger
 from alerts.outbox import Entry, Outbox
 from alerts.recorder import Recorder, delivery_id
@@ -83,6 +84,7 @@ class Dispatcher:
                  build: ChannelBuilder = channels.build, on_sent: OnSent | None = None,
                  poll_interval_s: float = 0.2) -> None:
         self.settings = settings
+        POOL.configure(settings.api.url_allowlist)
         self.owner = uuid.uuid4().hex[:12]
         self.ledger = NotificationLedger(client, settings)
         self.outbox = Outbox(client, settings)
@@ -331,6 +333,7 @@ def send_now(settings: Settings, sub: Subscription, key: str, *,
              build: ChannelBuilder = channels.build) -> tuple[bool, int, str]:
     """Send a test notification synchronously with the runner's retry policy: (ok, attempts, detail)."""
     s = settings.alerts
+    POOL.configure(settings.api.url_allowlist)
     n = test_notification(sub, key)
     try:
         channel = build(sub.channel, s)

@@ -121,6 +121,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ww-bench-alerts-"))
     recv_port = stack.free_port()
     base: dict[str, Any] = {"data_dir": str(tmp), "log": {"level": "warning", "format": "console"},
+                            "api": {"url_allowlist": ["127.0.0.1"]},  # the receiver is on loopback
                             "stack": {"kafka_port": stack.free_port(), "controller_port": stack.free_port(),
                                       "redis_port": stack.free_port()}}
     s0 = load_settings(None, **base)

@@ -31,6 +31,7 @@ def pipeline_settings(make_settings: Callable[..., Settings], tmp_path: Path, re
     ``receiver_url`` (subscription ``desk``); written to a config file for the worker processes."""
     base: dict[str, Any] = {
         "data_dir": str(tmp_path),
+        "api": {"url_allowlist": ["127.0.0.1"]},  # the receiver is on loopback, which the SSRF guard refuses
         "classify": {"metrics_port": 0, "batch_size": 16, "max_wait_ms": 100, "topics": [EVERYTHING]},
         "alerts": {"metrics_port": 0, "story_similarity": 1.0, "claim_lease_s": 5.0, "session_timeout_ms": 6000,
                    "backoff_initial_s": 0.2, "batch_size": 20,

@@ -21,6 +21,9 @@ from wirewatch import bus, stack
 from wirewatch.cli import State, app
 from wirewatch.settings import Settings
 
+# Test receivers listen on loopback, which the SSRF guard refuses unless the operator allows it.
+LOOPBACK = {"url_allowlist": ["127.0.0.1"]}
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 ALEPPO = "Evacuation of eastern Aleppo begins as first buses leave"
 BOMB = "Car bomb kills 12 in Idlib market"
@@ -52,7 +55,7 @@ def _cli(s: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 def test_worker_process_serves_metrics_and_stops_cleanly_on_sigterm(make_settings: Callable[..., Settings]) -> None:
     port = stack.free_port()
     with Receiver(secret="s3cret") as rx:
-        s = make_settings(alerts={"subscriptions": [webhook_sub("desk", rx.url).model_dump(mode="json")],
+        s = make_settings(api=LOOPBACK, alerts={"subscriptions": [webhook_sub("desk", rx.url).model_dump(mode="json")],
                                   "metrics_port": port})
         bus.ensure_default_topics(s)
         proc = subprocess.Popen([sys.executable, "-m", "wirewatch.cli", "alerts"], env=_env(s),
@@ -72,7 +75,7 @@ def test_worker_process_serves_metrics_and_stops_cleanly_on_sigterm(make_setting
 
 def test_alerts_test_deliveries_tail_and_stories_list(make_settings: Callable[..., Settings]) -> None:
     with Receiver(secret="s3cret") as rx:
-        s = make_settings(alerts={"subscriptions": [webhook_sub("desk", rx.url).model_dump(mode="json")],
+        s = make_settings(api=LOOPBACK, alerts={"subscriptions": [webhook_sub("desk", rx.url).model_dump(mode="json")],
                                   "metrics_port": None})
         bus.ensure_default_topics(s)
         out = _cli(s, "alerts", "test", "desk")

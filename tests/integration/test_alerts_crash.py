@@ -29,6 +29,9 @@ from wirewatch import bus
 from wirewatch.records import DeliveryStatus
 from wirewatch.settings import Settings
 
+# Test receivers listen on loopback, which the SSRF guard refuses unless the operator allows it.
+LOOPBACK = {"url_allowlist": ["127.0.0.1"]}
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 ROUNDS = 8
 WINDOW_S = 2.0  # answered-but-not-yet-recorded window, generous for a CPU-starved 2-core box
@@ -82,7 +85,8 @@ def test_kill_9_at_random_points_loses_nothing_and_repeats_only_with_the_same_ke
 
     with Receiver(secret="s3cret", behaviour=slow) as rx:
         subs = [webhook_sub(f"s{i}", f"{rx.url}?sub={i}") for i in range(SUBS)]
-        s = make_settings(alerts={"subscriptions": [x.model_dump(mode="json") for x in subs], "metrics_port": None,
+        s = make_settings(api=LOOPBACK,
+                          alerts={"subscriptions": [x.model_dump(mode="json") for x in subs], "metrics_port": None,
                                   "claim_lease_s": 2.0, "backoff_initial_s": 0.2, "max_wait_ms": 20,
                                   "session_timeout_ms": 6000, "batch_size": 4})
         bus.ensure_default_topics(s)

@@ -20,13 +20,17 @@ from wirewatch import bus, stack
 from wirewatch.records import ChannelKind, ChannelSpec, DeliveryStatus, Subscription
 from wirewatch.settings import Settings
 
+# Test receivers listen on loopback, which the SSRF guard refuses unless the operator allows it.
+LOOPBACK = {"url_allowlist": ["127.0.0.1"]}
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 FAST = {"metrics_port": None, "max_wait_ms": 20, "backoff_initial_s": 0.2, "backoff_max_s": 2.0,
         "send_timeout_s": 1.0, "claim_lease_s": 5.0}
 
 
 def _settings(make_settings: Callable[..., Settings], subs: list[Subscription], **alerts: Any) -> Settings:
-    s = make_settings(alerts={**FAST, **alerts, "subscriptions": [x.model_dump(mode="json") for x in subs]})
+    subscriptions = [x.model_dump(mode="json") for x in subs]
+    s = make_settings(api=LOOPBACK, alerts={**FAST, **alerts, "subscriptions": subscriptions})
     bus.ensure_default_topics(s)
     return s
 

@@ -25,13 +25,16 @@ from wirewatch import bus, registry, state
 from wirewatch.records import DeliveryStatus, QuietHours, RateLimit, Subscription
 from wirewatch.settings import Settings
 
+# Test receivers listen on loopback, which the SSRF guard refuses unless the operator allows it.
+LOOPBACK = {"url_allowlist": ["127.0.0.1"]}
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 TITLES = ["Rebels withdraw from Manbij", "Floods hit Hasakah province", "Power cut across Damascus",
           "Border crossing at Bab al-Hawa reopens", "Wheat harvest in Raqqa falls by half"]
 
 
 def _settings(make_settings: Callable[..., Settings], subs: list[Subscription]) -> Settings:
-    s = make_settings(alerts={"metrics_port": None, "max_wait_ms": 20,
+    s = make_settings(api=LOOPBACK, alerts={"metrics_port": None, "max_wait_ms": 20,
                               "subscriptions": [x.model_dump(mode="json") for x in subs]})
     bus.ensure_default_topics(s)
     return s

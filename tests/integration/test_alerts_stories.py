@@ -14,6 +14,9 @@ from wirewatch import state
 from wirewatch.records import Match
 from wirewatch.settings import Settings
 
+# Test receivers listen on loopback, which the SSRF guard refuses unless the operator allows it.
+LOOPBACK = {"url_allowlist": ["127.0.0.1"]}
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 ALEPPO = [
@@ -53,7 +56,7 @@ def embed() -> Callable[[str, list[tuple[str, str, str]]], list[Match]]:
 
 
 def _folder(make_settings: Callable[..., Settings], **alerts: object) -> StoryFolder:
-    s = make_settings(alerts=alerts)
+    s = make_settings(api=LOOPBACK, alerts=alerts)
     return StoryFolder(state.connect(s), s)
 
 

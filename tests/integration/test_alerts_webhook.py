@@ -13,6 +13,9 @@ from wirewatch import bus
 from wirewatch.records import DeliveryStatus
 from wirewatch.settings import Settings
 
+# Test receivers listen on loopback, which the SSRF guard refuses unless the operator allows it.
+LOOPBACK = {"url_allowlist": ["127.0.0.1"]}
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 WIRE = ("Syrian government and rebels agree ceasefire in southern Deraa province",
@@ -22,7 +25,7 @@ WIRE = ("Syrian government and rebels agree ceasefire in southern Deraa province
 
 def test_wire_copy_from_three_outlets_is_one_signed_notification(make_settings: Callable[..., Settings]) -> None:
     with Receiver(secret="s3cret") as rx:
-        s = make_settings(alerts={"subscriptions": [webhook_sub("desk", rx.url).model_dump(mode="json")],
+        s = make_settings(api=LOOPBACK, alerts={"subscriptions": [webhook_sub("desk", rx.url).model_dump(mode="json")],
                                   "metrics_port": None, "max_wait_ms": 50})
         bus.ensure_default_topics(s)
         matches = [
@@ -54,7 +57,7 @@ def test_bad_signature_secret_is_refused_and_never_retried(make_settings: Callab
     """A receiver that rejects the signature (401, a permanent 4xx) gets one attempt, recorded as failed."""
     with Receiver(secret="the-real-secret") as rx:
         sub = webhook_sub("desk", rx.url, secret="a-wrong-secret")
-        s = make_settings(alerts={"subscriptions": [sub.model_dump(mode="json")], "metrics_port": None})
+        s = make_settings(api=LOOPBACK, alerts={"subscriptions": [sub.model_dump(mode="json")], "metrics_port": None})
         bus.ensure_default_topics(s)
         produce(s, [match("c1", "Convoy reaches besieged Madaya with food and medicine")])
         with running(AlertsWorker(s)):
