@@ -329,8 +329,20 @@ class ConsumerLoop(Generic[T]):
         self._consumer = consumer = self._make_consumer()
         log.info("consumer_started", group=self.group, topics=self.topics)
         try:
+            failures = 0
             while not self._stop.is_set():
-                records = self._poll_batch(consumer)
+                try:
+                    records = self._poll_batch(consumer)
+                except TRANSIENT_ERRORS as exc:
+                    # The broker is unreachable (e.g. restarting): nothing was handed out, so wait and poll again
+                    # instead of letting the worker die.
+                    failures += 1
+                    delay = min(self.cfg.max_backoff_s, 0.5 * 2 ** min(failures, 10))
+                    log.warning("poll_failed", group=self.group, attempt=failures, delay_s=delay,
+                                error=f"{type(exc).__name__}: {exc}")
+                    self._stop.wait(delay)
+                    continue
+                failures = 0
                 if records:
                     self._process(consumer, records)
         finally:
@@ -355,7 +367,12 @@ class ConsumerLoop(Generic[T]):
         while len(records) < self.cfg.batch_size and not self._stop.is_set():
             remaining = deadline - time.monotonic()
             timeout = self.cfg.poll_timeout_ms if not records else max(0, int(remaining * 1000))
-            polled = consumer.poll(timeout_ms=timeout, max_records=self.cfg.batch_size - len(records))
+            try:
+                polled = consumer.poll(timeout_ms=timeout, max_records=self.cfg.batch_size - len(records))
+            except TRANSIENT_ERRORS:
+                if records:  # already handed out: read them again after the failure, never skip them
+                    self._rewind(consumer, records)
+                raise
             for batch in polled.values():
                 records.extend(batch)
             if self._rebalanced:
@@ -431,7 +448,10 @@ class ConsumerLoop(Generic[T]):
             while time.monotonic() < deadline:
                 if self._stop.is_set():
                     return False
-                consumer.poll(timeout_ms=min(500, max(1, int((deadline - time.monotonic()) * 1000))))
+                try:
+                    consumer.poll(timeout_ms=min(500, max(1, int((deadline - time.monotonic()) * 1000))))
+                except TRANSIENT_ERRORS:  # the broker is unreachable: keep waiting
+                    time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
                 if self._rebalanced:
                     return False
         finally:
@@ -515,12 +535,28 @@ class ConsumerLoop(Generic[T]):
             tp = TopicPartition(r.topic, r.partition)
             if tp not in offsets or offsets[tp].offset <= r.offset:
                 offsets[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
-        try:
-            consumer.commit(offsets)
-            metrics.BUS_COMMITS.labels(self.group, "batch").inc()
-        except CommitFailedError as exc:
-            # The group moved on (rebalance); the new owner re-reads from the last commit: at-least-once.
-            log.warning("commit_failed_rebalanced", group=self.group, error=str(exc))
+        attempt = 0
+        while True:
+            try:
+                consumer.commit(offsets)
+                metrics.BUS_COMMITS.labels(self.group, "batch").inc()
+                return
+            except CommitFailedError as exc:
+                # The group moved on (rebalance); the new owner re-reads from the last commit: at-least-once.
+                log.warning("commit_failed_rebalanced", group=self.group, error=str(exc))
+                return
+            except TRANSIENT_ERRORS as exc:
+                # The broker is unreachable (e.g. restarting). The batch's outputs are acknowledged, so keep the
+                # worker alive and try again; if a rebalance or stop comes first, the batch stays uncommitted
+                # and is read again (at-least-once), or a later commit of the same partitions covers it.
+                attempt += 1
+                metrics.BUS_COMMITS.labels(self.group, "retry").inc()
+                delay = min(self.cfg.max_backoff_s, 0.5 * 2 ** min(attempt, 10))
+                log.warning("commit_retry", group=self.group, attempt=attempt, delay_s=delay,
+                            error=f"{type(exc).__name__}: {exc}")
+                if not self._wait_alive(delay):
+                    log.info("commit_abandoned", group=self.group, size=len(records))
+                    return
 
     def _update_lag(self, consumer: KafkaConsumer) -> None:
         for tp in consumer.assignment():

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
@@ -47,6 +49,7 @@ TOPIC: dict[str, object] = {"id": TOPIC_ID, "name": "Aleppo ceasefire and evacua
          "threshold": 0.0, "exclude": ["football"]}
 FEEDS, PER_FEED, EVERY_S = 3, 16, 1.5
 SUBS = ("desk", "wire")
+ROLES = ("ingest", "classify", "alerts")
 
 
 def _entries(feed: int) -> list[dict[str, str]]:
@@ -85,6 +88,8 @@ def test_broker_restart_mid_stream_loses_nothing_and_notifies_each_story_once(tm
                 "subscriptions": [{"id": sid, "topic_id": TOPIC_ID, "mode": "instant",
                                    "channel": {"type": "webhook", "target": f"{rx.url}?sub={sid}"}}
                                   for sid in SUBS]},
+        ops={"metrics_port": 0, "lag_interval_s": 2, "stall_after_s": 20, "restart_initial_s": 1,
+             "drain_timeout_s": 20},
     )
     expected_ids = {article_id(url=e["link"], feed_url=u) for f, u in zip(feeds, urls, strict=True)
                     for e in f.entries}
@@ -101,8 +106,12 @@ def test_broker_restart_mid_stream_loses_nothing_and_notifies_each_story_once(tm
             bus.ensure_default_topics(s)
             cfg = _config(s, tmp_path / "guarantees.toml")
             try:
-                procs = {r: sup.start(r, cfg, logs) for r in ("classify", "alerts", "ingest")}
-                assert sup.wait_until(lambda: all(sup.assigned(logs / f"{r}-0.log") for r in ("classify", "alerts")),
+                logs.mkdir()
+                procs = {"run": subprocess.Popen(
+                    [sup.WIREWATCH, "--config", str(cfg), "--log-format", "json", "run", "--no-stack",
+                     *[a for r in ROLES for a in ("--only", r)], "--log-dir", str(logs)],
+                    stdout=(logs / "supervisor.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)}
+                assert sup.wait_until(lambda: all(sup.assigned(logs / f"{r}.log") for r in ("classify", "alerts")),
                                       120), f"workers not ready; logs in {logs}"
                 for f in feeds:
                     f.begin()
@@ -126,12 +135,13 @@ def test_broker_restart_mid_stream_loses_nothing_and_notifies_each_story_once(tm
                                                            and expected_pairs <= arrived()):
                     time.sleep(0.5)
                 time.sleep(3)  # a late repeat would show up now
-                alive = {r: p.poll() is None for r, p in procs.items()}
+                alive = procs["run"].poll() is None
                 on_kafka = [k for k, _ in read_all(s, s.kafka.topics.articles)]
                 matched = matched_ids(s).get(TOPIC_ID, set())
                 elapsed = time.monotonic() - stream_start
             finally:
                 sup.stop(procs.values())  # before the stack goes down
+                events = _events(logs / "supervisor.log")
     finally:
         rx.__exit__()
         server.stop()
@@ -142,13 +152,17 @@ def test_broker_restart_mid_stream_loses_nothing_and_notifies_each_story_once(tm
         keys[_pair(req)].add(req["headers"].get("Idempotency-Key", ""))
     repeats = {k: n for k, n in counts.items() if n > 1}
     got = set(counts)
-    warned = {r: problems(logs / f"{r}-0.log") for r in procs}
+    warned = {r: problems(logs / f"{r}.log") for r in ROLES}
+    crashed = [e for e in events if e.get("event") == "worker_exited"]
+    restarted = [f"{e['role']} ({e.get('reason', e.get('event'))})" for e in events
+                 if e.get("event") in ("worker_restarting", "worker_stalled")]
     print(f"\nbroker restart: stack up in {up_s:.0f}s; {served_before} entries served before the kill, broker back "
           f"after {down_s:.0f}s; {len(served)}/{len(expected_ids)} entries served, {len(set(on_kafka))} distinct "
           f"on articles ({len(on_kafka) - len(set(on_kafka))} repeats), {len(matched & on_topic)}/{len(on_topic)} "
           f"on-topic matched, {len(matched - on_topic)} off-topic matched; notifications "
           f"{len(rx.accepted)} received, {len(got & expected_pairs)}/{len(expected_pairs)} expected arrived, "
-          f"{len(repeats)} repeated; broker restarts {restarts}; workers alive {alive}; stream took {elapsed:.0f}s; "
+          f"{len(repeats)} repeated; broker restarts {restarts}; supervisor alive {alive}, workers crashed "
+          f"{len(crashed)}, restarted by the supervisor: {restarted or 'none'}; stream took {elapsed:.0f}s; "
           f"warnings logged {warned}")
     assert served == expected_ids, "the feeds did not serve every entry in time"
     assert served <= set(on_kafka), f"lost between feed and articles: {len(served - set(on_kafka))}"
@@ -157,7 +171,18 @@ def test_broker_restart_mid_stream_loses_nothing_and_notifies_each_story_once(tm
     assert expected_pairs <= got, f"missing notifications: {sorted(expected_pairs - got)[:5]}"
     assert not got - expected_pairs, f"unexpected notifications: {sorted(got - expected_pairs)[:5]}"
     assert all(len(v) == 1 for v in keys.values()), "a (subscription, story) was notified under two keys"
-    assert all(alive.values()), f"a worker died: {alive}; logs in {logs}"
+    assert alive and not crashed, f"a worker died: {crashed}; logs in {logs}"
+
+
+def _events(log: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
 
 
 def _pair(req: dict[str, Any]) -> tuple[str, str]:
