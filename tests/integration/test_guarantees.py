@@ -67,7 +67,7 @@ def _config(s: Settings, path: Path) -> Path:
     return path
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(240)  # a backstop only: the waits inside end the test within about 170 s
 def test_broker_restart_mid_stream_loses_nothing_and_notifies_each_story_once(tmp_path: Path) -> None:
     t_start = time.monotonic()
     server = FeedServer().start()
@@ -112,7 +112,7 @@ def test_broker_restart_mid_stream_loses_nothing_and_notifies_each_story_once(tm
                      *[a for r in ROLES for a in ("--only", r)], "--log-dir", str(logs)],
                     stdout=(logs / "supervisor.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)}
                 assert sup.wait_until(lambda: all(sup.assigned(logs / f"{r}.log") for r in ("classify", "alerts")),
-                                      120), f"workers not ready; logs in {logs}"
+                                      90), f"workers not ready; logs in {logs}"
                 for f in feeds:
                     f.begin()
                 stream_start = time.monotonic()
@@ -130,7 +130,7 @@ def test_broker_restart_mid_stream_loses_nothing_and_notifies_each_story_once(tm
                     with rx.lock:
                         return {_pair(r) for r in rx.accepted}
 
-                deadline = time.monotonic() + 150
+                deadline = t_start + 150  # the whole test stays under 3 minutes
                 while time.monotonic() < deadline and not (all(f.done() for f in feeds)
                                                            and expected_pairs <= arrived()):
                     time.sleep(0.5)
@@ -189,7 +189,7 @@ def _pair(req: dict[str, Any]) -> tuple[str, str]:
     return req["json"]["subscription_id"], req["json"]["items"][0]["title"]
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(180)
 def test_kill_9_of_classify_mid_stream_leaves_no_article_unclassified(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     n, chunk = 400, 20
@@ -209,21 +209,21 @@ def test_kill_9_of_classify_mid_stream_leaves_no_article_unclassified(
     feeder = threading.Thread(target=stream, daemon=True)
     started = time.monotonic()
     try:
-        assert sup.wait_until(lambda: sup.assigned(logs / "classify-0.log"), 120), f"log in {logs}"
+        assert sup.wait_until(lambda: sup.assigned(logs / "classify-0.log"), 50), f"log in {logs}"
         feeder.start()
         # kill -9 once part of the stream has been classified, while the rest is still arriving
-        assert sup.wait_until(lambda: len(read_all(settings, settings.kafka.topics.matches)) >= 40, 90)
+        assert sup.wait_until(lambda: len(read_all(settings, settings.kafka.topics.matches)) >= 40, 30)
         proc.kill()
         proc.wait(10)
         before = len({k for k, _ in read_all(settings, settings.kafka.topics.matches)})
         proc = sup.start("classify", cfg, logs, 1)
-        assert produced.wait(90), "producing the stream took too long"
+        assert produced.wait(30), "producing the stream took too long"
         ids = {a.id for a in items}
 
         def all_matched() -> bool:
             return ids <= matched_ids(settings).get("everything", set())
 
-        assert sup.wait_until(all_matched, 120, every_s=1.0), f"log in {logs}"
+        assert sup.wait_until(all_matched, 50, every_s=1.0), f"log in {logs}"
         alive = proc.poll() is None
     finally:
         sup.stop([proc])
@@ -233,8 +233,8 @@ def test_kill_9_of_classify_mid_stream_leaves_no_article_unclassified(
     matches = read_all(settings, settings.kafka.topics.matches)
     matched = matched_ids(settings).get("everything", set())
     print(f"\nclassify kill -9: {len(on_articles)} articles, {before} matched before the kill, "
-          f"{len(matched)} matched in the end ({len(matches) - len(matched)} classified twice: the batch in "
-          f"flight at the kill), {time.monotonic() - started:.0f}s")
+          f"{len(matched)} matched in the end, {len(matches) - len(matched)} matches repeated (classified again after "
+          f"the kill: the batch in flight, at-least-once), {time.monotonic() - started:.0f}s")
     assert on_articles == {a.id for a in items}
     assert on_articles <= matched, f"articles never classified: {len(on_articles - matched)}"
     assert before < n, "the kill landed after everything was classified"
