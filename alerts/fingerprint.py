@@ -90,7 +90,10 @@ class Print:
     def of(cls, text: str) -> Print:
         """Fingerprint ``text``."""
         toks = words(text)
-        return cls(minhash(toks), names(text), frozenset(toks), numbers(text))
+        vocab = frozenset(toks)
+        # Keep only names that are also tokens, so odd Unicode (a combining mark splitting a word one way for
+        # names and another for words) can never make a text conflict with itself.
+        return cls(minhash(toks), names(text) & vocab, vocab, numbers(text))
 
 
 def name_conflict(a: Print, b: Print) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from alerts.evaluate import PairsError, evaluate, prf, read_pairs
@@ -12,6 +12,7 @@ from alerts.fingerprint import Print, name_conflict, resemblance, similarity
 
 
 @given(st.text(min_size=0, max_size=200))
+@example("AA\u03000")  # a combining mark splits the word differently for names and for words
 def test_a_text_resembles_itself_fully(text: str) -> None:
     p = Print.of(text)
     assert resemblance(p.signature, p.signature) == 1.0
