@@ -15,10 +15,10 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import redis
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kafka.errors import KafkaError
@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wirewatch import __version__, metrics, state
-from wirewatch.auth import AdminKey, ApiContext
+from wirewatch.auth import AdminKey, ApiContext, ApiKey, current_key
 from wirewatch.log import get_logger
 from wirewatch.netguard import UnsafeURLError
 from wirewatch.records import RecordError
@@ -59,6 +59,7 @@ def create_app(settings: Settings, *, client: redis.Redis | None = None,
             follower.stop()
 
     app = FastAPI(title="Wirewatch", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None,
                   description="Topics, subscriptions, feeds, matches and feedback. Send your key in X-API-Key.")
     app.state.ww = ctx
     _install_errors(app)
@@ -73,15 +74,23 @@ def create_app(settings: Settings, *, client: redis.Redis | None = None,
 
 
 def _mount_docs(app: FastAPI) -> None:
-    """Swagger UI at ``/docs`` from the installed ``swagger_ui_bundle`` (FastAPI's default loads it from a CDN)."""
+    """Swagger UI at ``/docs`` from the installed ``swagger_ui_bundle`` (FastAPI's default loads it from a CDN).
+
+    The schema and the docs page answer only with a key (header or the dashboard's sign-in cookie): no route
+    but health answers a stranger.
+    """
     import swagger_ui_bundle
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
 
     app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-static")
 
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_: Annotated[ApiKey, Depends(current_key)]) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     @app.get("/docs", include_in_schema=False)
-    def docs() -> Response:
+    def docs(_: Annotated[ApiKey, Depends(current_key)]) -> Response:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="Wirewatch API",
                                    swagger_js_url="/docs/static/swagger-ui-bundle.js",
                                    swagger_css_url="/docs/static/swagger-ui.css",

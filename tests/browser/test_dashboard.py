@@ -115,7 +115,11 @@ def test_every_page_renders(live_api: Api, browser: Any) -> None:
 
 
 def test_openapi_docs_render_from_local_files(live_api: Api, browser: Any) -> None:
-    """/docs is Swagger UI served by the app itself: it renders every operation with no CDN reachable."""
+    """/docs is Swagger UI served by the app itself: it renders every operation with no CDN reachable.
+
+    Like the schema it needs a key; the dashboard's sign-in cookie is one.
+    """
+    _sign_in(browser, live_api, live_api.admin)
     browser.get(live_api.base_url + "/docs")
     WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".opblock")))
     text = browser.find_element(By.TAG_NAME, "body").text

@@ -19,8 +19,7 @@ from fastapi.routing import APIRoute
 pytestmark = pytest.mark.integration
 api, api_settings = api_support.api, api_support.api_settings
 
-PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"), ("GET", "/docs"),
-          ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"), ("GET", "/ui/login"), ("POST", "/ui/login"),
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/ui/login"), ("POST", "/ui/login"),
           ("GET", "/"), ("POST", "/ui/logout")}
 ADMIN_ONLY = {("GET", "/metrics"), ("POST", "/v1/feeds/import")}
 
@@ -64,6 +63,15 @@ def test_every_route_but_health_needs_a_key(api: Api) -> None:
             if r is not None and r.status_code not in expected:
                 problems.append(f"{method} {path} with {label}: {r.status_code}")
     assert problems == []
+
+
+def test_schema_and_docs_need_a_key(api: Api) -> None:
+    assert api.client is not None
+    for path in ("/openapi.json", "/docs"):
+        assert api.client.get(path).status_code == 401, path
+        assert api.client.get(path, headers=api.h(api.alice)).status_code == 200, path
+    assert "/v1/matches" in api.client.get("/openapi.json", headers=api.h(api.alice)).json()["paths"]
+    assert api.client.get("/redoc", headers=api.h(api.alice)).status_code == 404
 
 
 def test_admin_only_routes_refuse_subscribers_with_403(api: Api) -> None:
