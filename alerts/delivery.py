@@ -257,6 +257,10 @@ class Dispatcher:
         consumed = self._consumed_at.pop(n.key, None)
         if consumed is not None:
             metrics.ALERTS_LATENCY_SECONDS.observe(acked - consumed)
+            metrics.observe_hop("deliver", acked - consumed)  # match consumed (just after classification) to ack
+        lead = n.items[0] if n.items else None
+        if n.kind == "alert" and lead is not None and lead.published_at is not None:
+            metrics.observe_hop("end_to_end", time.time() - lead.published_at.timestamp())
         if self._on_sent is not None:
             self._on_sent(entry, acked, consumed)
         log.info("notification_sent", subscription_id=n.subscription_id, story_id=n.story_id, kind=n.kind,

@@ -43,6 +43,18 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def _hop_count(port: int | None, hop: str) -> float:
+    """How many latencies of ``hop`` the service on ``port`` has observed (0 when it does not answer)."""
+    import httpx
+
+    try:
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return 0.0
+    found = re.search(rf'^wirewatch_pipeline_hop_seconds_count{{hop="{hop}"}} (\S+)$', body, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def _sign_in(out: str, port: int) -> int:
     """POST the demo key printed in ``out`` to the dashboard's login; returns the HTTP status."""
     import httpx
@@ -92,6 +104,9 @@ def test_demo_shows_alerts_within_the_first_minute_and_ctrl_c_stops_everything(
         first_alert_s = time.monotonic() - started
         signed_in = _sign_in("\n".join(lines), base.api.port)
         time.sleep(8)  # let the rest of the story's outlets arrive (near-duplicates must not alert again)
+        hops = {hop: _hop_count(port, hop) for hop, port in (
+            ("fetch", base.ingest.metrics_port), ("classify", base.classify.metrics_port),
+            ("deliver", base.alerts.metrics_port), ("end_to_end", base.alerts.metrics_port))}
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)
     finally:
@@ -106,6 +121,8 @@ def test_demo_shows_alerts_within_the_first_minute_and_ctrl_c_stops_everything(
     assert f"dashboard:    http://127.0.0.1:{base.api.port}/ui/  (sign in with the demo key ww" in header
     assert "metrics:      http://127.0.0.1:" in header and "logs:" in header
     assert signed_in == 303, "the printed demo key did not sign in to the dashboard"
+    # Each service exports its hop of the end-to-end latency (published > fetched > classified > delivered).
+    assert all(n > 0 for n in hops.values()), hops
     alerts = [line for line in lines if " ALERT [" in line]
     assert alerts and all("Aleppo" in line for line in alerts), out  # only the Aleppo story alerts
     headings = [line.split("] ", 2)[-1] for line in alerts]
