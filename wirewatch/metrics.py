@@ -69,15 +69,16 @@ def serve(port: int | None, addr: str | None = None) -> int | None:
 BUILD_INFO = Info("wirewatch_build", "Wirewatch version.")
 
 # --- pipeline: end-to-end hop latency (observed by the stages, defined once here) -----------------------
-# Hops: "fetch" = published_at -> fetched_at (ingest), "classify" = fetched_at -> classified_at (classify),
-# "deliver" = classified_at -> sent (alerts), "end_to_end" = published_at -> sent (alerts). Observe with
+# Hops: "fetch" = published_at -> fetched_at (ingest), "classify" = fetched_at -> classified (classify),
+# "deliver" = match consumed by alerts (right after classification) -> channel acknowledgement (alerts),
+# "end_to_end" = published_at -> channel acknowledgement of the story's first alert (alerts). Observe with
 # ``PIPELINE_HOP.labels(hop).observe(seconds)``; :func:`observe_hop` clamps clock skew to zero.
 HOP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 10800, 43200, 86400)
 PIPELINE_HOPS = ("fetch", "classify", "deliver", "end_to_end")
 PIPELINE_HOP = Histogram(
     "wirewatch_pipeline_hop_seconds",
     "Latency of one pipeline hop: fetch (published to fetched), classify (fetched to classified), "
-    "deliver (classified to sent), end_to_end (published to sent).",
+    "deliver (match consumed by alerts to channel acknowledgement), end_to_end (published to acknowledged).",
     ["hop"], buckets=HOP_BUCKETS,
 )
 
