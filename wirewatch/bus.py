@@ -33,7 +33,7 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions, NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from wirewatch import metrics
@@ -541,7 +541,7 @@ class ConsumerLoop(Generic[T]):
                 consumer.commit(offsets)
                 metrics.BUS_COMMITS.labels(self.group, "batch").inc()
                 return
-            except CommitFailedError as exc:
+            except (CommitFailedError, RebalanceInProgressError) as exc:
                 # The group moved on (rebalance); the new owner re-reads from the last commit: at-least-once.
                 log.warning("commit_failed_rebalanced", group=self.group, error=str(exc))
                 return

@@ -133,3 +133,12 @@ def problems(log: Path) -> dict[str, int]:
                 continue
             out[name] = out.get(name, 0) + 1
     return out
+
+
+def settled(log: Path) -> bool:
+    """True when the worker's latest group event is a non-empty assignment (not a rebalance left hanging)."""
+    last = b""
+    for line in log.read_bytes().splitlines() if log.exists() else []:
+        if b'"partitions_assigned"' in line or b'"partitions_revoked"' in line:
+            last = line
+    return b'"partitions_assigned"' in last and b'"partitions": []' not in last

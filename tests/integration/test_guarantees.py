@@ -32,6 +32,7 @@ from tests.integration.guarantee_support import (
     private_stack_settings,
     problems,
     read_all,
+    settled,
 )
 from tests.integration.ingest_server import FeedServer
 from wirewatch import bus, stack
@@ -111,7 +112,7 @@ def test_broker_restart_mid_stream_loses_nothing_and_notifies_each_story_once(tm
                     [sup.WIREWATCH, "--config", str(cfg), "--log-format", "json", "run", "--no-stack",
                      *[a for r in ROLES for a in ("--only", r)], "--log-dir", str(logs)],
                     stdout=(logs / "supervisor.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)}
-                assert sup.wait_until(lambda: all(sup.assigned(logs / f"{r}.log") for r in ("classify", "alerts")),
+                assert sup.wait_until(lambda: all(settled(logs / f"{r}.log") for r in ("classify", "alerts")),
                                       90), f"workers not ready; logs in {logs}"
                 for f in feeds:
                     f.begin()
