@@ -213,7 +213,10 @@ def _format_kafka(settings: Settings, libs: Path, props: Path) -> None:
         return
     cluster_file = root / "cluster.id"
     if not cluster_file.exists():
-        cluster_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # the storage tool would read a leading "-" as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_file.write_text(cluster_id)
     proc = subprocess.run(
         [
             _java(),
