@@ -249,6 +249,9 @@ class LoopConfig:
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 3000
     max_poll_interval_ms: int = 300000
+    poll_stall_s: float | None = 180.0
+    """A ``poll()`` that has not returned after this long is stuck (the client can wait for its group
+    coordinator without a timeout); see :meth:`ConsumerLoop.run`. None disables the watchdog."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -277,6 +280,7 @@ class ConsumerLoop(Generic[T]):
         self._rebalanced = False
         self._recent: deque[bool] = deque(maxlen=self.cfg.dlq_window)
         self._consumer: KafkaConsumer | None = None
+        self._poll_since: float | None = None
         self.batches = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -325,9 +329,18 @@ class ConsumerLoop(Generic[T]):
             log.warning("topic_metadata_missing", group=self.group, topics=missing, waited_s=timeout_s)
 
     def run(self) -> None:
-        """Consume until :meth:`stop`. Raises :class:`DlqRatioExceeded` when nearly everything fails."""
+        """Consume until :meth:`stop`. Raises :class:`DlqRatioExceeded` when nearly everything fails.
+
+        A watchdog thread watches each ``poll()``: one stuck for ``poll_stall_s`` is logged as
+        ``consumer_poll_stalled`` and counted; when the loop runs on the process's main thread (a worker
+        process) the process then exits with status 75 so its supervisor restarts it. Nothing is lost:
+        offsets are committed only after a batch's outputs were acknowledged.
+        """
         self._consumer = consumer = self._make_consumer()
         log.info("consumer_started", group=self.group, topics=self.topics)
+        if self.cfg.poll_stall_s:
+            threading.Thread(target=self._watch_polls, args=(threading.current_thread() is threading.main_thread(),),
+                             name=f"poll-watchdog-{self.group}", daemon=True).start()
         try:
             failures = 0
             while not self._stop.is_set():
@@ -351,6 +364,28 @@ class ConsumerLoop(Generic[T]):
             log.info("consumer_stopped", group=self.group, batches=self.batches)
 
     # -- internals ---------------------------------------------------------------------------------------
+    def _poll(self, consumer: KafkaConsumer, timeout_ms: int, max_records: int | None = None) -> dict[Any, Any]:
+        self._poll_since = time.monotonic()
+        try:
+            return dict(consumer.poll(timeout_ms=timeout_ms, max_records=max_records))
+        finally:
+            self._poll_since = None
+
+    def _watch_polls(self, exit_on_stall: bool) -> None:
+        limit = float(self.cfg.poll_stall_s or 0)
+        reported = False
+        while not self._stop.wait(min(5.0, limit / 4)):
+            since = self._poll_since
+            stuck = since is not None and time.monotonic() - since > limit
+            if stuck and not reported:
+                reported = True
+                metrics.BUS_POLL_STALLS.labels(self.group).inc()
+                log.error("consumer_poll_stalled", group=self.group, stuck_s=round(limit), exiting=exit_on_stall)
+                if exit_on_stall:
+                    os._exit(75)
+            elif not stuck:
+                reported = False
+
     def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         # Batches are committed as soon as they are handled, so nothing handled is left uncommitted here;
         # a batch still in flight belongs to a partition we may no longer own and is dropped uncommitted.
@@ -368,7 +403,7 @@ class ConsumerLoop(Generic[T]):
             remaining = deadline - time.monotonic()
             timeout = self.cfg.poll_timeout_ms if not records else max(0, int(remaining * 1000))
             try:
-                polled = consumer.poll(timeout_ms=timeout, max_records=self.cfg.batch_size - len(records))
+                polled = self._poll(consumer, timeout, self.cfg.batch_size - len(records))
             except TRANSIENT_ERRORS:
                 if records:  # already handed out: read them again after the failure, never skip them
                     self._rewind(consumer, records)
@@ -449,7 +484,7 @@ class ConsumerLoop(Generic[T]):
                 if self._stop.is_set():
                     return False
                 try:
-                    consumer.poll(timeout_ms=min(500, max(1, int((deadline - time.monotonic()) * 1000))))
+                    self._poll(consumer, min(500, max(1, int((deadline - time.monotonic()) * 1000))))
                 except TRANSIENT_ERRORS:  # the broker is unreachable: keep waiting
                     time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
                 if self._rebalanced:

@@ -162,4 +162,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run through the importable module, not this ``__main__`` copy: stages call
+    # ``wirewatch.cli.settings_of`` and must see the options parsed here.
+    import wirewatch.cli
+
+    wirewatch.cli.main()

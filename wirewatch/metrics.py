@@ -23,6 +23,10 @@ BUS_BATCH_SECONDS = Histogram(
 )
 BUS_BATCH_RETRIES = Counter("wirewatch_bus_batch_retries_total", "Batches retried after a handler error.", ["group"])
 BUS_COMMITS = Counter("wirewatch_bus_commits_total", "Offset commits.", ["group", "trigger"])
+BUS_POLL_STALLS = Counter(
+    "wirewatch_bus_poll_stalls_total", "Kafka polls stuck past the watchdog limit (the worker exits to be restarted).",
+    ["group"],
+)
 BUS_LAG = Gauge("wirewatch_consumer_lag_messages", "Consumer lag per partition.", ["group", "topic", "partition"])
 
 # --- ingest: feed polling -------------------------------------------------------------------------------
