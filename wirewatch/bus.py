@@ -249,9 +249,11 @@ class LoopConfig:
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 3000
     max_poll_interval_ms: int = 300000
-    poll_stall_s: float | None = 180.0
+    poll_stall_s: float | None = None
     """A ``poll()`` that has not returned after this long is stuck (the client can wait for its group
-    coordinator without a timeout); see :meth:`ConsumerLoop.run`. None disables the watchdog."""
+    coordinator without a timeout); see :meth:`ConsumerLoop.run`. None: ``kafka.poll_stall_s`` (60 s);
+    0 disables the watchdog. A healthy poll returns within a second; a rebalance waits for every member's
+    next poll, which our batches bound to seconds."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -281,6 +283,8 @@ class ConsumerLoop(Generic[T]):
         self._recent: deque[bool] = deque(maxlen=self.cfg.dlq_window)
         self._consumer: KafkaConsumer | None = None
         self._poll_since: float | None = None
+        stall = self.cfg.poll_stall_s
+        self._stall_limit = float(settings.kafka.poll_stall_s if stall is None else stall)
         self.batches = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -331,14 +335,14 @@ class ConsumerLoop(Generic[T]):
     def run(self) -> None:
         """Consume until :meth:`stop`. Raises :class:`DlqRatioExceeded` when nearly everything fails.
 
-        A watchdog thread watches each ``poll()``: one stuck for ``poll_stall_s`` is logged as
+        A watchdog thread watches each ``poll()``: one stuck for ``kafka.poll_stall_s`` is logged as
         ``consumer_poll_stalled`` and counted; when the loop runs on the process's main thread (a worker
         process) the process then exits with status 75 so its supervisor restarts it. Nothing is lost:
         offsets are committed only after a batch's outputs were acknowledged.
         """
         self._consumer = consumer = self._make_consumer()
         log.info("consumer_started", group=self.group, topics=self.topics)
-        if self.cfg.poll_stall_s:
+        if self._stall_limit:
             threading.Thread(target=self._watch_polls, args=(threading.current_thread() is threading.main_thread(),),
                              name=f"poll-watchdog-{self.group}", daemon=True).start()
         try:
@@ -372,7 +376,7 @@ class ConsumerLoop(Generic[T]):
             self._poll_since = None
 
     def _watch_polls(self, exit_on_stall: bool) -> None:
-        limit = float(self.cfg.poll_stall_s or 0)
+        limit = self._stall_limit
         reported = False
         while not self._stop.wait(min(5.0, limit / 4)):
             since = self._poll_since

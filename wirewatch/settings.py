@@ -46,6 +46,10 @@ class KafkaSettings(Section):
     partitions: int = Field(default=6, ge=1, le=1000)
     replication_factor: int = Field(default=1, ge=1, le=7)
     client_id: str = "wirewatch"
+    poll_stall_s: float = Field(
+        default=60.0, gt=0,
+        description="a consumer poll stuck this long makes a worker process exit to be restarted (nothing is lost)",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None

@@ -80,6 +80,8 @@ def test_broker_restart_mid_stream_loses_nothing_and_notifies_each_story_once(tm
     s = private_stack_settings(
         tmp_path / "data",
         api={"url_allowlist": ["127.0.0.1"]},
+        # A worker whose poll hangs in kafka-python's group join exits after 20 s and is restarted.
+        kafka={"poll_stall_s": 20.0},
         ingest={"feeds": [{"url": u, "interval_s": 1.0} for u in urls], "min_interval_s": 1, "max_interval_s": 2,
                 "default_interval_s": 1, "jitter": 0, "max_backoff_s": 2, "fetch_timeout_s": 5,
                 "claim_lease_s": 5, "metrics_port": 0},
