@@ -41,7 +41,7 @@ PAIRS = [
 def _env(s: Settings) -> dict[str, str]:
     dump = s.model_dump(mode="json")
     env = dict(os.environ)
-    for section in ("kafka", "redis", "stack", "alerts"):
+    for section in ("kafka", "redis", "stack", "alerts", "api"):
         env[f"WIREWATCH_{section.upper()}"] = json.dumps(dump[section])
     env["WIREWATCH_LOG"] = json.dumps({"level": "info", "format": "json"})
     return env

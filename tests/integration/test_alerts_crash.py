@@ -51,7 +51,7 @@ def _headline(rng: random.Random) -> str:
 def _env(s: Settings, instance: str) -> dict[str, str]:
     dump = s.model_dump(mode="json")
     env = dict(os.environ)
-    for section in ("kafka", "redis", "stack", "alerts"):
+    for section in ("kafka", "redis", "stack", "alerts", "api"):
         env[f"WIREWATCH_{section.upper()}"] = json.dumps(dump[section])
     env["WIREWATCH_ALERTS"] = json.dumps(dump["alerts"] | {"group_instance_id": instance})
     env["WIREWATCH_LOG"] = json.dumps({"level": "info", "format": "json"})
