@@ -65,9 +65,13 @@ class AlertsWorker:
         self._names: dict[str, str] = {}
         subs = registry.subscriptions(client, settings)
         subs.seed(settings.alerts.subscriptions)
+        # Topic names head every notification; seeding the config's topics here too (idempotent) means the
+        # first alert never shows a bare topic id because classify happened to seed them a moment later.
+        topics = registry.topics(client, settings)
+        topics.seed(settings.classify.topics)
         self._watchers: list[registry.Watcher[Any]] = [
                           registry.Watcher(subs, self._on_subscriptions),
-                          registry.Watcher(registry.topics(client, settings), self._on_topics)]
+                          registry.Watcher(topics, self._on_topics)]
         self.digests = DigestScheduler(settings, client, stories=self.stories,
                                        subscription=self.dispatcher.subscription,
                                        topic_name=lambda t: self._names.get(t, t), submit=self.dispatcher.submit)
