@@ -1,10 +1,15 @@
 """The delivery runner: sends outbox entries through their channels; decides retry, give up or done.
 
-One runner per process. Entries reach it two ways: straight from the worker after the outbox write (the
-fast path, no polling delay) and from a poller that picks up whatever is due in the shared outbox
-(retries, and entries a dead process left behind). Per entry:
+One runner per process. Entries reach it two ways: straight from the worker (:meth:`Dispatcher.accept`:
+the outbox write and the ledger claims of a whole batch in one Redis round trip, then the sends start at
+once) and from a poller that picks up whatever is due in the shared outbox (retries, and entries a dead
+process left behind). Per entry:
 
     claim in the ledger -> channel.send -> ledger done -> Delivery "sent" recorded -> outbox entry removed
+
+A send thread does only the channel call; what follows the acknowledgement runs in one settler thread
+that marks a burst of acknowledgements done in one round trip and takes settled entries out of the outbox
+in one more, so Redis costs a few round trips per batch instead of three per notification.
 
 Retries: timeouts, connection failures, 5xx and 429 are retried with exponential backoff and full
 jitter (never sooner than the server's Retry-After), up to ``alerts.max_attempts``; other 4xx and bad
@@ -17,6 +22,7 @@ hanging destination never delays another subscription.
 from __future__ import annotations
 
 import hashlib
+import queue
 import random
 import threading
 import time
@@ -24,6 +30,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import redis
 
@@ -86,6 +93,7 @@ class Dispatcher:
         self.settings = settings
         POOL.configure(settings.api.url_allowlist)
         self.owner = uuid.uuid4().hex[:12]
+        self._r = client
         self.ledger = NotificationLedger(client, settings)
         self.outbox = Outbox(client, settings)
         self._recorder = recorder
@@ -102,8 +110,12 @@ class Dispatcher:
         self._budgets: dict[str, Budget] = {}
         self._not_before: dict[str, float] = {}
         self._consumed_at: dict[str, float] = {}
+        self._claimed_at: dict[str, float] = {}  # claimed by accept(): the sender need not claim again
+        self._acked: queue.SimpleQueue[tuple[Entry, Subscription, str, int, float]] = queue.SimpleQueue()
+        self._gone: queue.SimpleQueue[tuple[str, bool, bool]] = queue.SimpleQueue()  # key, remove, release
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="alerts-outbox", daemon=True)
+        self._settler = threading.Thread(target=self._settle_loop, name="alerts-settle", daemon=True)
 
     # -- control ----------------------------------------------------------------------------------------
     def set_subscriptions(self, subs: list[Subscription]) -> None:
@@ -116,35 +128,70 @@ class Dispatcher:
         return self._subs.get(sid)
 
     def start(self) -> Dispatcher:
-        """Start the outbox poller."""
+        """Start the outbox poller and the settler."""
         self._poller.start()
+        self._settler.start()
         return self
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Stop polling and wait for sends in flight (bounded by their timeouts)."""
+        """Stop polling, wait for sends in flight (bounded by their timeouts) and settle what they finished."""
         self._stop.set()
         self._poller.join(timeout_s)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._settler.join(timeout_s)
         for _, ch in self._channels.values():
             ch.close()
 
+    def accept(self, entries: list[Entry], consumed_at: float | None = None) -> None:
+        """Write entries to the outbox and claim them, in one round trip; the new ones start sending at once.
+
+        Once this returned, every entry is durable (the caller may commit). An entry that was in the outbox
+        already (a replayed batch) keeps its attempt count and due time and is left to the poller.
+        Blocks while too many are pending. Raises Redis errors (nothing was started then).
+        """
+        self._wait_for_room()
+        if not entries:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        self.outbox.queue_put(pipe, entries)
+        for e in entries:
+            self.ledger.queue_claim(pipe, e.key, self.owner)
+        replies = pipe.execute()
+        n = len(entries)
+        now = time.monotonic()
+        for e, new, claim in zip(entries, replies[0:2 * n:2], replies[2 * n:], strict=True):
+            taken = bool(claim[0])
+            if not new:  # already waiting: the poller sends it when due, claiming it again then
+                if taken:
+                    self._gone.put((e.key, False, True))  # the settler gives the claim back
+                continue
+            if not taken:  # sent or being sent elsewhere: the poller sorts it out
+                continue
+            self._claimed_at[e.key] = now
+            if consumed_at is not None:
+                self._consumed_at[e.key] = consumed_at
+            self._start(e.key, e)
+
     def submit(self, entries: list[Entry], consumed_at: float | None = None) -> None:
         """Start sending entries that are already in the outbox. Blocks while too many are pending."""
-        limit = self.settings.alerts.max_pending
-        while self.pending() >= limit and not self._stop.is_set():
-            time.sleep(0.01)
+        self._wait_for_room()
         for e in entries:
             if consumed_at is not None:
                 self._consumed_at[e.key] = consumed_at
             self._start(e.key, e)
+
+    def _wait_for_room(self) -> None:
+        limit = self.settings.alerts.max_pending
+        while self.pending() >= limit and not self._stop.is_set():
+            time.sleep(0.01)
 
     def pending(self) -> int:
         """Entries handed to this process's senders and not finished."""
         return len(self._inflight)
 
     def idle(self) -> bool:
-        """True when nothing is in flight here and nothing is due in the outbox."""
-        return not self._inflight and not self.outbox.due(1)
+        """True when nothing is in flight or settling here and nothing is due in the outbox."""
+        return not self._inflight and not self._settling and not self.outbox.due(1)
 
     # -- internals --------------------------------------------------------------------------------------
     def _poll_loop(self) -> None:
@@ -165,6 +212,9 @@ class Dispatcher:
         """Forget waits that have passed and send times of entries another process settled."""
         for k in [k for k, t in list(self._not_before.items()) if t <= now and k not in due]:
             self._not_before.pop(k, None)
+        stale = now - self.ledger.lease_s
+        for k in [k for k, t in list(self._claimed_at.items()) if t < stale and k not in self._inflight]:
+            self._claimed_at.pop(k, None)
         if len(self._consumed_at) > 100_000:  # entries sent elsewhere never come back to pop theirs
             cutoff = now - 3600
             for k in [k for k, t in list(self._consumed_at.items()) if t < cutoff]:
@@ -212,7 +262,9 @@ class Dispatcher:
             if wait > 0:
                 self._not_before[key] = time.monotonic() + wait
                 return
-            if not self.ledger.claim(key, self.owner):
+            claimed = self._claimed_at.pop(key, None)
+            fresh = claimed is not None and time.monotonic() - claimed < self.ledger.lease_s / 2
+            if not fresh and not self.ledger.claim(key, self.owner):
                 if self.ledger.states([key])[0] == "done":
                     self.outbox.remove([key])  # sent by someone whose outbox cleanup did not finish
                 else:
@@ -251,21 +303,57 @@ class Dispatcher:
             return
         finally:
             metrics.ALERTS_SEND_SECONDS.labels(kind).observe(time.monotonic() - started)
-        acked = time.monotonic()
-        self.ledger.done([n.key, *entry.marks], detail=f"{self.owner}:{attempt}")
-        metrics.ALERTS_ATTEMPTS.labels(kind, "sent").inc()
-        consumed = self._consumed_at.pop(n.key, None)
-        if consumed is not None:
-            metrics.ALERTS_LATENCY_SECONDS.observe(acked - consumed)
-            metrics.observe_hop("deliver", acked - consumed)  # match consumed (just after classification) to ack
-        lead = n.items[0] if n.items else None
-        if n.kind == "alert" and lead is not None and lead.published_at is not None:
-            metrics.observe_hop("end_to_end", time.time() - lead.published_at.timestamp())
-        if self._on_sent is not None:
-            self._on_sent(entry, acked, consumed)
-        log.info("notification_sent", subscription_id=n.subscription_id, story_id=n.story_id, kind=n.kind,
-                 channel=kind, attempts=attempt)
-        self._settle(entry, DeliveryStatus.SENT, n.kind, response, attempts=attempt)
+        with self._lock:  # from here on the entry is the settler's: our poller must not pick it up again
+            self._settling.add(n.key)
+        self._acked.put((entry, sub, response, attempt, time.monotonic()))
+
+    def _settle_loop(self) -> None:
+        """Marks acknowledged sends done and takes settled entries out of the outbox, a burst at a time."""
+        while True:
+            acked = _drain(self._acked, wait_s=0.005)
+            gone = _drain(self._gone)
+            if not acked and not gone and self._stop.is_set() and not self._inflight and not self._settling:
+                return
+            try:
+                if acked:
+                    self._sent(acked)
+                if gone:
+                    self._remove(gone)
+            except (redis.RedisError, OSError) as exc:  # keep them: nothing is sent twice while we retry
+                log.warning("settle_failed", count=len(acked) + len(gone), error=str(exc))
+                for a in acked:
+                    self._acked.put(a)
+                for g in gone:
+                    self._gone.put(g)
+                time.sleep(0.5)
+
+    def _sent(self, acked: list[tuple[Entry, Subscription, str, int, float]]) -> None:
+        self.ledger.done_many([([e.key, *e.marks], f"{self.owner}:{attempt}") for e, _, _, attempt, _ in acked])
+        for entry, sub, response, attempt, at in acked:
+            n, kind = entry.notification, sub.channel.type.value
+            metrics.ALERTS_ATTEMPTS.labels(kind, "sent").inc()
+            consumed = self._consumed_at.pop(n.key, None)
+            if consumed is not None:
+                metrics.ALERTS_LATENCY_SECONDS.observe(at - consumed)
+                metrics.observe_hop("deliver", at - consumed)  # match consumed (just after classification) to ack
+            lead = n.items[0] if n.items else None
+            if n.kind == "alert" and lead is not None and lead.published_at is not None:
+                metrics.observe_hop("end_to_end", time.time() - lead.published_at.timestamp())
+            if self._on_sent is not None:
+                self._on_sent(entry, at, consumed)
+            log.info("notification_sent", subscription_id=n.subscription_id, story_id=n.story_id, kind=n.kind,
+                     channel=kind, attempts=attempt)
+            self._settle(entry, DeliveryStatus.SENT, n.kind, response, attempts=attempt)
+
+    def _remove(self, gone: list[tuple[str, bool, bool]]) -> None:
+        """Take settled entries out of the outbox and give back the claims that must be given back."""
+        keys = [k for k, remove, _ in gone if remove]
+        self.outbox.remove(keys)
+        for k, _, release in gone:
+            if release:
+                self.ledger.release(k, self.owner)
+        with self._lock:
+            self._settling.difference_update(keys)
 
     def _failed(self, entry: Entry, sub: Subscription, attempt: int, detail: str, *,
                 retry_after: float | None, retryable: bool) -> None:
@@ -302,17 +390,7 @@ class Dispatcher:
                            channel=sub.channel.type.value if sub else "")
         with self._lock:
             self._settling.add(n.key)
-
-        def settled() -> None:
-            try:
-                self.outbox.remove([n.key])
-                if release:
-                    self.ledger.release(n.key, self.owner)
-            finally:
-                with self._lock:
-                    self._settling.discard(n.key)
-
-        self._recorder.record(d, then=settled)
+        self._recorder.record(d, then=lambda: self._gone.put((n.key, True, release)))
 
     @staticmethod
     def _delivery(n: Notification, status: DeliveryStatus, reason: str, *, attempts: int = 0,
@@ -356,3 +434,14 @@ def send_now(settings: Settings, sub: Subscription, key: str, *,
     finally:
         channel.close()
     return False, s.max_attempts, "not sent"
+
+
+def _drain(q: queue.SimpleQueue[Any], wait_s: float = 0.0) -> list[Any]:
+    """Everything in ``q`` now, waiting up to ``wait_s`` for the first item."""
+    out: list[Any] = []
+    try:
+        out.append(q.get(timeout=wait_s) if wait_s else q.get_nowait())
+        while True:
+            out.append(q.get_nowait())
+    except queue.Empty:
+        return out

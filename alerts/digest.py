@@ -76,9 +76,13 @@ class DigestQueue:
         if not pairs:
             return []
         pipe = self._r.pipeline(transaction=False)
+        self.queue_contains(pipe, pairs)
+        return [v is not None for v in pipe.execute()]
+
+    def queue_contains(self, pipe: redis.client.Pipeline, pairs: list[tuple[str, str, str]]) -> None:
+        """:meth:`contains` as commands of ``pipe``: one reply per pair, not None when held."""
         for sub, topic, story in pairs:
             pipe.zscore(self._q(sub), f"{topic}\x1f{story}")
-        return [v is not None for v in pipe.execute()]
 
     def due(self, now: datetime) -> list[str]:
         """Subscriptions whose digest is due."""

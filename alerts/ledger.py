@@ -18,6 +18,7 @@ keys done with it (a story that went out in a digest never alerts instantly afte
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import redis
 
@@ -49,11 +50,22 @@ class NotificationLedger:
         """True when the caller may send ``idem`` now (not sent, not claimed by a live other owner)."""
         return self._ledger.claim(self._k(idem), owner, self.lease_s)
 
+    def queue_claim(self, pipe: redis.client.Pipeline, idem: str, owner: str) -> None:
+        """:meth:`claim` as one command of ``pipe`` (its reply's first element is 1 when taken)."""
+        self._ledger.queue_claim(pipe, self._k(idem), owner, self.lease_s)
+
     def done(self, idems: list[str], detail: str = "") -> None:
         """Mark sent (the notification's own key and any first-alert keys it carries) in one round trip."""
+        self.done_many([(idems, detail)])
+
+    def done_many(self, groups: list[tuple[list[str], str]]) -> None:
+        """:meth:`done` for several notifications (keys, detail) in one round trip."""
+        if not groups:
+            return
         pipe = self._r.pipeline(transaction=False)
-        for idem in idems:
-            pipe.set(self._k(idem), f"done:{detail}", px=self._s.alerts.ledger_ttl_s * 1000)
+        for idems, detail in groups:
+            for idem in idems:
+                pipe.set(self._k(idem), f"done:{detail}", px=self._s.alerts.ledger_ttl_s * 1000)
         pipe.execute()
 
     def release(self, idem: str, owner: str) -> None:
@@ -64,10 +76,14 @@ class NotificationLedger:
         """Per key: ``"done"``, ``"claimed"`` or None (never claimed, or released)."""
         if not idems:
             return []
-        out: list[str | None] = []
-        for raw in self._r.mget([self._k(i) for i in idems]):
-            if raw is None:
-                out.append(None)
-            else:
-                out.append("done" if isinstance(raw, bytes) and raw.startswith(b"done:") else "claimed")
-        return out
+        return self.parse_states(self._r.mget([self._k(i) for i in idems]))
+
+    def queue_states(self, pipe: redis.client.Pipeline, idems: list[str]) -> None:
+        """:meth:`states` as one command of ``pipe`` (non-empty ``idems``); :meth:`parse_states` reads its reply."""
+        pipe.mget([self._k(i) for i in idems])
+
+    @staticmethod
+    def parse_states(raws: list[Any]) -> list[str | None]:
+        """Per raw ledger value: ``"done"``, ``"claimed"`` or None."""
+        return [None if raw is None else "done" if isinstance(raw, bytes) and raw.startswith(b"done:") else "claimed"
+                for raw in raws]

@@ -61,12 +61,16 @@ class Outbox:
         """Add entries (keeping any that exist) due at ``due_ms`` (now by default), in one round trip."""
         if not entries:
             return
-        due = due_ms if due_ms is not None else int(time.time() * 1000)
         pipe = self._r.pipeline(transaction=False)
+        self.queue_put(pipe, entries, due_ms)
+        pipe.execute()
+
+    def queue_put(self, pipe: redis.client.Pipeline, entries: list[Entry], due_ms: int | None = None) -> None:
+        """:meth:`put_many` as commands of ``pipe``: two per entry, the first's reply True when it was new."""
+        due = due_ms if due_ms is not None else int(time.time() * 1000)
         for e in entries:
             pipe.set(self._prefix + e.key, e.to_json(), nx=True, ex=self._ttl_s)
             pipe.zadd(self._due, {e.key: due}, nx=True)
-        pipe.execute()
 
     def get(self, idem: str) -> Entry | None:
         """The entry, or None when it left the outbox."""
@@ -78,9 +82,13 @@ class Outbox:
         if not idems:
             return []
         pipe = self._r.pipeline(transaction=False)
+        self.queue_exists(pipe, idems)
+        return [bool(x) for x in pipe.execute()]
+
+    def queue_exists(self, pipe: redis.client.Pipeline, idems: list[str]) -> None:
+        """:meth:`exists` as commands of ``pipe``: one reply per key, truthy when waiting."""
         for i in idems:
             pipe.exists(self._prefix + i)
-        return [bool(x) for x in pipe.execute()]
 
     def due(self, limit: int = 200, now_ms: int | None = None) -> list[str]:
         """Keys whose next attempt time has come, oldest first."""

@@ -70,6 +70,7 @@ class Planner:
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self._s = settings
+        self._r = client
         self._ledger = NotificationLedger(client, settings)
         self._outbox = Outbox(client, settings)
         self._held = DigestQueue(client, settings)
@@ -117,7 +118,12 @@ class Planner:
         if not pairs:
             return []
         firsts = [idempotency_key(sub.id, f.story.id) for f, sub in pairs]
-        states = self._ledger.states(firsts)
-        pending = self._outbox.exists(firsts)
-        held = self._held.contains([(sub.id, sub.topic_id, f.story.id) for f, sub in pairs])
-        return [st is not None or p or h for st, p, h in zip(states, pending, held, strict=True)]
+        pipe = self._r.pipeline(transaction=False)  # one round trip for the three questions
+        self._ledger.queue_states(pipe, firsts)
+        self._outbox.queue_exists(pipe, firsts)
+        self._held.queue_contains(pipe, [(sub.id, sub.topic_id, f.story.id) for f, sub in pairs])
+        replies = pipe.execute()
+        n = len(pairs)
+        states = self._ledger.parse_states(replies[0])
+        pending, held = replies[1:1 + n], replies[1 + n:]
+        return [st is not None or bool(p) or h is not None for st, p, h in zip(states, pending, held, strict=True)]

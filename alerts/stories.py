@@ -19,22 +19,23 @@ import json
 import random
 import time
 import uuid
-from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import redis
-from numpy.typing import NDArray
 
-from alerts.fingerprint import Print, similarity
+from alerts.fingerprint import Print
+from alerts.storyindex import Member, TopicIndex
 from wirewatch import metrics
 from wirewatch.records import Match
 from wirewatch.settings import Settings
 from wirewatch.state import key
 
 MAX_ARTICLES = 200
+CACHED_STORIES = 20_000
 MILESTONES = (3, 5, 10, 20, 50)
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
@@ -102,20 +103,6 @@ def _text(m: Match) -> str:
     return f"{m.article.title}\n{m.article.summary[:600]}"
 
 
-@dataclass
-class _Member:
-    story: str
-    vector: NDArray[np.float32] | None
-    fp: Print
-    at_ms: int
-
-
-@dataclass
-class _TopicIndex:
-    last_id: str = "0-0"
-    members: list[_Member] = field(default_factory=list)
-
-
 class StoryFolder:
     """Folds batches of matches into stories; safe to run in many processes at once (per-topic lock)."""
 
@@ -124,7 +111,8 @@ class StoryFolder:
         self._s = settings
         self._window_ms = settings.alerts.story_window_s * 1000
         self._threshold = settings.alerts.story_similarity
-        self._indexes: dict[str, _TopicIndex] = defaultdict(_TopicIndex)
+        self._indexes: dict[str, TopicIndex] = defaultdict(TopicIndex)
+        self._cache: OrderedDict[str, Story] = OrderedDict()  # stories as last written; see _sync
         self._unlock = client.register_script(_UNLOCK)
         self._token = uuid.uuid4().hex
 
@@ -132,10 +120,37 @@ class StoryFolder:
         return key(self._s, "st", topic, *parts)
 
     def fold(self, matches: list[Match]) -> list[Folded]:
-        """Assign each match to a story, in order; returns one :class:`Folded` per match."""
+        """Assign each match to a story, in order; returns one :class:`Folded` per match.
+
+        Round trips: one to learn which articles were folded before, take the topics' locks and read
+        what other processes appended, one to write the batch and release the locks (more only when a
+        lock is busy, a replayed article's story must be read, or a story is not in the local cache).
+        """
         if not matches:
             return []
-        known = self._r.mget([self._k(m.topic_id, "a", m.article.id) for m in matches])
+        topics = sorted({m.topic_id for m in matches})
+        lock = self._locked(topics)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.mget([self._k(m.topic_id, "a", m.article.id) for m in matches])
+        lock.queue_take(pipe)
+        self._queue_sync(pipe, topics)
+        replies = pipe.execute()
+        known, got, entries = replies[0], replies[1:1 + len(topics)], replies[1 + len(topics):]
+        self._apply_sync(topics, entries)  # read under our locks, or harmless: what was written is written
+        try:
+            if not lock.taken(got):
+                lock.acquire()
+                self._sync(topics)
+            out = self._fold_locked(matches, known, lock)
+        except BaseException:
+            lock.release()
+            raise
+        for f in out:
+            metrics.ALERTS_STORIES.labels("replay" if f.replay else "new" if f.new_story else "folded").inc()
+        return out
+
+    def _fold_locked(self, matches: list[Match], known: list[bytes | None], lock: _Lock) -> list[Folded]:
+        """Fold with the topics' locks held; the last round trip writes the batch and releases them."""
         out: dict[int, Folded] = {}
         fresh: dict[str, list[int]] = defaultdict(list)
         for i, (m, sid) in enumerate(zip(matches, known, strict=True)):
@@ -149,37 +164,41 @@ class StoryFolder:
                     fresh[matches[i].topic_id].append(i)
                 else:
                     out[i] = Folded(matches[i], Story.from_json(raw), new_story=False, replay=True)
-        if fresh:
-            with self._locked(sorted(fresh)):
-                self._sync(sorted(fresh))
-                now_ms = int(time.time() * 1000)
-                writes = []
-                for topic, idxs in fresh.items():
-                    results, prints, stories = self._fold_topic(topic, [matches[i] for i in idxs], now_ms)
-                    writes.append((topic, results, prints, stories))
-                    for i, f in zip(idxs, results, strict=True):
-                        out[i] = f
-                self._write(writes, now_ms)  # one round trip for the whole batch, under the locks
-        for f in out.values():
-            metrics.ALERTS_STORIES.labels("replay" if f.replay else "new" if f.new_story else "folded").inc()
+        now_ms = int(time.time() * 1000)
+        writes = []
+        for topic, idxs in fresh.items():
+            results, prints, stories = self._fold_topic(topic, [matches[i] for i in idxs], now_ms)
+            writes.append((topic, results, prints, stories))
+            for i, f in zip(idxs, results, strict=True):
+                out[i] = f
+        self._write(writes, now_ms, lock)  # one round trip for the whole batch, releasing the locks
         return [out[i] for i in range(len(matches))]
 
     # -- internals ------------------------------------------------------------------------------------
     def _locked(self, topics: list[str]) -> _Lock:
         return _Lock(self._r, [self._k(t, "lock") for t in topics], self._token, self._unlock)
 
+    def _queue_sync(self, pipe: Any, topics: list[str]) -> None:
+        for t in topics:
+            pipe.xrange(self._k(t, "idx"), min=f"({self._indexes[t].last_id}", max="+")
+
     def _sync(self, topics: list[str]) -> None:
         """Read what any process appended to these topics' indexes since we last looked."""
         pipe = self._r.pipeline(transaction=False)
-        for t in topics:
-            pipe.xrange(self._k(t, "idx"), min=f"({self._indexes[t].last_id}", max="+")
+        self._queue_sync(pipe, topics)
+        self._apply_sync(topics, pipe.execute())
+
+    def _apply_sync(self, topics: list[str], replies: list[Any]) -> None:
+        """Add other processes' members; the stories they changed leave the local cache (read again when used)."""
         horizon = int(time.time() * 1000) - self._window_ms
-        for t, entries in zip(topics, pipe.execute(), strict=True):
+        for t, entries in zip(topics, replies, strict=True):
             idx = self._indexes[t]
             for entry_id, fields in entries:
                 idx.last_id = entry_id.decode()
-                idx.members.append(_decode_member(fields))
-            idx.members = [m for m in idx.members if m.at_ms >= horizon]
+                member = _decode_member(fields)
+                idx.add(member)
+                self._cache.pop(member.story, None)
+            idx.prune(horizon)
 
     def _fold_topic(self, topic: str, matches: list[Match],
                     now_ms: int) -> tuple[list[Folded], list[Print], dict[str, Story]]:
@@ -191,15 +210,10 @@ class StoryFolder:
         for m in matches:
             fp = Print.of(_text(m))
             vec = np.asarray(m.vector, dtype=np.float32) if m.vector is not None else None
-            best, best_sim = None, -1.0
-            for member in idx.members:
-                cos = float(vec @ member.vector) if vec is not None and member.vector is not None \
-                    and member.vector.shape == vec.shape else None
-                sim = similarity(fp, member.fp, cos)
-                if sim > best_sim:
-                    best, best_sim = member, sim
+            best, best_sim = idx.best(fp, vec, self._threshold)
+            story = None
             if best is not None and best_sim >= self._threshold:
-                story = stories.get(best.story) or self._load(topic, best.story)
+                story = stories.get(best.story) or self._cache.get(best.story) or self._load(topic, best.story)
                 if story is None:  # expired between sync and now: start afresh
                     best = None
             if best is not None and best_sim >= self._threshold and story is not None:
@@ -219,20 +233,28 @@ class StoryFolder:
                 results.append(Folded(m, story, True, similarity=max(best_sim, 0.0)))
             stories[story.id] = story
             prints.append(fp)
-            idx.members.append(_Member(story.id, vec, fp, now_ms))
+            idx.add(Member(story.id, vec, fp, now_ms))
         return results, prints, stories
 
     def _load(self, topic: str, sid: str) -> Story | None:
         raw = self._r.get(self._k(topic, "s", sid))
         return Story.from_json(raw) if raw is not None else None
 
-    def _write(self, writes: list[tuple[str, list[Folded], list[Print], dict[str, Story]]], now_ms: int) -> None:
+    def _write(self, writes: list[tuple[str, list[Folded], list[Print], dict[str, Story]]], now_ms: int,
+               lock: _Lock) -> None:
         ttl_ms = self._window_ms + 3600_000
         pipe = self._r.pipeline(transaction=False)
         last_add: dict[str, int] = {}
         for topic, results, prints, stories in writes:
             last_add[topic] = self._queue_topic(pipe, topic, results, prints, stories, now_ms, ttl_ms)
+        lock.queue_release(pipe)
         replies = pipe.execute()
+        for _, _, _, stories in writes:
+            for s in stories.values():
+                self._cache[s.id] = s
+                self._cache.move_to_end(s.id)
+        while len(self._cache) > CACHED_STORIES:
+            self._cache.popitem(last=False)
         for topic, pos in last_add.items():
             # we hold the topic's lock, so our last entry is the stream's last: nothing to read back next time
             reply = replies[pos]
@@ -304,16 +326,17 @@ def _is_material(fp: Print, title: str, seen: list[Print]) -> bool:
     return bool(head.numbers - known_numbers) or len(new_names) >= 2
 
 
-def _decode_member(fields: dict[bytes, bytes]) -> _Member:
+def _decode_member(fields: dict[bytes, bytes]) -> Member:
     vec = np.frombuffer(fields[b"v"], dtype=np.float32) if b"v" in fields else None
     fp = Print(np.frombuffer(fields[b"mh"], dtype=np.uint32), frozenset(fields[b"n"].decode().split()),
                frozenset(fields[b"w"].decode().split()), frozenset(fields.get(b"d", b"").decode().split()))
-    return _Member(fields[b"s"].decode(), vec, fp, int(fields[b"t"]))
+    return Member(fields[b"s"].decode(), vec, fp, int(fields[b"t"]))
 
 
 class _Lock:
-    """Per-topic locks taken all at once or not at all (so two processes never deadlock), released on exit.
+    """Per-topic locks taken all at once or not at all (so two processes never deadlock).
 
+    Taking and releasing ride on the caller's pipelines (no round trip of their own when uncontended).
     A lock expires after ``ttl_s`` so a killed holder blocks others for at most that long.
     """
 
@@ -322,26 +345,45 @@ class _Lock:
         self._r, self._keys, self._token, self._unlock = client, keys, token, unlock
         self._wait, self._ttl_ms = wait_s, int(ttl_s * 1000)
 
-    def __enter__(self) -> None:
+    def queue_take(self, pipe: Any) -> None:
+        """Try every lock as commands of ``pipe`` (one reply each; see :meth:`taken`)."""
+        for k in self._keys:
+            pipe.set(k, self._token, nx=True, px=self._ttl_ms)
+
+    def taken(self, got: list[Any]) -> bool:
+        """True when every lock was taken; otherwise gives back those that were (all or nothing)."""
+        if all(got):
+            return True
+        pipe = self._r.pipeline(transaction=False)
+        self._queue_release(pipe, [k for k, ok in zip(self._keys, got, strict=True) if ok])
+        pipe.execute()
+        return False
+
+    def acquire(self) -> None:
+        """Take every lock, waiting (with jitter) while another process holds one; TimeoutError after ``wait_s``."""
         deadline = time.monotonic() + self._wait
         while True:
             pipe = self._r.pipeline(transaction=False)
-            for k in self._keys:
-                pipe.set(k, self._token, nx=True, px=self._ttl_ms)
-            got = pipe.execute()
-            if all(got):
+            self.queue_take(pipe)
+            if self.taken(pipe.execute()):
                 return
-            self._release([k for k, ok in zip(self._keys, got, strict=True) if ok])
             if time.monotonic() > deadline:
                 raise TimeoutError(f"story lock still held by another worker after {self._wait:.0f}s")
             time.sleep(random.uniform(0.002, 0.02))
 
-    def __exit__(self, *_: object) -> None:
-        self._release(self._keys)
+    def queue_release(self, pipe: Any) -> None:
+        """Release every lock (only where we still hold it) as commands of ``pipe``."""
+        self._queue_release(pipe, self._keys)
 
-    def _release(self, keys: list[str]) -> None:
-        if keys:
+    def release(self) -> None:
+        """Release every lock now; best effort (they expire anyway)."""
+        try:
             pipe = self._r.pipeline(transaction=False)
-            for k in keys:
-                self._unlock(keys=[k], args=[self._token], client=pipe)
+            self.queue_release(pipe)
             pipe.execute()
+        except (redis.RedisError, OSError):
+            pass
+
+    def _queue_release(self, pipe: Any, keys: list[str]) -> None:
+        for k in keys:
+            self._unlock(keys=[k], args=[self._token], client=pipe)

@@ -22,6 +22,7 @@ from alerts.recorder import Recorder
 from alerts.stories import StoryFolder
 from wirewatch import registry, state
 from wirewatch.bus import Consumed, ConsumerLoop, Handler, LoopConfig, Producer
+from wirewatch.heap import HeapKeeper
 from wirewatch.log import get_logger
 from wirewatch.records import Match, Subscription, Topic, decode
 from wirewatch.settings import Settings
@@ -33,15 +34,14 @@ GROUP = "wirewatch-alerts"
 def pipeline(stories: StoryFolder, planner: Planner, held: DigestQueue, recorder: Recorder,
              dispatcher: Dispatcher, subscriptions: Callable[[], dict[str, list[Subscription]]],
              topic_names: Callable[[], dict[str, str]]) -> Handler[Match]:
-    """The per-batch flow: fold -> rules -> outbox (durable) -> send and ledger -> audit -> commit."""
+    """The per-batch flow: fold -> rules -> outbox and claims (durable) -> send and ledger -> audit -> commit."""
 
     def handle(batch: list[Consumed[Match]]) -> None:
         consumed_at = time.monotonic()
         folded = stories.fold([c.value for c in batch])                            # near-duplicates -> stories
         plan = planner.plan(folded, subscriptions(), topic_names(), datetime.now(UTC))  # subscription rules
-        dispatcher.outbox.put_many(plan.sends)                                     # durable before the commit
+        dispatcher.accept(plan.sends, consumed_at)            # outbox + claims (durable), then send -> ack -> ledger
         held.hold(plan.holds)                                                      # held for their digest
-        dispatcher.submit(plan.sends, consumed_at)                                 # send -> ack -> ledger
         recorder.record_now(plan.records)                                          # every suppression, audited
         return None                                                                # the loop commits now
 
@@ -105,9 +105,11 @@ class AlertsWorker:
         self.dispatcher.start()
         self.digests.start()
         log.info("alerts_started", subscriptions=sum(len(v) for v in self._by_topic.values()))
+        heap = HeapKeeper().start()
         try:
             self.loop.run()
         finally:
+            heap.stop()
             for w in self._watchers:
                 w.stop()
             self.digests.stop()

@@ -17,6 +17,7 @@ from classify.embedder import load_embedder
 from classify.recent import RecentStore
 from classify.topics import TopicStore
 from wirewatch import bus, metrics, registry, state
+from wirewatch.heap import HeapKeeper
 from wirewatch.log import get_logger
 from wirewatch.records import Article, Match, Topic, decode, encode
 from wirewatch.settings import Settings
@@ -120,7 +121,9 @@ def run(settings: Settings) -> None:
     metrics.serve(settings.classify.metrics_port)
     worker = build(settings)
     worker.loop.install_signal_handlers()
+    heap = HeapKeeper().start()  # after the model loaded: its objects are frozen once
     try:
         worker.loop.run()
     finally:
+        heap.stop()
         worker.close()

@@ -101,6 +101,11 @@ class Ledger:
         ok, _ = self._claim(keys=[key], args=[owner, int(lease_s * 1000), now_ms, self._ttl_ms])
         return bool(ok)
 
+    def queue_claim(self, pipe: redis.client.Pipeline, key: str, owner: str, lease_s: float) -> None:
+        """:meth:`claim` as one command of ``pipe``: replies ``[1, previous]`` when taken, else ``[0, value]``."""
+        now_ms = int(time.time() * 1000)
+        self._claim(keys=[key], args=[owner, int(lease_s * 1000), now_ms, self._ttl_ms], client=pipe)
+
     def done(self, key: str, detail: str = "") -> None:
         """Record the side effect as performed."""
         self._client.set(key, f"done:{detail}", px=self._ttl_ms)

@@ -18,7 +18,7 @@ import socket
 import ssl
 import threading
 import time
-from collections import defaultdict
+from collections import deque
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -48,11 +48,15 @@ def retry_after(value: str | None) -> float | None:
 
 
 class _Pool:
-    """Idle keep-alive connections per origin, shared by every channel in the process."""
+    """Idle keep-alive connections per origin, shared by every channel in the process.
+
+    The idle lists are deques: ``append`` and ``pop`` are atomic, so taking and returning a connection
+    needs no lock (dozens of send threads would otherwise queue on it).
+    """
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = defaultdict(list)
-        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, str, int], deque[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()  # only for creating the TLS context
         self._tls: ssl.SSLContext | None = None
         self._allow = netguard.allowlist(())
 
@@ -62,17 +66,22 @@ class _Pool:
 
     def get(self, origin: tuple[str, str, int], timeout_s: float) -> tuple[http.client.HTTPConnection, bool]:
         """A connection to ``origin`` and whether it was reused."""
-        with self._lock:
-            idle = self._idle[origin]
-            if idle:
+        idle = self._idle.get(origin)
+        if idle:
+            try:
                 conn = idle.pop()
+            except IndexError:  # another thread took the last one
+                pass
+            else:
                 conn.timeout = timeout_s
                 if conn.sock is not None:
                     conn.sock.settimeout(timeout_s)
                 return conn, True
-            if origin[0] == "https" and self._tls is None:
-                self._tls = ssl.create_default_context()  # ~25 ms: once per process
-            tls = self._tls
+        if origin[0] == "https" and self._tls is None:
+            with self._lock:
+                if self._tls is None:
+                    self._tls = ssl.create_default_context()  # ~25 ms: once per process
+        tls = self._tls
         scheme, host, port = origin
         fresh: http.client.HTTPConnection
         if scheme == "https":
@@ -99,11 +108,10 @@ class _Pool:
 
     def put(self, origin: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
         """Return a connection whose response was read completely."""
-        with self._lock:
-            idle = self._idle[origin]
-            if len(idle) < MAX_IDLE_PER_ORIGIN:
-                idle.append(conn)
-                return
+        idle = self._idle.setdefault(origin, deque())
+        if len(idle) < MAX_IDLE_PER_ORIGIN:
+            idle.append(conn)
+            return
         conn.close()
 
 

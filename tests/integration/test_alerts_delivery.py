@@ -14,9 +14,14 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from alerts import delivery
+from alerts.outbox import Entry
+from alerts.recorder import Recorder
 from alerts.worker import AlertsWorker
+from tests.integration import alerts_support as support
 from tests.integration.alerts_support import Receiver, match, produce, read_deliveries, running, webhook_sub
-from wirewatch import bus, stack
+from wirewatch import bus, stack, state
+from wirewatch.bus import Producer
 from wirewatch.records import ChannelKind, ChannelSpec, DeliveryStatus, Subscription
 from wirewatch.settings import Settings
 
@@ -195,3 +200,38 @@ def test_a_material_development_is_a_follow_up_threaded_to_the_first_alert(
     assert alert["kind"] == "alert" and update["kind"] == "follow_up"
     assert update["thread_key"] == alert["idempotency_key"] and update["story_id"] == alert["story_id"]
     assert update["heading"].startswith("Update: ") and update["article_count"] == 3
+
+
+def test_accept_sends_new_entries_at_once_and_leaves_a_waiting_retry_to_its_time(
+        make_settings: Callable[..., Settings]) -> None:
+    """The worker's fast path: outbox write and claim in one round trip, then the send; an entry that was
+    already waiting (a batch replayed while its retry is scheduled) keeps its attempt count and due time."""
+    with Receiver(secret="s3cret") as rx:
+        sub = webhook_sub("desk", rx.url)
+        s = _settings(make_settings, [sub])
+        client = state.connect(s)
+        producer = Producer(s, client_id="test")
+        recorder = Recorder(s, producer, client=client).start()
+        d = delivery.Dispatcher(s, client, recorder).start()
+        d.set_subscriptions([sub])
+        try:
+            waiting, fresh = delivery.test_notification(sub, "k-waiting"), delivery.test_notification(sub, "k-fresh")
+            d.outbox.put_many([Entry(waiting)])
+            d.outbox.reschedule(Entry(waiting, attempts=2), int((time.time() + 2.5) * 1000))
+            started = time.monotonic()
+            d.accept([Entry(waiting), Entry(fresh)], consumed_at=started)
+            assert rx.wait_for(1, 10)
+            assert support.wait_until(lambda: d.ledger.states(["k-fresh"]) == ["done"], 10)
+            assert d.ledger.states(["k-waiting"]) == [None]  # its claim was given back for whoever retries
+            assert [r["headers"]["Idempotency-Key"] for r in rx.accepted] == ["k-fresh"]
+            assert rx.wait_for(2, 10)
+            assert rx.accepted[1]["headers"]["Idempotency-Key"] == "k-waiting"
+            assert rx.accepted[1]["at"] - started >= 2.3  # not before its scheduled retry
+            assert support.wait_until(lambda: d.outbox.pending() == 0 and d.idle(), 10)
+            records = read_deliveries(s, 2, 20)
+            assert sorted((r.idempotency_key, r.status, r.attempts) for r in records) == [
+                ("k-fresh", DeliveryStatus.SENT, 1), ("k-waiting", DeliveryStatus.SENT, 3)]
+        finally:
+            d.stop()
+            recorder.stop()
+            producer.close()
