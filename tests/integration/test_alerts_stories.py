@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+import tomllib
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from alerts.embed import Embedder
 from alerts.stories import StoryFolder
 from tests.integration.alerts_support import match
-from wirewatch import state
+from wirewatch import demo, state
 from wirewatch.records import Match
 from wirewatch.settings import Settings
 
@@ -141,3 +143,22 @@ def test_a_rising_toll_is_a_material_development_a_retitle_is_not(make_settings,
 def test_template_headlines_about_different_towns_stay_apart(make_settings, embed, a: str, b: str) -> None:  # type: ignore[no-untyped-def]
     folded = _folder(make_settings).fold(embed("t", [("A", a, ""), ("B", b, "")]))
     assert folded[1].new_story, f"folded at similarity {folded[1].similarity:.3f}"
+
+
+def test_differently_worded_reports_of_one_event_fold_and_other_events_stay_apart(make_settings, embed) -> None:  # type: ignore[no-untyped-def]
+    """The demo's articles say what each should become: seven outlets' reports of the Aleppo evacuation
+    (copies, retitles and independently written ones) are one story; the Daraya evacuation and the Aleppo
+    citadel restoration are not part of it."""
+    data = tomllib.loads((Path(demo.__file__).parent / "data" / "articles.toml").read_text())
+    items = [i for i in data["item"] if i["expect"] in ("aleppo", "daraya") or "aleppo" in i["slug"]]
+    items.sort(key=lambda i: i["at"])
+    folded = _folder(make_settings).fold(embed("demo", [(i["outlet"], i["title"], i["summary"]) for i in items]))
+    story_of: dict[str, set[str]] = {}
+    for item, f in zip(items, folded, strict=True):
+        story_of.setdefault(item["expect"] if item["expect"] != "other" else item["slug"], set()).add(f.story.id)
+    print({k: len(v) for k, v in story_of.items()}, [round(f.similarity, 2) for f in folded])
+    assert len(story_of["aleppo"]) == 1 and len(story_of["daraya"]) == 1
+    assert story_of["aleppo"] != story_of["daraya"]
+    assert story_of["aleppo-citadel-restoration"].isdisjoint(story_of["aleppo"])
+    aleppo = next(f.story for item, f in zip(items, folded, strict=True) if item["expect"] == "aleppo")
+    assert len(set(next(f.story for f in reversed(folded) if f.story.id == aleppo.id).sources)) >= 4

@@ -20,7 +20,8 @@ def _text(rng: random.Random) -> str:
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
-    return (v / np.linalg.norm(v)).astype(np.float32)
+    out: np.ndarray = (v / np.linalg.norm(v)).astype(np.float32)
+    return out
 
 
 def _brute(members: list[Member], fp: Print, vec: np.ndarray | None) -> float:
