@@ -17,10 +17,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alerts.delivery import send_now
 from alerts.ledger import idempotency_key
 from alerts.recorder import RecentDeliveries
 from alerts.stories import Story, StoryFolder
+from alerts.testsend import send_now
 from wirewatch import netguard
 from wirewatch import registry as regmod
 from wirewatch.auth import ApiContext, ApiKey, CurrentKey, check_cap, ensure_owner, get_context, owned_count, visible

@@ -59,8 +59,8 @@ def _subscription(s: Settings, sid: str) -> Subscription:
 @alerts_app.command("test")
 def alerts_test(subscription: Annotated[str, typer.Argument(help="Subscription id.")]) -> None:
     """Send a clearly marked test notification through a subscription's channel (with retries)."""
-    from alerts.delivery import send_now
     from alerts.ledger import idempotency_key
+    from alerts.testsend import send_now
 
     s = _settings()
     sub = _subscription(s, subscription)

@@ -21,9 +21,7 @@ hanging destination never delays another subscription.
 
 from __future__ import annotations
 
-import hashlib
 import queue
-import random
 import threading
 import time
 import uuid
@@ -35,11 +33,12 @@ from typing import Any
 import redis
 
 from alerts import channels
-from alerts.channels import Channel, Item, Notification, PermanentSendError, RetryableSendError
+from alerts.channels import Channel, Notification, PermanentSendError, RetryableSendError
 from alerts.channels._http import POOL
 from alerts.ledger import NotificationLedger
 from alerts.outbox import Entry, Outbox
 from alerts.recorder import Recorder, delivery_id
+from alerts.sendpolicy import Budget, backoff, destination
 from wirewatch import metrics
 from wirewatch.log import get_logger
 from wirewatch.records import ChannelSpec, Delivery, DeliveryStatus, Subscription, utcnow
@@ -50,38 +49,6 @@ ChannelBuilder = Callable[[ChannelSpec, AlertsSettings], Channel]
 OnSent = Callable[[Entry, float, float | None], None]
 """Called after each acknowledgement with the entry, the ack time and the time its match was consumed
 (``time.monotonic()``; None for retries and entries picked up from the outbox)."""
-
-
-def backoff(attempt: int, s: AlertsSettings, retry_after_s: float | None = None) -> float:
-    """Delay before attempt ``attempt + 1``: exponential with full jitter, at least Retry-After."""
-    ceiling = min(s.backoff_max_s, s.backoff_initial_s * 2 ** max(0, attempt - 1))
-    delay = random.uniform(ceiling / 2, ceiling)
-    return max(delay, retry_after_s or 0.0)
-
-
-def destination(spec: ChannelSpec) -> str:
-    """A stable, secret-free name for one destination (budgets and concurrency are per destination)."""
-    return spec.type.value + ":" + hashlib.sha256(spec.target.encode()).hexdigest()[:16]
-
-
-class Budget:
-    """A token bucket: ``count`` sends per ``per_s`` seconds, bursting up to ``count``."""
-
-    def __init__(self, count: int, per_s: float) -> None:
-        self._cap = float(count)
-        self._rate = count / per_s
-        self._tokens = float(count)
-        self._at = time.monotonic()
-
-    def take(self) -> float:
-        """Take a token; returns 0 when taken, else the seconds until one is free (nothing taken)."""
-        now = time.monotonic()
-        self._tokens = min(self._cap, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self._rate
 
 
 class Dispatcher:
@@ -326,23 +293,28 @@ class Dispatcher:
                 for g in gone:
                     self._gone.put(g)
                 time.sleep(0.5)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop settling; the poller retries the rest
+                log.error("settle_error", count=len(acked) + len(gone), error=f"{type(exc).__name__}: {exc}")
 
     def _sent(self, acked: list[tuple[Entry, Subscription, str, int, float]]) -> None:
         self.ledger.done_many([([e.key, *e.marks], f"{self.owner}:{attempt}") for e, _, _, attempt, _ in acked])
         for entry, sub, response, attempt, at in acked:
             n, kind = entry.notification, sub.channel.type.value
-            metrics.ALERTS_ATTEMPTS.labels(kind, "sent").inc()
-            consumed = self._consumed_at.pop(n.key, None)
-            if consumed is not None:
-                metrics.ALERTS_LATENCY_SECONDS.observe(at - consumed)
-                metrics.observe_hop("deliver", at - consumed)  # match consumed (just after classification) to ack
-            lead = n.items[0] if n.items else None
-            if n.kind == "alert" and lead is not None and lead.published_at is not None:
-                metrics.observe_hop("end_to_end", time.time() - lead.published_at.timestamp())
-            if self._on_sent is not None:
-                self._on_sent(entry, at, consumed)
-            log.info("notification_sent", subscription_id=n.subscription_id, story_id=n.story_id, kind=n.kind,
-                     channel=kind, attempts=attempt)
+            try:
+                metrics.ALERTS_ATTEMPTS.labels(kind, "sent").inc()
+                consumed = self._consumed_at.pop(n.key, None)
+                if consumed is not None:
+                    metrics.ALERTS_LATENCY_SECONDS.observe(at - consumed)
+                    metrics.observe_hop("deliver", at - consumed)  # match consumed (after classification) to ack
+                lead = n.items[0] if n.items else None
+                if n.kind == "alert" and lead is not None and lead.published_at is not None:
+                    metrics.observe_hop("end_to_end", time.time() - lead.published_at.timestamp())
+                if self._on_sent is not None:
+                    self._on_sent(entry, at, consumed)
+                log.info("notification_sent", subscription_id=n.subscription_id, story_id=n.story_id, kind=n.kind,
+                         channel=kind, attempts=attempt)
+            except Exception as exc:  # noqa: BLE001 - bookkeeping only: the send is done and is settled below
+                log.error("sent_bookkeeping_failed", key=n.key, error=f"{type(exc).__name__}: {exc}")
             self._settle(entry, DeliveryStatus.SENT, n.kind, response, attempts=attempt)
 
     def _remove(self, gone: list[tuple[str, bool, bool]]) -> None:
@@ -400,40 +372,6 @@ class Dispatcher:
                         status=status, reason=reason[:1000], attempts=attempts, idempotency_key=n.key,
                         sent_at=utcnow() if status == DeliveryStatus.SENT else None, response=response[:300],
                         channel=channel)
-
-
-def test_notification(sub: Subscription, key: str) -> Notification:
-    """A clearly marked test notification for ``sub``."""
-    item = Item(title="Wirewatch test notification: this channel is connected",
-                summary=f"Sent on request to check subscription {sub.id}. No action needed.",
-                source="Wirewatch", published_at=utcnow())
-    return Notification(key=key, kind="test", subscription_id=sub.id, topic_id=sub.topic_id, story_id="test",
-                        items=(item,), reason="test requested by an operator")
-
-
-def send_now(settings: Settings, sub: Subscription, key: str, *,
-             build: ChannelBuilder = channels.build) -> tuple[bool, int, str]:
-    """Send a test notification synchronously with the runner's retry policy: (ok, attempts, detail)."""
-    s = settings.alerts
-    POOL.configure(settings.api.url_allowlist)
-    n = test_notification(sub, key)
-    try:
-        channel = build(sub.channel, s)
-    except PermanentSendError as exc:
-        return False, 0, exc.detail
-    try:
-        for attempt in range(1, s.max_attempts + 1):
-            try:
-                return True, attempt, channel.send(n)
-            except PermanentSendError as exc:
-                return False, attempt, exc.detail
-            except RetryableSendError as exc:
-                if attempt == s.max_attempts:
-                    return False, attempt, f"gave up after {attempt} attempts: {exc.detail}"
-                time.sleep(min(30.0, backoff(attempt, s, exc.retry_after_s)))
-    finally:
-        channel.close()
-    return False, s.max_attempts, "not sent"
 
 
 def _drain(q: queue.SimpleQueue[Any], wait_s: float = 0.0) -> list[Any]:

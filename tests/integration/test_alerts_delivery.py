@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from alerts import delivery
+from alerts import delivery, testsend
 from alerts.outbox import Entry
 from alerts.recorder import Recorder
 from alerts.worker import AlertsWorker
@@ -215,7 +215,7 @@ def test_accept_sends_new_entries_at_once_and_leaves_a_waiting_retry_to_its_time
         d = delivery.Dispatcher(s, client, recorder).start()
         d.set_subscriptions([sub])
         try:
-            waiting, fresh = delivery.test_notification(sub, "k-waiting"), delivery.test_notification(sub, "k-fresh")
+            waiting, fresh = testsend.test_notification(sub, "k-waiting"), testsend.test_notification(sub, "k-fresh")
             d.outbox.put_many([Entry(waiting)])
             d.outbox.reschedule(Entry(waiting, attempts=2), int((time.time() + 2.5) * 1000))
             started = time.monotonic()
