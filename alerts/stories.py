@@ -320,9 +320,10 @@ def _is_material(fp: Print, title: str, seen: list[Print]) -> bool:
     (A death toll that rises, a second city; one new name is usually just a retitle: "Syria: ...".)
     """
     head = Print.of(title)
+    head_names = fp.names & head.vocab  # names the headline mentions, judged with the whole text's capitals
     known_words = frozenset().union(*(p.vocab for p in seen)) if seen else frozenset()
     known_numbers = frozenset().union(*(p.numbers for p in seen)) if seen else frozenset()
-    new_names = {n for n in head.names - known_words if not any(w.startswith(n) for w in known_words)}
+    new_names = {n for n in head_names - known_words if not any(w.startswith(n) for w in known_words)}
     return bool(head.numbers - known_numbers) or len(new_names) >= 2
 
 

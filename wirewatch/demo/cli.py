@@ -151,6 +151,7 @@ def demo(
         feeds.stop()
         receiver.stop()
         health = _feed_health(cfg.settings, feeds)
+        grown = _stories_now(cfg.settings, alerts)  # read before the run's data is removed
         cleaned = [] if keep_data else democonfig.cleanup(cfg.settings)
         stopped: list[str] = []
         if not was_up and not keep_stack:
@@ -160,7 +161,7 @@ def demo(
     _say("")
     _say("Summary")
     _say(f"  {_progress(feeds, receiver)}")
-    for line in _story_summary(feeds, alerts):
+    for line in _story_summary(feeds, alerts) + grown:
         _say(f"  {line}")
     for line in health:
         _say(f"  {line}")
@@ -206,6 +207,25 @@ def _progress(feeds: FeedServer, receiver: WebhookReceiver) -> str:
             f"({feeds.requests} requests, {feeds.not_modified} not modified); "
             f"alerts received: {len(receiver.received)}" + (f" (+{receiver.repeats} repeats dropped)"
                                                            if receiver.repeats else ""))
+
+
+def _stories_now(settings: Any, alerts: list[Received]) -> list[str]:
+    """What each alerted story became: the reports folded into it after its alert, and their outlets."""
+    from alerts.stories import StoryFolder
+    from wirewatch import state
+
+    ids = sorted({str(a.body["story_id"]) for a in alerts if a.body.get("story_id")})
+    lines = []
+    try:
+        folder = StoryFolder(state.connect(settings), settings)
+        for sid in ids:
+            story = folder.find(sid)
+            if story is not None:
+                lines.append(f"story {sid}: {story.article_count} report(s) from {len(story.sources)} outlet(s): "
+                             f"{', '.join(story.sources)}")
+    except Exception as exc:  # noqa: BLE001 - the summary must not fail on an unreachable Redis
+        return [f"stories unavailable: {type(exc).__name__}: {exc}"]
+    return lines
 
 
 def _story_summary(feeds: FeedServer, alerts: list[Received]) -> list[str]:
