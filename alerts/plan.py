@@ -19,7 +19,7 @@ from alerts.digest import DigestQueue, Held
 from alerts.ledger import FIRST, NotificationLedger, idempotency_key
 from alerts.outbox import Entry, Outbox
 from alerts.recorder import delivery_id
-from alerts.rules import Action, judge, overflow_due
+from alerts.rules import Action, Decision, judge, overflow_due
 from alerts.stories import Folded
 from wirewatch import metrics
 from wirewatch.records import Delivery, DeliveryStatus, Match, Subscription
@@ -84,33 +84,53 @@ class Planner:
         early = [judge(sub, f, known=False, now=now) for f, sub in pairs]
         ask = [i for i, d in enumerate(early) if d.action is not Action.SUPPRESS]
         known = dict(zip(ask, self._known([pairs[i] for i in ask]), strict=True))
-        out = Plan()
+        decided = []
         planned: set[tuple[str, str]] = set()
         for i, (f, sub) in enumerate(pairs):
-            if i not in known:
-                d = early[i]
-            else:
-                d = judge(sub, f, known=known[i] or (sub.id, f.story.id) in planned, now=now)
-            if d.action is Action.SEND and sub.rate_limit is not None:
-                rl = sub.rate_limit
-                ok, wait = self._rates.allow(key(self._s, "alerts", "rate", sub.id), rl.count, rl.per_seconds)
-                if not ok:
-                    if d.seq != FIRST:
-                        d = type(d)(Action.SUPPRESS, "rate_limited_follow_up")
-                    else:
-                        d = type(d)(Action.HOLD, "rate_limited", due=overflow_due(sub, now, wait))
+            d = early[i] if i not in known else \
+                judge(sub, f, known=known[i] or (sub.id, f.story.id) in planned, now=now)
+            if d.action is not Action.SUPPRESS:
+                planned.add((sub.id, f.story.id))
+            decided.append(d)
+        decided = self._rate_limit(pairs, decided, now)
+        out = Plan()
+        for (f, sub), d in zip(pairs, decided, strict=True):
             metrics.ALERTS_DECISIONS.labels(d.action.value, d.reason).inc()
             if d.action is Action.SEND:
                 out.sends.append(Entry(notification(sub, f, d.seq, topic_names.get(sub.topic_id, sub.topic_id))))
-                planned.add((sub.id, f.story.id))
             elif d.action is Action.HOLD:
                 assert d.due is not None
                 out.holds.append(Held(sub.id, sub.topic_id, f.story.id, d.due))
                 reason = f"{d.reason}: held until {d.due.isoformat()}"
                 out.records.append(_record(sub, f, DeliveryStatus.QUEUED, reason))
-                planned.add((sub.id, f.story.id))
             else:
                 out.records.append(_record(sub, f, DeliveryStatus.SUPPRESSED, d.reason))
+        return out
+
+    def _rate_limit(self, pairs: list[tuple[Folded, Subscription]], decided: list[Decision],
+                    now: datetime) -> list[Decision]:
+        """Sends over a subscription's rate limit: a first alert waits for the next digest, a follow-up is dropped.
+
+        One round trip for the batch; each slot is named after its notification, so a retried batch
+        asks for the same slots again instead of spending the limit twice.
+        """
+        ask: list[int] = []
+        slots: list[tuple[str, int, float, str | None]] = []
+        for i, ((f, sub), d) in enumerate(zip(pairs, decided, strict=True)):
+            if d.action is Action.SEND and (rl := sub.rate_limit) is not None:
+                ask.append(i)
+                slots.append((key(self._s, "alerts", "rate", sub.id), rl.count, rl.per_seconds,
+                              idempotency_key(sub.id, f.story.id, d.seq)))
+        answers = self._rates.allow_many(slots)
+        out = list(decided)
+        for i, (ok, wait) in zip(ask, answers, strict=True):
+            if ok:
+                continue
+            sub = pairs[i][1]
+            if decided[i].seq != FIRST:
+                out[i] = Decision(Action.SUPPRESS, "rate_limited_follow_up")
+            else:
+                out[i] = Decision(Action.HOLD, "rate_limited", due=overflow_due(sub, now, wait))
         return out
 
     def _known(self, pairs: list[tuple[Folded, Subscription]]) -> list[bool]:

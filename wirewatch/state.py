@@ -122,10 +122,12 @@ class Ledger:
         return value is not None and value.startswith("done:")
 
 
-# Sliding-window counter: allow when fewer than ARGV[1] members in the last ARGV[2] ms.
+# Sliding-window counter: allow when fewer than ARGV[1] members in the last ARGV[2] ms. A member already in
+# the window (the same slot asked for again, e.g. a retried batch) is allowed without taking another.
 _RATE = """
 local now = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, now - tonumber(ARGV[2]))
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return {1, 0} end
 local n = redis.call('ZCARD', KEYS[1])
 if n < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now, ARGV[4])
@@ -141,14 +143,26 @@ class RateLimiter:
     """A sliding-window rate limit shared by all processes: ``allow`` returns (allowed, retry_after_s)."""
 
     def __init__(self, client: redis.Redis) -> None:
+        self._client = client
         self._script = client.register_script(_RATE)
         self._seq = 0
 
-    def allow(self, key: str, count: int, per_s: float) -> tuple[bool, float]:
-        """Take one slot in ``key``'s window of ``count`` per ``per_s`` seconds if one is free."""
+    def allow(self, key: str, count: int, per_s: float, slot: str | None = None) -> tuple[bool, float]:
+        """Take one slot in ``key``'s window of ``count`` per ``per_s`` seconds if one is free.
+
+        ``slot`` names what the slot is for: asking again for a slot already taken inside the window is
+        allowed and takes nothing (a retried batch does not spend the limit twice).
+        """
+        return self.allow_many([(key, count, per_s, slot)])[0]
+
+    def allow_many(self, asks: list[tuple[str, int, float, str | None]]) -> list[tuple[bool, float]]:
+        """:meth:`allow` for several (key, count, per_s, slot) in order, in one round trip."""
+        if not asks:
+            return []
         now_ms = int(time.time() * 1000)
-        self._seq += 1
-        ok, wait_ms = self._script(
-            keys=[key], args=[count, int(per_s * 1000), now_ms, f"{now_ms}-{id(self)}-{self._seq}"]
-        )
-        return bool(ok), max(0.0, float(wait_ms) / 1000)
+        pipe = self._client.pipeline(transaction=False)
+        for k, count, per_s, slot in asks:
+            self._seq += 1
+            self._script(keys=[k], args=[count, int(per_s * 1000), now_ms,
+                                         slot or f"{now_ms}-{id(self)}-{self._seq}"], client=pipe)
+        return [(bool(ok), max(0.0, float(wait_ms) / 1000)) for ok, wait_ms in pipe.execute()]

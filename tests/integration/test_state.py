@@ -49,6 +49,17 @@ def test_rate_limiter_window(settings: Settings) -> None:
     assert rl.allow(k, 3, 1.0)[0]
 
 
+def test_rate_limiter_named_slots_are_not_spent_twice(settings: Settings) -> None:
+    """A retried batch asks for the same slots again: it gets them back, and the limit is not used up."""
+    rl = state.RateLimiter(state.connect(settings))
+    k = state.key(settings, "rl", "s2")
+    first = rl.allow_many([(k, 2, 5.0, "story-a"), (k, 2, 5.0, "story-b"), (k, 2, 5.0, "story-c")])
+    assert [ok for ok, _ in first] == [True, True, False]
+    again = rl.allow_many([(k, 2, 5.0, "story-a"), (k, 2, 5.0, "story-b"), (k, 2, 5.0, "story-c")])
+    assert [ok for ok, _ in again] == [True, True, False]  # the same answers, no slot taken twice
+    assert rl.allow(k, 2, 5.0)[0] is False and rl.allow_many([]) == []
+
+
 def test_registry_put_seed_delete_and_watch(settings: Settings) -> None:
     r = state.connect(settings)
     reg = registry.topics(r, settings)
