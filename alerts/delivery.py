@@ -28,7 +28,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -49,6 +49,24 @@ ChannelBuilder = Callable[[ChannelSpec, AlertsSettings], Channel]
 OnSent = Callable[[Entry, float, float | None], None]
 """Called after each acknowledgement with the entry, the ack time and the time its match was consumed
 (``time.monotonic()``; None for retries and entries picked up from the outbox)."""
+
+
+class Acked(NamedTuple):
+    """A send the channel acknowledged, waiting to be marked done, counted and recorded."""
+
+    entry: Entry
+    sub: Subscription
+    response: str
+    attempt: int
+    at: float
+
+
+class Gone(NamedTuple):
+    """A key the settler takes out of the outbox (its record is durable) and/or whose claim it gives back."""
+
+    key: str
+    remove: bool
+    release: bool
 
 
 class Dispatcher:
@@ -78,8 +96,8 @@ class Dispatcher:
         self._not_before: dict[str, float] = {}
         self._consumed_at: dict[str, float] = {}
         self._claimed_at: dict[str, float] = {}  # claimed by accept(): the sender need not claim again
-        self._acked: queue.SimpleQueue[tuple[Entry, Subscription, str, int, float]] = queue.SimpleQueue()
-        self._gone: queue.SimpleQueue[tuple[str, bool, bool]] = queue.SimpleQueue()  # key, remove, release
+        # the settler's work: acknowledged sends (Acked) and keys to take out of the outbox and/or release (Gone)
+        self._settle_q: queue.SimpleQueue[Acked | Gone] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="alerts-outbox", daemon=True)
         self._settler = threading.Thread(target=self._settle_loop, name="alerts-settle", daemon=True)
@@ -130,7 +148,7 @@ class Dispatcher:
             taken = bool(claim[0])
             if not new:  # already waiting: the poller sends it when due, claiming it again then
                 if taken:
-                    self._gone.put((e.key, False, True))  # the settler gives the claim back
+                    self._settle_q.put(Gone(e.key, remove=False, release=True))  # the settler gives it back
                 continue
             if not taken:  # sent or being sent elsewhere: the poller sorts it out
                 continue
@@ -272,32 +290,31 @@ class Dispatcher:
             metrics.ALERTS_SEND_SECONDS.labels(kind).observe(time.monotonic() - started)
         with self._lock:  # from here on the entry is the settler's: our poller must not pick it up again
             self._settling.add(n.key)
-        self._acked.put((entry, sub, response, attempt, time.monotonic()))
+        self._settle_q.put(Acked(entry, sub, response, attempt, time.monotonic()))
 
     def _settle_loop(self) -> None:
         """Marks acknowledged sends done and takes settled entries out of the outbox, a burst at a time."""
         while True:
-            acked = _drain(self._acked, wait_s=0.005)
-            gone = _drain(self._gone)
-            if not acked and not gone and self._stop.is_set() and not self._inflight and not self._settling:
+            work = _drain(self._settle_q, wait_s=0.2)  # wakes as soon as there is work
+            if not work and self._stop.is_set() and not self._inflight and not self._settling:
                 return
+            acked = [w for w in work if isinstance(w, Acked)]
+            gone = [w for w in work if isinstance(w, Gone)]
             try:
                 if acked:
                     self._sent(acked)
                 if gone:
                     self._remove(gone)
             except (redis.RedisError, OSError) as exc:  # keep them: nothing is sent twice while we retry
-                log.warning("settle_failed", count=len(acked) + len(gone), error=str(exc))
-                for a in acked:
-                    self._acked.put(a)
-                for g in gone:
-                    self._gone.put(g)
+                log.warning("settle_failed", count=len(work), error=str(exc))
+                for w in work:
+                    self._settle_q.put(w)
                 time.sleep(0.5)
             except Exception as exc:  # noqa: BLE001 - a bug must not stop settling; the poller retries the rest
-                log.error("settle_error", count=len(acked) + len(gone), error=f"{type(exc).__name__}: {exc}")
+                log.error("settle_error", count=len(work), error=f"{type(exc).__name__}: {exc}")
 
-    def _sent(self, acked: list[tuple[Entry, Subscription, str, int, float]]) -> None:
-        self.ledger.done_many([([e.key, *e.marks], f"{self.owner}:{attempt}") for e, _, _, attempt, _ in acked])
+    def _sent(self, acked: list[Acked]) -> None:
+        self.ledger.done_many([([a.entry.key, *a.entry.marks], f"{self.owner}:{a.attempt}") for a in acked])
         for entry, sub, response, attempt, at in acked:
             n, kind = entry.notification, sub.channel.type.value
             try:
@@ -317,13 +334,13 @@ class Dispatcher:
                 log.error("sent_bookkeeping_failed", key=n.key, error=f"{type(exc).__name__}: {exc}")
             self._settle(entry, DeliveryStatus.SENT, n.kind, response, attempts=attempt)
 
-    def _remove(self, gone: list[tuple[str, bool, bool]]) -> None:
+    def _remove(self, gone: list[Gone]) -> None:
         """Take settled entries out of the outbox and give back the claims that must be given back."""
-        keys = [k for k, remove, _ in gone if remove]
+        keys = [g.key for g in gone if g.remove]
         self.outbox.remove(keys)
-        for k, _, release in gone:
-            if release:
-                self.ledger.release(k, self.owner)
+        for g in gone:
+            if g.release:
+                self.ledger.release(g.key, self.owner)
         with self._lock:
             self._settling.difference_update(keys)
 
@@ -362,7 +379,7 @@ class Dispatcher:
                            channel=sub.channel.type.value if sub else "")
         with self._lock:
             self._settling.add(n.key)
-        self._recorder.record(d, then=lambda: self._gone.put((n.key, True, release)))
+        self._recorder.record(d, then=lambda: self._settle_q.put(Gone(n.key, remove=True, release=release)))
 
     @staticmethod
     def _delivery(n: Notification, status: DeliveryStatus, reason: str, *, attempts: int = 0,

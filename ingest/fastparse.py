@@ -19,7 +19,7 @@ from urllib.parse import urljoin
 import feedparser.datetimes
 from lxml import etree
 
-from ingest.parser import ParsedFeed, RawEntry
+from ingest.parser import ParsedFeed, RawEntry, struct_time_utc
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 CONTENT = "{http://purl.org/rss/1.0/modules/content/}encoded"
@@ -47,14 +47,7 @@ def _date(text: str | None) -> datetime | None:
         except ValueError:
             dt = None
     if dt is None:
-        parsed = feedparser.datetimes._parse_date(t)
-        if not parsed:
-            return None
-        try:
-            y, mo, d, h, mi, sec = (int(v) for v in parsed[:6])
-            return datetime(y, mo, d, h, mi, min(sec, 59), tzinfo=UTC)
-        except (TypeError, ValueError, OverflowError):
-            return None
+        return struct_time_utc(feedparser.datetimes._parse_date(t))
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     try:

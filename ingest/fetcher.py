@@ -8,12 +8,10 @@ wall time, ``max_bytes`` of transfer and ``max_decompressed_bytes`` of memory.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import time
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 from urllib.parse import urljoin, urlsplit
@@ -21,6 +19,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from wirewatch import netguard
+from wirewatch.retryafter import retry_after
 from wirewatch.settings import IngestSettings
 
 
@@ -130,23 +129,6 @@ class _Inflater:
 
     def flush(self) -> bytes:
         return self._obj.flush()
-
-
-def retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or HTTP date); None when absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    base = datetime.fromtimestamp(now, UTC) if now is not None else datetime.now(UTC)
-    return max(0.0, (when - base).total_seconds())
 
 
 def check_url(url: str) -> str | None:

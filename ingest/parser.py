@@ -170,7 +170,8 @@ def defuse(data: bytes, headers: Mapping[str, str]) -> tuple[bytes, dict[str, st
 
 
 # -- feedparser ------------------------------------------------------------------------------------------
-def _dt(parsed: Any) -> datetime | None:
+def struct_time_utc(parsed: Any) -> datetime | None:
+    """A feedparser ``*_parsed`` time tuple (UTC) as a datetime; None when absent or impossible."""
     if not parsed:
         return None
     try:
@@ -197,7 +198,8 @@ def _entry(raw: Any, feed_lang: str | None) -> RawEntry:
         authors = (e["author"],)
     tags = tuple(t["term"] for t in e.get("tags") or () if isinstance(t, dict) and t.get("term"))
     detail = e.get("title_detail") or e.get("summary_detail") or {}
-    published = _dt(e.get("published_parsed")) or _dt(e.get("updated_parsed")) or _dt(e.get("created_parsed"))
+    published = next((t for k in ("published_parsed", "updated_parsed", "created_parsed")
+                      if (t := struct_time_utc(e.get(k))) is not None), None)
     return RawEntry(
         link=_text(e.get("link")) or None,
         guid=_text(e.get("id")) or None,
@@ -206,7 +208,7 @@ def _entry(raw: Any, feed_lang: str | None) -> RawEntry:
         content=content,
         published=published,
         published_raw=_text(e.get("published") or e.get("updated") or e.get("created")),
-        updated=_dt(e.get("updated_parsed")),
+        updated=struct_time_utc(e.get("updated_parsed")),
         authors=authors,
         tags=tags,
         language=_text(detail.get("language")) or feed_lang,

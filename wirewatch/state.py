@@ -97,14 +97,15 @@ class Ledger:
 
     def claim(self, key: str, owner: str, lease_s: float) -> bool:
         """Try to take ``key`` for ``lease_s`` seconds. See the class docstring."""
-        now_ms = int(time.time() * 1000)
-        ok, _ = self._claim(keys=[key], args=[owner, int(lease_s * 1000), now_ms, self._ttl_ms])
+        ok, _ = self._claim(keys=[key], args=self._claim_args(owner, lease_s))
         return bool(ok)
 
     def queue_claim(self, pipe: redis.client.Pipeline, key: str, owner: str, lease_s: float) -> None:
         """:meth:`claim` as one command of ``pipe``: replies ``[1, previous]`` when taken, else ``[0, value]``."""
-        now_ms = int(time.time() * 1000)
-        self._claim(keys=[key], args=[owner, int(lease_s * 1000), now_ms, self._ttl_ms], client=pipe)
+        self._claim(keys=[key], args=self._claim_args(owner, lease_s), client=pipe)
+
+    def _claim_args(self, owner: str, lease_s: float) -> list[str | int]:
+        return [owner, int(lease_s * 1000), int(time.time() * 1000), self._ttl_ms]
 
     def done(self, key: str, detail: str = "") -> None:
         """Record the side effect as performed."""

@@ -12,39 +12,26 @@ subscription was registered (DNS rebinding) is refused at send time.
 
 from __future__ import annotations
 
-import email.utils
 import http.client
+import json
 import socket
 import ssl
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from alerts.channels.base import PermanentSendError, RetryableSendError
+from alerts.channels.base import Notification, PermanentSendError, RetryableSendError, target_label
 from wirewatch import netguard
+from wirewatch.records import ChannelSpec
+from wirewatch.retryafter import retry_after
+from wirewatch.settings import AlertsSettings
 
 MAX_RETRY_AFTER_S = 3600.0
 MAX_IDLE_PER_ORIGIN = 32
 MAX_BODY = 64 * 1024
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (seconds or HTTP date), capped at an hour; None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER_S)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), MAX_RETRY_AFTER_S)
 
 
 class _Pool:
@@ -173,8 +160,37 @@ class Poster:
         text = body[:200].decode(errors="replace").replace("\n", " ")
         if status == 429 or status >= 500:
             raise RetryableSendError(f"{self._label}: HTTP {status} {text}", status=status,
-                                     retry_after_s=retry_after(retry_after_header))
+                                     retry_after_s=retry_after(retry_after_header, cap_s=MAX_RETRY_AFTER_S))
         raise PermanentSendError(f"{self._label}: HTTP {status} {text}", status=status)
 
     def close(self) -> None:
         """Nothing to release: connections are pooled per process."""
+
+
+class JsonPoster:
+    """A channel that POSTs a JSON document built by ``payload`` to the subscription's URL (Slack, Teams).
+
+    Subclasses set ``kind``, ``budget``, ``budget_per_s`` and ``payload``; the URL may be the secret itself,
+    so only :func:`target_label` of it is ever logged.
+    """
+
+    kind: ClassVar[str]
+    budget: ClassVar[int]
+    budget_per_s: ClassVar[float]
+
+    def __init__(self, spec: ChannelSpec, settings: AlertsSettings) -> None:
+        self._poster = Poster(spec.target, settings.send_timeout_s, label=target_label(spec))
+
+    def send(self, n: Notification) -> str:
+        """POST the document once; see :class:`alerts.channels.base.Channel`."""
+        body = json.dumps(self.payload(n), ensure_ascii=False).encode()
+        return self._poster.post(body, {"Content-Type": "application/json"})
+
+    def close(self) -> None:
+        """Release the poster (its connections are pooled per process)."""
+        self._poster.close()
+
+    @staticmethod
+    def payload(n: Notification) -> dict[str, Any]:
+        """The document for ``n`` (each channel's own)."""
+        raise NotImplementedError

@@ -8,13 +8,10 @@ cannot thread replies, so follow-ups say "Update:" instead.
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
 
-from alerts.channels._http import Poster
-from alerts.channels.base import Item, Notification, clip, plain, safe_url, target_label
-from wirewatch.records import ChannelSpec
-from wirewatch.settings import AlertsSettings
+from alerts.channels._http import JsonPoster
+from alerts.channels.base import Item, Notification, clip, plain, safe_url
 
 HEADER_LIMIT = 150
 TEXT_LIMIT = 3000
@@ -61,21 +58,10 @@ def payload(n: Notification) -> dict[str, Any]:
             "unfurl_links": False, "unfurl_media": False}
 
 
-class SlackChannel:
+class SlackChannel(JsonPoster):
     """Post to a Slack incoming-webhook URL (the URL is the secret: it is never logged)."""
 
     kind: ClassVar[str] = "slack"
     budget: ClassVar[int] = 1
     budget_per_s: ClassVar[float] = 1.0
-
-    def __init__(self, spec: ChannelSpec, settings: AlertsSettings) -> None:
-        self._poster = Poster(spec.target, settings.send_timeout_s, label=target_label(spec))
-
-    def send(self, n: Notification) -> str:
-        """POST the message once; see :class:`alerts.channels.base.Channel`."""
-        body = json.dumps(payload(n), ensure_ascii=False).encode()
-        return self._poster.post(body, {"Content-Type": "application/json"})
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._poster.close()
+    payload = staticmethod(payload)

@@ -11,10 +11,8 @@ import json
 import re
 from typing import Any, ClassVar
 
-from alerts.channels._http import Poster
-from alerts.channels.base import Notification, clip, plain, safe_url, target_label
-from wirewatch.records import ChannelSpec
-from wirewatch.settings import AlertsSettings
+from alerts.channels._http import JsonPoster
+from alerts.channels.base import Notification, clip, plain, safe_url
 
 TITLE_LIMIT = 300
 TEXT_LIMIT = 1500
@@ -71,21 +69,10 @@ def payload(n: Notification) -> dict[str, Any]:
         max_items //= 2
 
 
-class TeamsChannel:
+class TeamsChannel(JsonPoster):
     """Post an Adaptive Card to a Teams Workflows webhook URL (the URL carries a signature: never logged)."""
 
     kind: ClassVar[str] = "teams"
     budget: ClassVar[int] = 4
     budget_per_s: ClassVar[float] = 1.0
-
-    def __init__(self, spec: ChannelSpec, settings: AlertsSettings) -> None:
-        self._poster = Poster(spec.target, settings.send_timeout_s, label=target_label(spec))
-
-    def send(self, n: Notification) -> str:
-        """POST the card once; see :class:`alerts.channels.base.Channel`."""
-        body = json.dumps(payload(n), ensure_ascii=False).encode()
-        return self._poster.post(body, {"Content-Type": "application/json"})
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._poster.close()
+    payload = staticmethod(payload)

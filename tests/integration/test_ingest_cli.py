@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,15 +19,6 @@ from wirewatch.stack import free_port
 
 pytestmark = pytest.mark.integration
 FEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "feeds"
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    s = FeedServer().start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture

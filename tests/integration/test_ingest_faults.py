@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +35,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 FEEDS = ROOT / "tests" / "fixtures" / "feeds"
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    s = FeedServer().start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import tracemalloc
-from collections.abc import Iterator
 from email.utils import formatdate
 
-import pytest
 from ingest_server import (
     Conditional,
     FeedServer,
@@ -24,19 +22,11 @@ from ingest_server import (
 )
 
 from ingest.fetcher import Conditional as Validators
-from ingest.fetcher import HttpFetcher, Outcome, retry_after
+from ingest.fetcher import HttpFetcher, Outcome
+from wirewatch.retryafter import retry_after
 from wirewatch.settings import IngestSettings
 
 BODY = rss([{"title": "One", "link": "https://example.com/1", "guid": "1"}])
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    s = FeedServer().start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 NO_VALIDATORS = Validators()

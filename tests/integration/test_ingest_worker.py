@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,15 +31,6 @@ INGEST = {"min_interval_s": 1, "max_interval_s": 5, "default_interval_s": 2, "ji
           "claim_lease_s": 3, "metrics_port": None, "fetch_timeout_s": 5}
 
 API = {"url_allowlist": ["127.0.0.1"]}  # the test feed server is on loopback, which the SSRF guard refuses
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    s = FeedServer().start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@ import pytest
 
 from alerts.channels import REGISTRY, Item, Notification, PermanentSendError, build, slack, teams, webhook
 from alerts.channels import email as email_ch
-from alerts.channels._http import retry_after
+from alerts.channels._http import MAX_RETRY_AFTER_S
 from alerts.channels.apprise import body as apprise_body
 from alerts.channels.base import clip, plain, redact, safe_url, target_label
 from wirewatch.records import ChannelKind, ChannelSpec
+from wirewatch.retryafter import retry_after
 from wirewatch.settings import AlertsSettings
 
 HOSTILE = ("<!channel> Breaking <https://evil.example|click here> *bold* [x](https://evil.example) "
@@ -143,11 +144,11 @@ def test_helpers_clip_plain_redact_and_labels() -> None:
 
 @pytest.mark.parametrize(("value", "expected"), [("7", 7.0), (None, None), ("soon", None), ("999999", 3600.0)])
 def test_retry_after_parsing(value: str | None, expected: float | None) -> None:
-    assert retry_after(value) == expected
+    assert retry_after(value, cap_s=MAX_RETRY_AFTER_S) == expected
 
 
 def test_retry_after_http_date() -> None:
     from email.utils import formatdate
 
-    got = retry_after(formatdate(time.time() + 30, usegmt=True))
+    got = retry_after(formatdate(time.time() + 30, usegmt=True), cap_s=MAX_RETRY_AFTER_S)
     assert got is not None and 25 <= got <= 31
