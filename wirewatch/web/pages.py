@@ -30,6 +30,21 @@ def _signed_in(request: Request, ctx: ApiContext) -> ApiKey | None:
     return ctx.keys.verify(secret) if secret else None
 
 
+class _NotSignedIn(Exception):  # noqa: N818 - a control-flow signal, answered by a redirect
+    """Raised by the :data:`SignedIn` dependency; :func:`mount` answers it with the sign-in redirect."""
+
+
+def _require_sign_in(request: Request, ctx: Ctx) -> ApiKey:
+    api_key = _signed_in(request, ctx)
+    if api_key is None:
+        raise _NotSignedIn
+    return api_key
+
+
+SignedIn = Annotated[ApiKey, Depends(_require_sign_in)]
+"""The key of the signed-in dashboard user; a request without a valid cookie is sent to the sign-in form."""
+
+
 def _page(request: Request, name: str, api_key: ApiKey, **data: Any) -> HTMLResponse:
     response = templates.TemplateResponse(request, name, {"key": api_key, "page": name.split(".")[0], **data})
     response.headers["Content-Security-Policy"] = _CSP
@@ -73,66 +88,42 @@ def router() -> APIRouter:
         return response
 
     @r.get("/", response_class=HTMLResponse)
-    def live(request: Request, ctx: Ctx) -> Response:
-        api_key = _signed_in(request, ctx)
-        if api_key is None:
-            return _login_redirect()
+    def live(request: Request, ctx: Ctx, api_key: SignedIn) -> Response:
         topics = registry.topics(ctx.redis, ctx.settings).all()
         recent, _ = ctx.extras["match_store"].page(limit=30)
         return _page(request, "live.html", api_key, topics=topics, recent=recent)
 
     @r.get("/topics", response_class=HTMLResponse)
-    def topics_page(request: Request, ctx: Ctx) -> Response:
-        api_key = _signed_in(request, ctx)
-        if api_key is None:
-            return _login_redirect()
+    def topics_page(request: Request, ctx: Ctx, api_key: SignedIn) -> Response:
         return _page(request, "topics.html", api_key, topics=registry.topics(ctx.redis, ctx.settings).all())
 
     @r.get("/topics/new", response_class=HTMLResponse)
-    def topic_new(request: Request, ctx: Ctx) -> Response:
-        api_key = _signed_in(request, ctx)
-        if api_key is None:
-            return _login_redirect()
+    def topic_new(request: Request, api_key: SignedIn) -> Response:
         return _page(request, "topic_edit.html", api_key, topic=None)
 
     @r.get("/topics/{topic_id}", response_class=HTMLResponse)
-    def topic_edit(topic_id: str, request: Request, ctx: Ctx) -> Response:
-        api_key = _signed_in(request, ctx)
-        if api_key is None:
-            return _login_redirect()
+    def topic_edit(topic_id: str, request: Request, ctx: Ctx, api_key: SignedIn) -> Response:
         topic = registry.topics(ctx.redis, ctx.settings).get(topic_id)
         if topic is None:
             return _page(request, "missing.html", api_key, what=f"topic {topic_id}")
         return _page(request, "topic_edit.html", api_key, topic=topic)
 
     @r.get("/subscriptions", response_class=HTMLResponse)
-    def subscriptions_page(request: Request, ctx: Ctx) -> Response:
-        api_key = _signed_in(request, ctx)
-        if api_key is None:
-            return _login_redirect()
+    def subscriptions_page(request: Request, ctx: Ctx, api_key: SignedIn) -> Response:
         # The table comes from GET /v1/subscriptions, which masks secrets and credential-bearing URLs.
         topics = registry.topics(ctx.redis, ctx.settings).all()
         return _page(request, "subscriptions.html", api_key, topics=topics)
 
     @r.get("/feeds", response_class=HTMLResponse)
-    def feeds_page(request: Request, ctx: Ctx) -> Response:
-        api_key = _signed_in(request, ctx)
-        if api_key is None:
-            return _login_redirect()
+    def feeds_page(request: Request, ctx: Ctx, api_key: SignedIn) -> Response:
         return _page(request, "feeds.html", api_key, feeds=registry.feeds(ctx.redis, ctx.settings).all())
 
     @r.get("/deliveries", response_class=HTMLResponse)
-    def deliveries_page(request: Request, ctx: Ctx) -> Response:
-        api_key = _signed_in(request, ctx)
-        if api_key is None:
-            return _login_redirect()
+    def deliveries_page(request: Request, api_key: SignedIn) -> Response:
         return _page(request, "deliveries.html", api_key)
 
     @r.get("/stories/{story_id}", response_class=HTMLResponse)
-    def story_page(story_id: str, request: Request, ctx: Ctx) -> Response:
-        api_key = _signed_in(request, ctx)
-        if api_key is None:
-            return _login_redirect()
+    def story_page(story_id: str, request: Request, api_key: SignedIn) -> Response:
         return _page(request, "story.html", api_key, story_id=story_id)
 
     return r
@@ -141,6 +132,7 @@ def router() -> APIRouter:
 def mount(app: FastAPI) -> None:
     """Add the dashboard's pages, its static files, and ``/`` redirecting to it."""
     app.include_router(router())
+    app.add_exception_handler(_NotSignedIn, lambda request, exc: _login_redirect())
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     @app.get("/", include_in_schema=False)
