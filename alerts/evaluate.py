@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from alerts.fingerprint import Print, similarity
+from wirewatch.scores import prf as _prf
 
 
 class PairsError(ValueError):
@@ -71,13 +72,7 @@ def read_pairs(path: Path) -> list[Pair]:
 
 def prf(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float, float]:
     """Precision, recall and F1 of ``scores >= threshold``."""
-    pred = scores >= threshold
-    tp = int(np.sum(pred & labels))
-    fp = int(np.sum(pred & ~labels))
-    fn = int(np.sum(~pred & labels))
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+    return _prf(scores >= threshold, labels)
 
 
 def score_pairs(pairs: list[Pair], vectors: dict[str, np.ndarray]) -> np.ndarray:

@@ -24,6 +24,7 @@ from classify.classifier import Classifier
 from classify.model import FEATURES
 from classify.topics import Doc
 from wirewatch.records import Article, Topic
+from wirewatch.scores import prf
 
 Array = NDArray[np.float64]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -116,14 +117,6 @@ class Report:
         """The ``--json`` object: ``topics.<id>`` and ``macro`` (curves left out)."""
         topics = {tid: {k: v for k, v in asdict(r).items() if k != "curve"} for tid, r in self.topics.items()}
         return {"topics": topics, "macro": self.macro, "labelled": self.labelled, "articles": self.articles}
-
-
-def prf(pred: NDArray[np.bool_], truth: NDArray[np.bool_]) -> tuple[float, float, float]:
-    """Precision, recall and F1 (0 where undefined)."""
-    tp = float((pred & truth).sum())
-    p = tp / pred.sum() if pred.sum() else 0.0
-    r = tp / truth.sum() if truth.sum() else 0.0
-    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
 def best_threshold(scores: Array, truth: NDArray[np.bool_]) -> tuple[float, float, dict[str, list[float]]]:
