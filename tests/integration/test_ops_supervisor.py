@@ -73,11 +73,12 @@ def test_backoff_resets_after_a_child_stayed_up() -> None:
     assert [b.delay(n) for n in (1, 2, 3, 4, 7, 8)] == [1, 2, 4, 8, 60, 60]
 
 
-def test_sigterm_drains_children_gracefully_within_the_bound(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, str(MAIN), "10", str(tmp_path), "drain", "drain"],
+def _terminate_supervisor(tmp_path: Path, drain_s: str, *children: str) -> tuple[list[int], int, float, str]:
+    """Start the supervisor, SIGTERM it once every child is ready: (child pids, exit code, seconds, output)."""
+    proc = subprocess.Popen([sys.executable, str(MAIN), drain_s, str(tmp_path), *children],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        assert _wait_for(lambda: len(list(tmp_path.glob("ready-*"))) == 2, 20)
+        assert _wait_for(lambda: len(list(tmp_path.glob("ready-*"))) == len(children), 20)
         pids = [int(p.name.split("-")[1]) for p in tmp_path.glob("ready-*")]
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -86,7 +87,11 @@ def test_sigterm_drains_children_gracefully_within_the_bound(tmp_path: Path) -> 
     finally:
         if proc.poll() is None:
             proc.kill()
-    out = proc.stdout.read().decode() if proc.stdout else ""
+    return pids, code, took, proc.stdout.read().decode() if proc.stdout else ""
+
+
+def test_sigterm_drains_children_gracefully_within_the_bound(tmp_path: Path) -> None:
+    pids, code, took, out = _terminate_supervisor(tmp_path, "10", "drain", "drain")
     assert code == 0, out
     assert took < 3.0, took  # children need ~0.3 s to drain; the bound is 10 s
     assert sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("drained-*")) == sorted(pids)
@@ -95,19 +100,7 @@ def test_sigterm_drains_children_gracefully_within_the_bound(tmp_path: Path) -> 
 
 
 def test_child_ignoring_sigterm_is_killed_after_the_drain_timeout(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, str(MAIN), "1.0", str(tmp_path), "stubborn", "drain"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        assert _wait_for(lambda: len(list(tmp_path.glob("ready-*"))) == 2, 20)
-        pids = [int(p.name.split("-")[1]) for p in tmp_path.glob("ready-*")]
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=15)
-        took = time.monotonic() - started
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    out = proc.stdout.read().decode() if proc.stdout else ""
+    pids, code, took, out = _terminate_supervisor(tmp_path, "1.0", "stubborn", "drain")
     assert code == 1, out  # something had to be killed
     assert 1.0 <= took < 4.0, took
     assert '"event": "worker_killed"' in out and '"role": "stubborn-0"' in out
