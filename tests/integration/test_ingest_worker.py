@@ -96,6 +96,18 @@ async def poll_once(worker: IngestWorker, fid: str) -> Any:
     return await worker.poll(worker.feeds[fid])
 
 
+def polls(settings: Settings, *feed_ids: str) -> list[Any]:
+    """A freshly started worker polls each feed id in turn (as if due), then closes: one report each."""
+    async def run() -> list[Any]:
+        w = IngestWorker(settings)
+        await w.startup()
+        try:
+            return [await poll_once(w, fid) for fid in feed_ids]
+        finally:
+            await w.close()
+    return asyncio.run(run())
+
+
 def items(*specs: tuple[str, str]) -> list[dict[str, str]]:
     return [{"title": t, "link": link, "guid": link, "description": f"About {t}"} for t, link in specs]
 
@@ -108,14 +120,7 @@ def test_new_entries_published_once_keyed_by_id_then_304_across_a_restart(
     server.routes["/feed"] = feed_handler
     feed = add_feed(isettings, server.url("/feed"), name="Example")
 
-    async def first() -> list[Any]:
-        w = IngestWorker(isettings)
-        await w.startup()
-        reports = [await poll_once(w, feed.id), await poll_once(w, feed.id)]
-        await w.close()
-        return reports
-
-    r1, r2 = asyncio.run(first())
+    r1, r2 = polls(isettings, feed.id, feed.id)
     assert (r1.outcome, r1.new) == ("200", 3) and (r2.outcome, r2.new) == ("304", 0)
     got = consume(isettings, 3)
     assert len(got) == 3
@@ -124,14 +129,7 @@ def test_new_entries_published_once_keyed_by_id_then_304_across_a_restart(
     st = StateStore(wstate.connect(isettings), isettings).get(feed.id)
     assert st is not None and st.etag == '"e1"' and st.last_modified == "Sun, 06 Nov 1994 08:49:37 GMT"
 
-    async def after_restart() -> Any:
-        w = IngestWorker(isettings)
-        await w.startup()
-        r = await poll_once(w, feed.id)
-        await w.close()
-        return r
-
-    r3 = asyncio.run(after_restart())
+    (r3,) = polls(isettings, feed.id)  # after a restart
     assert r3.outcome == "304"
     last = server.hits("/feed")[-1]
     assert last["If-None-Match"] == '"e1"' and last["If-Modified-Since"] == "Sun, 06 Nov 1994 08:49:37 GMT"
@@ -184,14 +182,7 @@ def test_duplicate_and_missing_guids(isettings: Settings, server: FeedServer) ->
     server.routes["/feed"] = static(body)
     feed = add_feed(isettings, server.url("/feed"))
 
-    async def scenario() -> list[Any]:
-        w = IngestWorker(isettings)
-        await w.startup()
-        out = [await poll_once(w, feed.id), await poll_once(w, feed.id)]
-        await w.close()
-        return out
-
-    first, again = asyncio.run(scenario())
+    first, again = polls(isettings, feed.id, feed.id)
     # The description-only entry takes its title from the description, so it is identified by title too.
     assert first.new == 4 and again.new == 0
     assert again.unchanged  # same bytes, no validators: not parsed again
@@ -206,15 +197,7 @@ def test_301_updates_the_stored_url_and_410_disables_with_reason(isettings: Sett
     moved = add_feed(isettings, server.url("/old"))
     gone = add_feed(isettings, server.url("/gone"))
 
-    async def scenario() -> list[Any]:
-        w = IngestWorker(isettings)
-        await w.startup()
-        out = [await poll_once(w, moved.id), await poll_once(w, gone.id)]
-        out.append(await poll_once(w, moved.id))
-        await w.close()
-        return out
-
-    r_moved, r_gone, r_again = asyncio.run(scenario())
+    r_moved, r_gone, r_again = polls(isettings, moved.id, gone.id, moved.id)
     reg = regmod.feeds(wstate.connect(isettings), isettings)
     after = reg.get(moved.id)
     assert r_moved.new == 1 and after is not None and after.url == server.url("/new")
@@ -228,15 +211,8 @@ def test_429_retry_after_sets_the_next_poll_and_counts_an_error(isettings: Setti
     server.routes["/busy"] = static(b"", 429, {"Retry-After": "25"})
     feed = add_feed(isettings, server.url("/busy"))
 
-    async def scenario() -> Any:
-        w = IngestWorker(isettings)
-        await w.startup()
-        r = await poll_once(w, feed.id)
-        await w.close()
-        return r
-
     before = time.time()
-    r = asyncio.run(scenario())
+    (r,) = polls(isettings, feed.id)
     st = StateStore(wstate.connect(isettings), isettings).get(feed.id)
     assert r.outcome == "429" and st is not None and st.errors == 1
     assert before + 24 <= st.next_due <= time.time() + 26
@@ -371,14 +347,7 @@ def test_json_feed_over_gzip_is_published(isettings: Settings, server: FeedServe
         "Content-Type": "application/feed+json", "Content-Encoding": "gzip"})
     feed = add_feed(isettings, server.url("/feed.json"))
 
-    async def scenario() -> Any:
-        w = IngestWorker(isettings)
-        await w.startup()
-        r = await poll_once(w, feed.id)
-        await w.close()
-        return r
-
-    r = asyncio.run(scenario())
+    (r,) = polls(isettings, feed.id)
     assert (r.outcome, r.new) == ("200", 3)
     arts = {a.title: a for _, a, _ in consume(isettings, 3)}
     assert arts["Quake hits coast"].summary == "A magnitude 6 quake…"
