@@ -4,6 +4,8 @@ Every text field is plain text: tags removed (script/style bodies with them), en
 folded to single spaces, and cut at a word boundary to its cap. Dates are UTC; an entry without a usable date
 gets the fetch time, and one dated further in the future than ``future_tolerance_s`` is clamped to the fetch
 time; both are flagged ``published_estimated``. Identity is :func:`wirewatch.identity.article_id`, nothing else.
+The language is an ISO 639-1 code: the entry's declared one, else the feed's, else detected from the title and
+summary (:mod:`wirewatch.language`); None when neither declares one and the text is too short to tell.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 
 from ingest.parser import ParsedFeed, RawEntry
 from wirewatch.identity import article_id, canonical_url
+from wirewatch.language import detect, normalize_language
 from wirewatch.records import Article
 from wirewatch.settings import IngestSettings
 
@@ -120,6 +123,8 @@ def normalize_entry(entry: RawEntry, *, parsed: ParsedFeed, feed_url: str, ident
         published, estimated = fetched_at, True
     elif published > fetched_at + timedelta(seconds=cfg.future_tolerance_s):
         published, estimated = fetched_at, True
+    language = (normalize_language(entry.language) or normalize_language(parsed.language)
+                or detect(f"{title}\n{summary}"))
     if not title:
         title = url or entry.guid or ""
     article = Article(
@@ -127,7 +132,7 @@ def normalize_entry(entry: RawEntry, *, parsed: ParsedFeed, feed_url: str, ident
         published_at=published, fetched_at=fetched_at, published_estimated=estimated,
         feed_url=feed_url, feed_id=feed_id, source=_source(parsed, feed_name, feed_url),
         authors=tuple(dict.fromkeys(plain_text(a, 200) for a in entry.authors if a.strip()))[:20],
-        language=(entry.language or parsed.language or "").strip().lower()[:35] or None,
+        language=language,
         tags=tuple(dict.fromkeys(plain_text(t, 100) for t in entry.tags if t.strip()))[:50],
     )
     return Normalized(article, content_hash(title, summary))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.normalize import content_hash, normalize, plain_text
-from ingest.parser import ParsedFeed, RawEntry, parse
+from ingest.parser import ParsedFeed, RawEntry, parse, parse_xml
 from wirewatch.identity import article_id
 from wirewatch.settings import IngestSettings
 
@@ -56,7 +59,7 @@ def test_fixture_rss_normalizes_to_canonical_urls_and_estimated_dates() -> None:
     assert not a.published_estimated and a.published_at.tzinfo is not None
     assert b.published_estimated and b.published_at == NOW  # unparseable date
     assert c.published_estimated and c.published_at == NOW  # year 2100 clamped
-    assert a.source == "Example & Daily" and a.language == "en-gb" and a.feed_id == "f1"
+    assert a.source == "Example & Daily" and a.language == "en" and a.feed_id == "f1"
 
 
 def test_identity_falls_back_to_guid_then_title_and_first_duplicate_wins() -> None:
@@ -99,3 +102,58 @@ def test_missing_title_uses_the_summary_lead() -> None:
 def test_content_hash_changes_with_title_or_summary_only() -> None:
     assert content_hash("a", "b") == content_hash("a", "b")
     assert content_hash("a", "b") != content_hash("a2", "b") != content_hash("a", "b2")
+
+
+# -- language -------------------------------------------------------------------------------------------
+LANG_FIXTURES = sorted(p.name for p in FEEDS.glob("lang_*"))
+_EXPECT = re.compile(r"<!-- Expect: languages = (.*?) -->")
+
+
+def expected_languages(path: Path) -> list[str | None]:
+    """The fixture's own expectation: an ``Expect:`` comment in XML, ``_expect`` in a JSON Feed."""
+    raw = path.read_text()
+    if path.suffix == ".json":
+        return list(json.loads(raw)["_expect"]["languages"])
+    m = _EXPECT.search(raw)
+    assert m, f"{path.name} has no Expect: languages line"
+    return [None if code == "-" else code for code in m.group(1).split()]
+
+
+@pytest.mark.parametrize("name", LANG_FIXTURES)
+@pytest.mark.parametrize("fast", [True, False], ids=["lxml", "feedparser"])
+def test_language_fixtures(name: str, fast: bool) -> None:
+    path = FEEDS / name
+    body = path.read_bytes()
+    parsed = parse(body, {}, FEED) if path.suffix == ".json" else parse_xml(body, {}, FEED, fast=fast)
+    items, bad = normalize(parsed, feed_url=FEED, fetched_at=NOW, cfg=CFG)
+    assert not bad
+    assert [n.article.language for n in items] == expected_languages(path)
+
+
+def test_language_fixtures_exist() -> None:
+    assert len(LANG_FIXTURES) >= 4
+
+
+def test_content_language_header_stands_in_for_an_undeclared_feed() -> None:
+    body = (FEEDS / "lang_rss_undeclared.xml").read_bytes()
+    items, _ = normalize(parse_xml(body, {"content-language": "de-DE, en"}, FEED), feed_url=FEED, fetched_at=NOW,
+                         cfg=CFG)
+    assert {n.article.language for n in items} == {"de"}
+
+
+def test_language_entry_over_feed_over_detection() -> None:
+    feed = ParsedFeed("rss20", language="en-GB", entries=(
+        RawEntry(guid="a", title="Waffenruhe in Aleppo hält den zweiten Tag", language="de_DE"),
+        RawEntry(guid="b", title="Waffenruhe in Aleppo hält den zweiten Tag", language="x-default"),
+    ))
+    items, _ = normalize(feed, feed_url=FEED, fetched_at=NOW, cfg=CFG)
+    assert [n.article.language for n in items] == ["de", "en"]
+    undeclared = norm([RawEntry(guid="c", title="Waffenruhe", summary="<p>Die Busse warten am Übergang.</p>")])
+    assert undeclared[0].language == "de"
+
+
+@given(st.text(max_size=120), st.text(max_size=200), st.one_of(st.none(), st.text(max_size=12)))
+def test_language_is_always_a_two_letter_code_or_none(title: str, summary: str, declared: str | None) -> None:
+    arts = norm([RawEntry(guid="g", title=title, summary=summary, language=declared)])
+    lang = arts[0].language
+    assert lang is None or (len(lang) == 2 and lang.isascii() and lang.isalpha() and lang.islower())
