@@ -1,0 +1,1 @@
+"""Learning from feedback, measured: ``python -m bench.feedback`` (see ``__main__``)."""
