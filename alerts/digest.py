@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import redis
 
@@ -31,6 +31,8 @@ from wirewatch.settings import Settings
 from wirewatch.state import key
 
 log = get_logger("alerts.digest")
+RETRY_S = 60.0
+"""How long a subscription whose digest failed to build waits before the next try."""
 _SETTLE = """
 redis.call('ZREM', KEYS[1], unpack(ARGV, 2))
 if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
@@ -160,9 +162,16 @@ class DigestScheduler:
                 self.run_once(datetime.now(UTC))
             except (redis.RedisError, OSError) as exc:
                 log.warning("digest_run_failed", error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - the thread is every digest's only way out: it must live
+                log.error("digest_run_error", error=f"{type(exc).__name__}: {exc}")
 
     def run_once(self, now: datetime) -> int:
-        """Build every due digest; returns how many were handed over."""
+        """Build every due digest; returns how many were handed over.
+
+        A subscription whose digest cannot be built (a bug, a record that fails at run time) is logged with
+        its id, counted, and its due time moved ``RETRY_S`` on, so it neither blocks the queue's head nor
+        costs another subscription its digest. Redis errors propagate (the whole pass is retried).
+        """
         built = 0
         for sub_id in self.queue.due(now):
             # one builder per subscription at a time across workers; a crashed holder's lock expires
@@ -171,6 +180,13 @@ class DigestScheduler:
                 continue
             try:
                 built += self._build(sub_id, now)
+            except (redis.RedisError, OSError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                log.error("subscription_failed", subscription_id=sub_id, stage="digest",
+                          error=f"{type(exc).__name__}: {exc}")
+                metrics.ALERTS_SUBSCRIPTION_ERRORS.labels("digest").inc()
+                self.queue.postpone(sub_id, now + timedelta(seconds=RETRY_S))
             finally:
                 if self._r.get(lock) == self._token.encode():
                     self._r.delete(lock)

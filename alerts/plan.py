@@ -22,9 +22,14 @@ from alerts.recorder import delivery_id
 from alerts.rules import Action, Decision, judge, overflow_due
 from alerts.stories import Folded
 from wirewatch import metrics
+from wirewatch.log import get_logger
 from wirewatch.records import Delivery, DeliveryStatus, Match, Subscription
 from wirewatch.settings import Settings
 from wirewatch.state import RateLimiter, key
+
+log = get_logger("alerts.plan")
+FAILED = "subscription_error"
+"""The suppression reason of a (match, subscription) whose rules could not be applied."""
 
 
 @dataclass
@@ -65,6 +70,21 @@ def _record(sub: Subscription, f: Folded, status: DeliveryStatus, reason: str) -
                     idempotency_key=idempotency_key(sub.id, f.story.id), channel=sub.channel.type.value)
 
 
+def failed(sub: Subscription, stage: str, exc: Exception) -> Decision:
+    """Log and count a subscription whose ``stage`` raised; its match is suppressed (and audited), no one else's."""
+    log.error("subscription_failed", subscription_id=sub.id, topic_id=sub.topic_id, stage=stage,
+              error=f"{type(exc).__name__}: {exc}")
+    metrics.ALERTS_SUBSCRIPTION_ERRORS.labels(stage).inc()
+    return Decision(Action.SUPPRESS, FAILED)
+
+
+def _judged(sub: Subscription, f: Folded, *, known: bool, now: datetime) -> Decision:
+    try:
+        return judge(sub, f, known=known, now=now)
+    except Exception as exc:  # noqa: BLE001 - a bad subscription must not take the batch (its topic) down with it
+        return failed(sub, "rules", exc)
+
+
 class Planner:
     """Applies the rules to a folded batch against the shared ledger, outbox, held queues and rate limits."""
 
@@ -81,29 +101,32 @@ class Planner:
         """Decide for every (match, subscription on its topic) pair."""
         pairs = [(f, sub) for f in folded for sub in subs_by_topic.get(f.match.topic_id, ())]
         # Suppressions that do not depend on the story's history (disabled, muted, low score) need no lookup.
-        early = [judge(sub, f, known=False, now=now) for f, sub in pairs]
+        early = [_judged(sub, f, known=False, now=now) for f, sub in pairs]
         ask = [i for i, d in enumerate(early) if d.action is not Action.SUPPRESS]
         known = dict(zip(ask, self._known([pairs[i] for i in ask]), strict=True))
         decided = []
         planned: set[tuple[str, str]] = set()
         for i, (f, sub) in enumerate(pairs):
             d = early[i] if i not in known else \
-                judge(sub, f, known=known[i] or (sub.id, f.story.id) in planned, now=now)
+                _judged(sub, f, known=known[i] or (sub.id, f.story.id) in planned, now=now)
             if d.action is not Action.SUPPRESS:
                 planned.add((sub.id, f.story.id))
             decided.append(d)
         decided = self._rate_limit(pairs, decided, now)
         out = Plan()
         for (f, sub), d in zip(pairs, decided, strict=True):
-            metrics.ALERTS_DECISIONS.labels(d.action.value, d.reason).inc()
             if d.action is Action.SEND:
-                out.sends.append(Entry(notification(sub, f, d.seq, topic_names.get(sub.topic_id, sub.topic_id))))
-            elif d.action is Action.HOLD:
+                try:
+                    out.sends.append(Entry(notification(sub, f, d.seq, topic_names.get(sub.topic_id, sub.topic_id))))
+                except Exception as exc:  # noqa: BLE001 - as in _judged
+                    d = failed(sub, "notification", exc)
+            metrics.ALERTS_DECISIONS.labels(d.action.value, d.reason).inc()
+            if d.action is Action.HOLD:
                 assert d.due is not None
                 out.holds.append(Held(sub.id, sub.topic_id, f.story.id, d.due))
                 reason = f"{d.reason}: held until {d.due.isoformat()}"
                 out.records.append(_record(sub, f, DeliveryStatus.QUEUED, reason))
-            else:
+            elif d.action is Action.SUPPRESS:
                 out.records.append(_record(sub, f, DeliveryStatus.SUPPRESSED, d.reason))
         return out
 
@@ -129,8 +152,11 @@ class Planner:
             sub = pairs[i][1]
             if decided[i].seq != FIRST:
                 out[i] = Decision(Action.SUPPRESS, "rate_limited_follow_up")
-            else:
+                continue
+            try:
                 out[i] = Decision(Action.HOLD, "rate_limited", due=overflow_due(sub, now, wait))
+            except Exception as exc:  # noqa: BLE001 - as in _judged
+                out[i] = failed(sub, "rate_limit", exc)
         return out
 
     def _known(self, pairs: list[tuple[Folded, Subscription]]) -> list[bool]:

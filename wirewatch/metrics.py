@@ -125,6 +125,9 @@ ALERTS_LATENCY_SECONDS = Histogram(
 )
 ALERTS_OUTBOX_PENDING = Gauge("wirewatch_alerts_outbox_pending", "Notifications written but not yet acknowledged.")
 ALERTS_DIGESTS = Counter("wirewatch_alerts_digests_total", "Digests built, by trigger.", ["trigger"])
+ALERTS_SUBSCRIPTION_ERRORS = Counter(
+    "wirewatch_alerts_subscription_errors_total",
+    "Subscriptions skipped because applying them failed (the others of the batch go on), by stage.", ["stage"])
 
 # --- api: subscription API and dashboard ------------------------------------------------------------------
 API_REQUESTS = Counter("wirewatch_api_requests_total", "HTTP requests, by route template, method and status class.",

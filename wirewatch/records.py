@@ -11,11 +11,14 @@ Change records with ``record.model_copy(update=...)``; never in place.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 SCHEMA_MAJOR = 1
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.0"
@@ -215,6 +218,47 @@ class ChannelKind(StrEnum):
     APPRISE = "apprise"
 
 
+_HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+_EMAIL = re.compile(r"^[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def known_zone(value: str) -> str:
+    """``value`` when it names an IANA time zone this host knows (``Europe/Paris``, ``UTC``).
+
+    Raises:
+        ValueError: naming the value, for anything ``ZoneInfo`` cannot load. Checked when a record is
+            built, so an unknown zone is refused at the API, in ``config check`` and by the registry seed
+            instead of failing later inside the alerts batch.
+    """
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a key that names a directory
+        raise ValueError(f"unknown time zone {value!r} (expected an IANA name such as 'Europe/Paris')") from exc
+    return value
+
+
+def check_target(kind: ChannelKind, target: str) -> str:
+    """``target`` when it has the shape ``kind`` needs; the SSRF guard is the API's separate, later check.
+
+    Raises:
+        ValueError: saying what the channel kind expected.
+    """
+    if _CONTROL.search(target) or target != target.strip():
+        raise ValueError("contains control characters or surrounding whitespace")
+    if kind is ChannelKind.EMAIL:
+        if not all(_EMAIL.match(a.strip()) for a in target.split(",")):
+            raise ValueError("expected one or more comma-separated email addresses")
+    elif kind is ChannelKind.APPRISE:
+        if not re.match(r"^[a-z][a-z0-9+.-]*://\S+$", target, re.I):
+            raise ValueError("expected an Apprise URL (scheme://...)")
+    else:
+        parts = urlsplit(target)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s) URL with a host for a {kind.value} channel")
+    return target
+
+
 class ChannelSpec(Record):
     """Where a subscription's notifications go. ``secret`` is never logged."""
 
@@ -224,41 +268,62 @@ class ChannelSpec(Record):
     secret: str | None = Field(default=None, repr=False)
     options: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("target")
+    @classmethod
+    def _target_fits_kind(cls, value: str, info: ValidationInfo) -> str:
+        kind = info.data.get("type")  # absent when the type itself was invalid: that error is reported
+        return value if kind is None else check_target(kind, value)
+
 
 class DigestSpec(Record):
     """When a digest subscription is delivered."""
 
     kind: ClassVar[str] = "digest"
     period: Literal["hourly", "daily"] = "hourly"
-    at: str = Field(default="08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    at: str = Field(default="08:00", pattern=_HHMM)
     timezone: str = "UTC"
+
+    _zone = field_validator("timezone")(known_zone)
 
 
 class RateLimit(Record):
     """At most ``count`` instant notifications per ``per_seconds``; overflow goes to the next digest."""
 
     kind: ClassVar[str] = "rate_limit"
-    count: int = Field(default=20, ge=1)
-    per_seconds: int = Field(default=3600, ge=1)
+    count: int = Field(default=20, ge=1, le=1_000_000, strict=True)
+    per_seconds: int = Field(default=3600, ge=1, le=366 * 86400, strict=True)
 
 
 class QuietHours(Record):
     """Local-time window during which alerts are held and sent as one digest when it ends."""
 
     kind: ClassVar[str] = "quiet_hours"
-    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    start: str = Field(pattern=_HHMM)
+    end: str = Field(pattern=_HHMM)
     timezone: str = "UTC"
+
+    _zone = field_validator("timezone")(known_zone)
+
+    @field_validator("end")
+    @classmethod
+    def _not_empty(cls, value: str, info: ValidationInfo) -> str:
+        if value == info.data.get("start"):
+            raise ValueError(f"equals start ({value}): an empty window; leave quiet_hours out instead")
+        return value
 
 
 class Subscription(Record):
-    """A channel subscribed to a topic, with its delivery rules."""
+    """A channel subscribed to a topic, with its delivery rules.
+
+    Every field is checked when the record is built (zones, windows, limits, channel target), so a
+    subscription that would fail at run time is refused wherever it enters: API, config file, registry seed.
+    """
 
     kind: ClassVar[str] = "subscription"
     id: str = Field(min_length=1, max_length=64)
-    topic_id: str
+    topic_id: str = Field(min_length=1, max_length=64)
     channel: ChannelSpec
-    min_score: float = Field(default=0.0, ge=0.0, le=1.0)
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     mode: Literal["instant", "digest"] = "instant"
     digest: DigestSpec | None = None
     rate_limit: RateLimit | None = None
@@ -267,6 +332,12 @@ class Subscription(Record):
     follow_ups: Literal["none", "material", "sources"] = "material"
     enabled: bool = True
     owner: str | None = None
+
+    @field_validator("muted_until")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # a naive time cannot be compared with the worker's aware clock; it is taken as UTC, like every record's
+        return None if value is None else _as_utc(value)
 
 
 class DeliveryStatus(StrEnum):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Generic, Literal, TypeVar
 
 import redis
+from pydantic import ValidationError
 
 from wirewatch.log import get_logger
 from wirewatch.records import Feed, Record, RecordError, Subscription, Topic, decode
@@ -63,8 +64,23 @@ class Registry(Generic[R]):
         return bool(self._put_absent(keys=[self._hash, self._rev], args=[rid, record.to_json()]))
 
     def seed(self, records: Iterable[R]) -> int:
-        """Add config-declared records that are absent; returns how many were added."""
-        return sum(1 for r in records if self.put_if_absent(r))
+        """Add config-declared records that are absent; returns how many were added.
+
+        Raises:
+            RecordError: naming the record and its first bad field when any record fails its own checks
+                (one built without validation, or under an older, laxer model); nothing is written then.
+        """
+        checked = [self._checked(r) for r in records]
+        return sum(1 for r in checked if self.put_if_absent(r))
+
+    def _checked(self, record: R) -> R:
+        try:
+            return self.cls.model_validate(record.model_dump())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+            rid = getattr(record, "id", "?")
+            raise RecordError(f"{self.cls.kind} {rid!r}: field {loc!r}: {first['msg']}") from exc
 
     def get(self, rid: str) -> R | None:
         """The record with id ``rid``, or None."""

@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from wirewatch.records import Subscription, Topic
@@ -195,6 +195,25 @@ class AlertsSettings(Section):
     smtp_starttls: bool = False
     smtp_username: str | None = None
     smtp_password: str | None = Field(default=None, repr=False)
+
+    @field_validator("subscriptions")
+    @classmethod
+    def _unique_ids(cls, value: tuple[Subscription, ...]) -> tuple[Subscription, ...]:
+        # the seed adds a config subscription only when its id is free, so a repeated id would be dropped silently
+        seen: set[str] = set()
+        for s in value:
+            if s.id in seen:
+                raise ValueError(f"subscription id {s.id!r} appears more than once")
+            seen.add(s.id)
+        return value
+
+    @field_validator("backoff_max_s")
+    @classmethod
+    def _backoff_ceiling(cls, value: float, info: ValidationInfo) -> float:
+        initial = info.data.get("backoff_initial_s")
+        if initial is not None and value < initial:
+            raise ValueError(f"must be at least backoff_initial_s ({initial})")
+        return value
 
 
 class ApiSettings(Section):

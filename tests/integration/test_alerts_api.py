@@ -107,3 +107,31 @@ def test_stories_and_deliveries_after_the_worker_ran(api: Api) -> None:
     assert sorted(d["status"] for d in mine) == ["sent", "suppressed"]
     assert c.get("/v1/deliveries", headers=api.h(api.bob)).json() == []  # bob owns no subscription
     assert len(c.get("/v1/deliveries", params={"subscription": "desk"}, headers=api.h(api.admin)).json()) == 2
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"quiet_hours": {"start": "22:00", "end": "06:00", "timezone": "Mars/Olympus_Mons"}}, "quiet_hours.timezone"),
+    ({"quiet_hours": {"start": "22:00", "end": "22:00"}}, "quiet_hours.end"),
+    ({"mode": "digest", "digest": {"period": "daily", "timezone": "Europe/Atlantis"}}, "digest.timezone"),
+    ({"mode": "digest", "digest": {"period": 0}}, "digest.period"),
+    ({"rate_limit": {"count": 0, "per_seconds": 60}}, "rate_limit.count"),
+    ({"rate_limit": {"count": 5, "per_seconds": -1}}, "rate_limit.per_seconds"),
+    ({"min_score": 1.5}, "min_score"),
+    ({"muted_until": "next tuesday"}, "muted_until"),
+])
+def test_a_subscription_that_would_fail_at_run_time_gets_422_naming_the_field(
+        api: Api, extra: dict[str, object], field: str) -> None:
+    assert api.client is not None
+    _topic(api)
+    alice = api.h(api.alice)
+    r = api.client.post("/v1/subscriptions", json=_sub("http://127.0.0.1:9/h", sid="bad", **extra), headers=alice)
+    assert r.status_code == 422, r.text
+    assert field in r.json()["detail"], r.text
+    assert api.client.get("/v1/subscriptions/bad", headers=alice).status_code == 404
+    ok = api.client.post("/v1/subscriptions", json=_sub("http://127.0.0.1:9/h", sid="ok"), headers=alice)
+    assert ok.status_code == 201, ok.text
+    r = api.client.patch("/v1/subscriptions/ok", json=extra, headers=alice)
+    assert r.status_code == 422 and field in r.json()["detail"], r.text
+    stored = registry.subscriptions(state.connect(api.settings), api.settings).get("ok")
+    assert stored is not None and stored.quiet_hours is None and stored.digest is None and stored.rate_limit is None
+    assert stored.min_score == 0.0 and stored.muted_until is None

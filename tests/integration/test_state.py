@@ -7,7 +7,7 @@ import time
 import pytest
 
 from wirewatch import registry, state
-from wirewatch.records import Topic
+from wirewatch.records import ChannelKind, ChannelSpec, QuietHours, RecordError, Subscription, Topic
 from wirewatch.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -79,3 +79,19 @@ def test_registry_put_seed_delete_and_watch(settings: Settings) -> None:
         assert [t.id for t in reg.all()] == ["aleppo"], "an unreadable entry is skipped, not fatal"
     finally:
         watcher.stop()
+
+
+def test_registry_seed_refuses_a_subscription_that_fails_its_checks_and_writes_nothing(settings: Settings) -> None:
+    reg = registry.subscriptions(state.connect(settings), settings)
+    hook = ChannelSpec(type=ChannelKind.WEBHOOK, target="https://hooks.example/desk")
+    good = Subscription(id="good", topic_id="syria", channel=hook)
+    # built without validation, as a caller holding records from an older, laxer model could
+    bad = Subscription.model_construct(id="bad", topic_id="syria", channel=hook, min_score=0.0, mode="instant",
+                                       digest=None, rate_limit=None, muted_until=None, follow_ups="material",
+                                       enabled=True, owner=None, v="1.0",
+                                       quiet_hours=QuietHours.model_construct(start="22:00", end="06:00",
+                                                                             timezone="Mars/Olympus_Mons", v="1.0"))
+    with pytest.raises(RecordError, match=r"subscription 'bad': field 'quiet_hours.timezone'.*Mars/Olympus_Mons"):
+        reg.seed([good, bad])
+    assert reg.all() == [] and reg.revision() == 0
+    assert reg.seed([good]) == 1 and [s.id for s in reg.all()] == ["good"]

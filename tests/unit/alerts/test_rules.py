@@ -66,7 +66,8 @@ def test_follow_up_keys_differ_from_the_first_alert_and_are_stable() -> None:
     (QuietHours(start="22:00", end="07:00"), datetime(2026, 3, 10, 12, 0, tzinfo=UTC), None),
     (QuietHours(start="09:00", end="17:00", timezone="America/New_York"), T0 + timedelta(hours=2),
      datetime(2026, 3, 10, 21, 0, tzinfo=UTC)),  # 17:00 EDT (DST began 8 March)
-    (QuietHours(start="09:00", end="09:00"), T0, None),
+    # refused when built now; one stored before that check still reads as no quiet hours at all
+    (QuietHours.model_construct(start="09:00", end="09:00", timezone="UTC"), T0, None),
 ])
 def test_quiet_until(q: QuietHours, now: datetime, want: datetime | None) -> None:
     assert quiet_until(q, now) == want
