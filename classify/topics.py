@@ -3,13 +3,17 @@
 Keyword rules (``include_any``, ``include_all``, ``exclude``) match whole words and phrases only ("truce"
 does not fire on "truces" unless written ``truce*``). They are case aware: a term written in lower case
 matches any case, a term with a capital letter matches that case exactly (``US`` is not "us", ``AI`` is
-not "ai"). ``exclude`` vetoes a topic outright; the include rules are evidence for the topic's model.
+not "ai"). Both sides are compared without diacritics ("Cavusoglu" finds "Çavuşoğlu", "Alep" finds "Alep"),
+in any script whose words are separated by spaces, and a term may list a name's spellings:
+``"Aleppo|Alep|Halep|Halab|حلب"``. ``exclude`` vetoes a topic outright; the include rules are evidence for
+the topic's model.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,49 +36,131 @@ class TopicFileError(ValueError):
     """A topics file that cannot be read; the message names the file and the bad entry."""
 
 
+class _Folding(dict[int, "int | str | None"]):
+    """``str.translate`` table, filled on first sight of each character: combining marks dropped.
+
+    Besides marks, a few letters that NFKD keeps whole are spelled as their plain forms (Turkish dotless i,
+    Polish l-stroke, Nordic o-slash; Arabic tatweel dropped, alef maksura and the Persian yeh and keheh as
+    the Arabic yeh and kaf), because names come written both ways.
+    """
+
+    def __missing__(self, cp: int) -> int | None:
+        value = None if unicodedata.combining(chr(cp)) else cp
+        self[cp] = value
+        return value
+
+
+_FOLD = _Folding({ord(k): v for k, v in {
+    "ı": "i", "ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D", "ħ": "h", "Ħ": "H", "ß": "ss",
+    "\u0640": None, "ى": "ي", "ی": "ي", "ک": "ك",
+}.items()})
+
+
+def fold(text: str) -> str:
+    """``text`` without diacritics, compatibility forms or ligatures: NFKD with the combining marks dropped.
+
+    "Çavuşoğlu" folds to "Cavusoglu", "ﬁnal" to "final", a vowelled "حَلَب" to "حلب"; case is kept.
+    """
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKD", text).translate(_FOLD)
+
+
 @dataclass(frozen=True)
 class Doc:
-    """An article's text prepared once for every topic's keyword rules."""
+    """An article's text prepared once for every topic's keyword rules: folded once, split into words once.
+
+    ``folded`` is :func:`fold` of ``text``; ``lowered`` is that case-folded. ``words`` and ``lower_words``
+    are their words, the dictionary keys that single-word terms are looked up by.
+    """
 
     text: str
     words: frozenset[str]
     lower_words: frozenset[str]
+    folded: str
+    lowered: str
 
     @classmethod
     def of(cls, text: str) -> Doc:
         """Prepare ``text``."""
-        words = frozenset(_WORD.findall(text))
-        return cls(text, words, frozenset(w.lower() for w in words))
+        folded = fold(text)
+        lowered = folded.casefold()
+        words = frozenset(_WORD.findall(folded))
+        lower_words = words if lowered == folded else frozenset(_WORD.findall(lowered))
+        return cls(text, words, lower_words, folded, lowered)
 
 
-class Term:
-    """One keyword or phrase, whole-word and case aware; a trailing ``*`` matches any word ending."""
+class Spelling:
+    """One way of writing a term, whole-word and case aware; a trailing ``*`` matches any word ending.
+
+    It matches after :func:`fold` on both sides; written in lower case it matches any case (case-folded), with
+    a capital it matches that case exactly.
+    """
 
     def __init__(self, raw: str) -> None:
         self.raw = raw.strip()
         if not self.raw or not _WORD.search(self.raw):
             raise ValueError(f"keyword {raw!r} has no word characters")
         self.prefix = self.raw.endswith("*")
-        body = self.raw.rstrip("*").strip()
+        body = fold(self.raw.rstrip("*").strip())
         self.case_sensitive = body != body.lower()
+        if not self.case_sensitive:
+            body = body.casefold()
         tokens = _WORD.findall(body)
-        self._need = frozenset(tokens if self.case_sensitive else (t.lower() for t in tokens))
+        if not tokens:
+            raise ValueError(f"keyword {raw!r} has no word characters")
+        self._need = frozenset(tokens)
         if self.prefix:
             # The last token is a prefix, so it cannot prefilter by exact word.
-            self._need = self._need - {tokens[-1] if self.case_sensitive else tokens[-1].lower()}
+            self._need = self._need - {tokens[-1]}
         pattern = r"\s+".join(re.escape(p) for p in body.split())
         tail = r"\w*" if self.prefix else ""
-        self._re = re.compile(rf"(?<!\w){pattern}{tail}(?!\w)", 0 if self.case_sensitive else re.IGNORECASE)
-        self._simple = len(tokens) == 1 and not self.prefix and tokens[0] == body
+        self._re = re.compile(rf"(?<!\w){pattern}{tail}(?!\w)")
+        self.simple = len(tokens) == 1 and not self.prefix and tokens[0] == body
+        self.key = body
+        """For a simple spelling, the word it is: a key of ``Doc.words`` or ``Doc.lower_words``."""
 
     def found(self, doc: Doc) -> bool:
-        """True when the term occurs in ``doc`` as whole words."""
+        """True when the spelling occurs in ``doc`` as whole words."""
         words = doc.words if self.case_sensitive else doc.lower_words
         if not self._need <= words:
             return False
-        if self._simple:
+        if self.simple:
             return True
-        return self._re.search(doc.text) is not None
+        return self._re.search(doc.folded if self.case_sensitive else doc.lowered) is not None
+
+
+class Term:
+    """A keyword or phrase, or several spellings of one name separated by ``|``; see :class:`Spelling`.
+
+    ``"Aleppo|Alep|Halep|Halab|حلب"`` is one term (one of ``include_all``, say) that fires when any
+    spelling is found; the evidence names the spelling that fired.
+
+    Raises:
+        ValueError: when a spelling has no word characters (named with its text).
+    """
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw.strip()
+        if "|" not in self.raw:
+            self.spellings: tuple[Spelling, ...] = (Spelling(self.raw),)
+            return
+        parts = self.raw.split("|")
+        for part in parts:
+            if not _WORD.search(fold(part)):
+                raise ValueError(f"keyword {raw!r}: spelling {part.strip()!r} has no word characters")
+        self.spellings = tuple(Spelling(p) for p in parts)
+
+    def match(self, doc: Doc) -> str | None:
+        """The first spelling (as written) that occurs in ``doc``, or None."""
+        for spelling in self.spellings:
+            if spelling.found(doc):
+                return spelling.raw
+        return None
+
+    def found(self, doc: Doc) -> bool:
+        """True when any spelling occurs in ``doc`` as whole words."""
+        return self.match(doc) is not None
 
 
 @dataclass(frozen=True)
@@ -130,12 +216,16 @@ class KeywordRules:
     def check(self, doc: Doc) -> KeywordHits:
         """Apply the rules to ``doc``."""
         return KeywordHits(
-            any_hits=tuple(t.raw for t in self.any if t.found(doc)),
-            all_hits=tuple(t.raw for t in self.all if t.found(doc)),
-            excluded=tuple(t.raw for t in self.exclude if t.found(doc)),
+            any_hits=_fired(self.any, doc),
+            all_hits=_fired(self.all, doc),
+            excluded=_fired(self.exclude, doc),
             any_total=len(self.any),
             all_total=len(self.all),
         )
+
+
+def _fired(terms: Sequence[Term], doc: Doc) -> tuple[str, ...]:
+    return tuple(m for t in terms if (m := t.match(doc)) is not None)
 
 
 class KeywordIndex:
@@ -152,7 +242,7 @@ class KeywordIndex:
         self._ids: dict[str, int] = {}
         self._exact: dict[str, list[int]] = {}
         self._folded: dict[str, list[int]] = {}
-        self._complex: list[tuple[int, Term]] = []
+        self._complex: list[tuple[int, Spelling]] = []
         rows: dict[str, tuple[list[int], list[int]]] = {"any": ([], []), "all": ([], []), "exclude": ([], [])}
         for col, r in enumerate(rules):
             for kind, terms in (("any", r.any), ("all", r.all), ("exclude", r.exclude)):
@@ -175,11 +265,12 @@ class KeywordIndex:
         if term.raw in self._ids:
             return self._ids[term.raw]
         idx = self._ids[term.raw] = len(self._ids)
-        if term._simple:
-            table = self._exact if term.case_sensitive else self._folded
-            table.setdefault(term.raw if term.case_sensitive else term.raw.lower(), []).append(idx)
-        else:
-            self._complex.append((idx, term))
+        for spelling in term.spellings:
+            if spelling.simple:
+                table = self._exact if spelling.case_sensitive else self._folded
+                table.setdefault(spelling.key, []).append(idx)
+            else:
+                self._complex.append((idx, spelling))
         return idx
 
     def _hits(self, doc: Doc) -> list[int]:
@@ -188,7 +279,7 @@ class KeywordIndex:
             found += self._exact.get(w, ())
         for w in doc.lower_words:
             found += self._folded.get(w, ())
-        found += [idx for idx, term in self._complex if term.found(doc)]
+        found += [idx for idx, spelling in self._complex if spelling.found(doc)]
         return found
 
     def features(self, docs: Sequence[Doc]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
