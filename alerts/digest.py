@@ -28,7 +28,7 @@ from wirewatch import metrics
 from wirewatch.log import get_logger
 from wirewatch.records import Subscription
 from wirewatch.settings import Settings
-from wirewatch.state import key
+from wirewatch.state import delete_if_ours, key
 
 log = get_logger("alerts.digest")
 RETRY_S = 60.0
@@ -129,6 +129,9 @@ def digest_entry(sub: Subscription, stories: list[Story], topic_name: str) -> En
 class DigestScheduler:
     """Every ``interval_s``, turns due held queues into digests and hands them to ``submit``."""
 
+    LOCK_MS = 30_000
+    """How long one worker's hold on a subscription's digest lasts if it dies while building."""
+
     def __init__(self, settings: Settings, client: redis.Redis, *, stories: StoryFolder,
                  subscription: Callable[[str], Subscription | None], topic_name: Callable[[str], str],
                  submit: Callable[[list[Entry]], None], interval_s: float = 1.0) -> None:
@@ -176,7 +179,7 @@ class DigestScheduler:
         for sub_id in self.queue.due(now):
             # one builder per subscription at a time across workers; a crashed holder's lock expires
             lock = key(self._s, "alerts", "held", "lock", sub_id)
-            if not self._r.set(lock, self._token, nx=True, px=30_000):
+            if not self._r.set(lock, self._token, nx=True, px=self.LOCK_MS):
                 continue
             try:
                 built += self._build(sub_id, now)
@@ -188,8 +191,7 @@ class DigestScheduler:
                 metrics.ALERTS_SUBSCRIPTION_ERRORS.labels("digest").inc()
                 self.queue.postpone(sub_id, now + timedelta(seconds=RETRY_S))
             finally:
-                if self._r.get(lock) == self._token.encode():
-                    self._r.delete(lock)
+                delete_if_ours(self._r, lock, self._token)  # never a lock another worker took after ours expired
         return built
 
     def _build(self, sub_id: str, now: datetime) -> int:

@@ -6,7 +6,7 @@ Redis holds only state that several processes must agree on; every key starts wi
 
 from __future__ import annotations
 
-import time
+import uuid
 from collections.abc import Sequence
 
 import redis
@@ -67,19 +67,42 @@ def _as_text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+# Every time below is the server's (``TIME``), never a client's: clients' clocks disagree, and a lease
+# stamped by a clock that runs behind would look expired to everyone else while its holder still sends.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
 # Claim ``key`` for ``lease`` ms unless it is already done, or claimed by someone else whose lease is live.
 # Values: "done:<...>" (final) or "claim:<owner>:<expires_ms>".
-_CLAIM = """
+_CLAIM = _NOW + """
 local v = redis.call('GET', KEYS[1])
-local now = tonumber(ARGV[3])
 if v then
   if string.sub(v, 1, 5) == 'done:' then return {0, v} end
   local owner, exp = string.match(v, '^claim:(.*):(%d+)$')
   if owner and owner ~= ARGV[1] and tonumber(exp) > now then return {0, v} end
 end
-redis.call('SET', KEYS[1], 'claim:' .. ARGV[1] .. ':' .. (now + tonumber(ARGV[2])), 'PX', ARGV[4])
+redis.call('SET', KEYS[1], 'claim:' .. ARGV[1] .. ':' .. (now + tonumber(ARGV[2])), 'PX', ARGV[3])
 return {1, v or ''}
 """
+
+# Delete KEYS[1] only while its value still starts with ARGV[1]: read and delete in one step, so a claim
+# or lock someone else took after ours expired is never deleted by us.
+_DELETE_IF_OURS = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def delete_if_ours(client: redis.Redis, key: str, prefix: str) -> bool:
+    """Delete ``key`` if its value (still) starts with ``prefix``, atomically; True when deleted.
+
+    The way to give back a lock or a claim: a two-step GET-then-DEL can delete the new holder's value
+    when ours expired between the two.
+    """
+    return bool(client.register_script(_DELETE_IF_OURS)(keys=[key], args=[prefix]))
 
 
 class Ledger:
@@ -94,6 +117,7 @@ class Ledger:
         self._client = client
         self._ttl_ms = ttl_s * 1000
         self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_DELETE_IF_OURS)
 
     def claim(self, key: str, owner: str, lease_s: float) -> bool:
         """Try to take ``key`` for ``lease_s`` seconds. See the class docstring."""
@@ -105,17 +129,18 @@ class Ledger:
         self._claim(keys=[key], args=self._claim_args(owner, lease_s), client=pipe)
 
     def _claim_args(self, owner: str, lease_s: float) -> list[str | int]:
-        return [owner, int(lease_s * 1000), int(time.time() * 1000), self._ttl_ms]
+        return [owner, int(lease_s * 1000), self._ttl_ms]
 
     def done(self, key: str, detail: str = "") -> None:
         """Record the side effect as performed."""
         self._client.set(key, f"done:{detail}", px=self._ttl_ms)
 
     def release(self, key: str, owner: str) -> None:
-        """Give up a claim (the side effect was not performed and will be retried by whoever claims next)."""
-        value = _as_text(self._client.get(key))
-        if value is not None and value.startswith(f"claim:{owner}:"):
-            self._client.delete(key)
+        """Give up our claim (the side effect was not performed and will be retried by whoever claims next).
+
+        Compare-and-delete in one step: a claim someone else took after ours expired stays theirs.
+        """
+        self._release(keys=[key], args=[f"claim:{owner}:"])
 
     def is_done(self, key: str) -> bool:
         """True when ``key`` was marked done."""
@@ -123,15 +148,15 @@ class Ledger:
         return value is not None and value.startswith("done:")
 
 
-# Sliding-window counter: allow when fewer than ARGV[1] members in the last ARGV[2] ms. A member already in
-# the window (the same slot asked for again, e.g. a retried batch) is allowed without taking another.
-_RATE = """
-local now = tonumber(ARGV[3])
+# Sliding-window counter on the server's clock: allow when fewer than ARGV[1] members in the last ARGV[2] ms.
+# A member already in the window (the same slot asked for again, e.g. a retried batch) is allowed without
+# taking another.
+_RATE = _NOW + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, now - tonumber(ARGV[2]))
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return {1, 0} end
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return {1, 0} end
 local n = redis.call('ZCARD', KEYS[1])
 if n < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {1, 0}
 end
@@ -146,6 +171,7 @@ class RateLimiter:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._script = client.register_script(_RATE)
+        self._token = uuid.uuid4().hex  # unnamed slots: unique across processes without a clock
         self._seq = 0
 
     def allow(self, key: str, count: int, per_s: float, slot: str | None = None) -> tuple[bool, float]:
@@ -160,10 +186,9 @@ class RateLimiter:
         """:meth:`allow` for several (key, count, per_s, slot) in order, in one round trip."""
         if not asks:
             return []
-        now_ms = int(time.time() * 1000)
         pipe = self._client.pipeline(transaction=False)
         for k, count, per_s, slot in asks:
             self._seq += 1
-            self._script(keys=[k], args=[count, int(per_s * 1000), now_ms,
-                                         slot or f"{now_ms}-{id(self)}-{self._seq}"], client=pipe)
+            self._script(keys=[k], args=[count, int(per_s * 1000), slot or f"{self._token}-{self._seq}"],
+                         client=pipe)
         return [(bool(ok), max(0.0, float(wait_ms) / 1000)) for ok, wait_ms in pipe.execute()]
