@@ -1,13 +1,24 @@
-"""A small per-topic model over keyword and embedding evidence, learned from the topic's own examples.
+"""A small per-topic model over embedding similarity and keyword evidence, learned from the topic's own examples.
 
-Features of an (article, topic) pair, see :data:`FEATURES`: cosine to the topic's name and description, the
-best cosine to an example, cosine to the examples' centroid, the best cosine to a counter-example, the margin
-between the two, and three keyword signals. A logistic regression per topic learns their weights from the
+Similarity features of an (article, topic) pair, see :data:`SIM_NAMES`: cosine to the topic's name and
+description, the best cosine to an example, cosine to the examples' centroid, the best cosine to a
+counter-example, and the margin between the two. A logistic regression per topic learns their weights from the
 positive examples (each scored leave-one-out, so an example is never its own nearest neighbour) against the
-counter-examples and a set of background articles; the background is what makes the score *calibrated*:
-0.5 means "as far into the topic as its examples are from everyday news", whatever the topic's wording.
-With five examples a free fit is fragile, so weights are pulled towards a prior and keep their sign
-(similarity raises a score, similarity to a counter-example lowers it).
+counter-examples and a set of background articles. The background is what makes the score *calibrated*: 0.5
+means "as far into the topic as its examples are from everyday news", whatever the topic's wording. With five
+examples a free fit is fragile, so weights are pulled towards a prior and keep their sign (similarity raises a
+score, similarity to a counter-example lowers it).
+
+Feeds deliver a headline and a sentence, often only a headline, so every example, counter-example and
+background article is also presented headline-only, and the model learns from both shapes.
+
+Keyword rules are not a learned weight (examples nearly always carry a topic's keywords and everyday news
+never does, so a free weight grows without bound): they add a log-likelihood ratio measured on the topic's own
+examples against the background, separately for headline-only and longer items. A rule that fires on one
+article in a thousand of the background and on most examples (a place or actor that names the event) is strong
+evidence; a common word is weak. Two guards keep that strength honest: the evidence fades when the article is
+closer to a counter-example than to any example, and when the topic's rules name something (a capitalized
+term) an article that names none of it loses what the examples' naming rate says it should.
 """
 
 from __future__ import annotations
@@ -25,17 +36,28 @@ from classify.embedder import Embedder, Vectors
 from classify.topics import Doc, KeywordRules
 from wirewatch.records import Topic
 
-FEATURES = ("desc", "ex_max", "centroid", "cx_max", "margin", "kw_bool", "kw_any", "kw_all")
-SIM_FEATURES = 5
+SIM_NAMES = ("desc", "ex_max", "centroid", "cx_max", "margin")
+KEYWORD_NAMES = ("kw_bool", "kw_any", "kw_all", "kw_name", "short", "kw_logit")
+FEATURES = SIM_NAMES + KEYWORD_NAMES
+SIM_FEATURES = len(SIM_NAMES)
 F = len(FEATURES)
-# Weights over standardized features: what a fit is pulled towards, and all there is when a topic has fewer
-# than two examples to learn from.
-PRIOR_WEIGHTS = np.array([0.5, 1.0, 0.5, -0.5, 0.5, 1.0, 0.5, 0.5], dtype=np.float64)
+KW_BOOL, KW_NAME, SHORT, KW_LOGIT = (FEATURES.index(n) for n in ("kw_bool", "kw_name", "short", "kw_logit"))
+# Weights over standardized similarity features: what a fit is pulled towards, and all there is when a topic
+# has fewer than two examples to learn from.
+PRIOR_WEIGHTS = np.array([0.5, 1.0, 0.5, -0.5, 0.5], dtype=np.float64)
 PRIOR_BACKGROUND_QUANTILE = 0.99
 LAMBDA = 1.0
-# Examples nearly always contain a topic's keywords and everyday news never does, so a free keyword weight
-# grows without bound and drowns the embedding evidence; it stays close to its prior instead.
-KEYWORD_PENALTY = 3.0
+# Background articles that the first fit already places in the topic are set aside before the second: broad
+# topics ("business") have their own articles in any everyday-news background, and calling them negatives
+# teaches the model to miss half of its desk.
+UNLABELLED_CUT = 0.5
+# Only a background large enough to hold a broad topic's own share is searched for it; from a few dozen
+# articles the fit would set aside whatever happens to share a word.
+SET_ASIDE_MIN_BACKGROUND = 200
+# How fast keyword evidence fades as an article gets closer to a counter-example than to any example
+# (margin in cosine units): at a margin of -0.05 about a quarter is left, at -0.15 almost nothing.
+GATE_SCALE = 0.05
+SMOOTHING = 0.5
 Array = NDArray[np.float64]
 
 
@@ -44,15 +66,40 @@ def topic_text(topic: Topic) -> str:
     return f"{topic.name}. {topic.description}".strip() if topic.description else topic.name
 
 
+def headline(text: str) -> str:
+    """The first line of ``text``: how a headline-only feed would have delivered it."""
+    return text.strip().split("\n", 1)[0].strip()
+
+
+def is_short(doc: Doc) -> bool:
+    """True when ``doc`` is a headline alone (articles join title, summary and content with newlines)."""
+    return "\n" not in doc.text.strip()
+
+
+def with_headlines(texts: Sequence[str]) -> list[str]:
+    """``texts`` followed by the headline of each text that has more than one."""
+    return list(texts) + [headline(t) for t in texts if headline(t) != t.strip()]
+
+
+def name_rules(topic: Topic) -> KeywordRules:
+    """The topic's capitalized include terms as one ``include_any`` rule: what names the event."""
+    rules = KeywordRules(topic)
+    names = tuple(t.raw for t in rules.all + rules.any if any(sp.case_sensitive for sp in t.spellings))
+    return KeywordRules(Topic(id=topic.id, name=topic.name, include_any=names))
+
+
 @dataclass(frozen=True)
 class TopicVectors:
-    """A topic with its texts embedded and its keyword rules compiled."""
+    """A topic with its texts (and their headlines) embedded and its keyword rules compiled."""
 
     topic: Topic
     desc: Vectors
     examples: Vectors
     counters: Vectors
     rules: KeywordRules
+    names: KeywordRules
+    example_heads: Vectors
+    counter_heads: Vectors
 
     @classmethod
     def build(cls, topic: Topic, embedder: Embedder) -> TopicVectors:
@@ -62,14 +109,18 @@ class TopicVectors:
     @classmethod
     def build_many(cls, topics: Sequence[Topic], embedder: Embedder) -> list[TopicVectors]:
         """Embed every topic's texts in one call (model batches stay full)."""
-        texts = [t for topic in topics for t in (topic_text(topic), *topic.examples, *topic.counter_examples)]
+        texts: list[str] = []
+        for topic in topics:
+            texts += [topic_text(topic), *topic.examples, *topic.counter_examples]
+            texts += [headline(t) for t in (*topic.examples, *topic.counter_examples)]
         vecs = embedder.embed(texts)
         out, at = [], 0
         for topic in topics:
             k, m = len(topic.examples), len(topic.counter_examples)
-            out.append(cls(topic, vecs[at], vecs[at + 1:at + 1 + k], vecs[at + 1 + k:at + 1 + k + m],
-                           KeywordRules(topic)))
-            at += 1 + k + m
+            block = vecs[at:at + 1 + 2 * (k + m)]
+            out.append(cls(topic, block[0], block[1:1 + k], block[1 + k:1 + k + m], KeywordRules(topic),
+                           name_rules(topic), block[1 + k + m:1 + 2 * k + m], block[1 + 2 * k + m:]))
+            at += 1 + 2 * (k + m)
         return out
 
 
@@ -89,31 +140,84 @@ def sim_features(v: Vectors, desc: Vectors, examples: Vectors, counters: Vectors
     return np.stack([s_desc, ex_max, cent, cx_max, ex_max - cx_max], axis=1).astype(np.float64)
 
 
-def keyword_features(rules: KeywordRules, docs: Sequence[Doc]) -> Array:
-    """The three keyword features of each doc against one topic, shape ``(n, 3)``."""
-    out = np.zeros((len(docs), 3))
-    if rules.empty:
-        return out
+def keyword_features(tv: TopicVectors, docs: Sequence[Doc]) -> Array:
+    """``kw_bool``, ``kw_any``, ``kw_all``, ``kw_name`` and ``short`` of each doc, shape ``(n, 5)``."""
+    out = np.zeros((len(docs), 5))
     for i, doc in enumerate(docs):
-        out[i] = rules.check(doc).features()
+        if not tv.rules.empty:
+            out[i, :3] = tv.rules.check(doc).features()
+            out[i, 3] = float(bool(tv.names.check(doc).any_hits))
+        out[i, 4] = float(is_short(doc))
     return out
 
 
 @dataclass(frozen=True)
+class KeywordEvidence:
+    """Log-likelihood ratios that a topic's keyword rules add to its logit, for long and headline-only items.
+
+    ``hit``: when the rule (every ``include_all`` and one ``include_any`` term) fires; ``miss``: when the rules
+    name something and the article names none of it. Index 0 is for longer items, 1 for headlines alone.
+    """
+
+    hit: tuple[float, float] = (0.0, 0.0)
+    miss: tuple[float, float] = (0.0, 0.0)
+
+    def logit(self, kw: Array, margin: Array, has_counters: bool) -> Array:
+        """What the keywords add for rows of :func:`keyword_features` ``kw`` with counter ``margin``."""
+        short = kw[:, 4] > 0.5
+        hit = np.where(short, self.hit[1], self.hit[0])
+        miss = np.where(short, self.miss[1], self.miss[0])
+        gate = sigmoid(margin / GATE_SCALE) if has_counters else np.ones(len(kw))
+        return np.where(kw[:, 0] > 0.5, hit * gate, np.where(kw[:, 3] > 0.5, 0.0, miss))
+
+
+def _rate(hits: int, n: int) -> float:
+    return (hits + SMOOTHING) / (n + 2 * SMOOTHING)
+
+
+def keyword_evidence(tv: TopicVectors, background: Background) -> KeywordEvidence:
+    """Measure the topic's keyword rules on its examples against ``background``, per item shape."""
+    if tv.rules.empty or not (tv.rules.any or tv.rules.all):
+        return KeywordEvidence()
+    bg_kw = keyword_features(tv, background.docs)
+    hit: list[float] = []
+    miss: list[float] = []
+    for short in (False, True):
+        texts = [headline(e) if short else e for e in tv.topic.examples]
+        ex_kw = keyword_features(tv, [Doc.of(t) for t in texts])
+        bg = bg_kw[(bg_kw[:, 4] > 0.5) == short] if short else bg_kw[bg_kw[:, 4] < 0.5]
+        if not len(bg):
+            bg = bg_kw
+        k, n = len(ex_kw), len(bg)
+        p_pos, p_bg = _rate(int(ex_kw[:, 0].sum()), k), _rate(int(bg[:, 0].sum()), n)
+        hit.append(float(np.log(p_pos / p_bg)))
+        if tv.names.any:
+            q_pos, q_bg = _rate(int(ex_kw[:, 3].sum()), k), _rate(int(bg[:, 3].sum()), n)
+            miss.append(min(0.0, float(np.log((1 - q_pos) / (1 - q_bg)))))
+        else:
+            miss.append(0.0)
+    return KeywordEvidence((hit[0], hit[1]), (miss[0], miss[1]))
+
+
+@dataclass(frozen=True)
 class TopicModel:
-    """Learned weights of one topic: ``score = sigmoid(features @ weights + bias)``."""
+    """Learned weights of one topic: ``score = sigmoid(sims @ weights + bias + keyword evidence)``."""
 
     weights: Array
+    """Over :data:`SIM_NAMES`."""
     bias: float
     kind: str
     """``learned`` (logistic regression on examples) or ``prior`` (too few examples; fixed weights)."""
     positives: int
     negatives: int
     background_scores: Array = field(repr=False)
+    keywords: KeywordEvidence = KeywordEvidence()
+    set_aside: int = 0
+    """Background articles the first fit placed in the topic, left out of the second."""
 
     def logits(self, x: Array) -> Array:
-        """Raw logits for feature rows ``x``."""
-        return np.asarray(x @ self.weights + self.bias, dtype=np.float64)
+        """Raw logits for feature rows ``x`` (shape ``(n, F)``)."""
+        return np.asarray(x[:, :SIM_FEATURES] @ self.weights + self.bias + x[:, KW_LOGIT], dtype=np.float64)
 
     def percentile_threshold(self, q: float) -> float:
         """The score that ``q`` percent of the background stays under."""
@@ -135,9 +239,10 @@ class Background:
     docs: tuple[Doc, ...]
 
     @classmethod
-    def build(cls, texts: Sequence[str], embedder: Embedder) -> Background:
-        """Embed ``texts``."""
-        return cls(embedder.embed(list(texts)), tuple(Doc.of(t) for t in texts))
+    def build(cls, texts: Sequence[str], embedder: Embedder, *, headlines: bool = True) -> Background:
+        """Embed ``texts`` and, with ``headlines``, each one's headline alone as well."""
+        texts = with_headlines(texts) if headlines else list(texts)
+        return cls(embedder.embed(texts), tuple(Doc.of(t) for t in texts))
 
     @classmethod
     def with_vectors(cls, texts: Sequence[str], vectors: Vectors) -> Background:
@@ -159,37 +264,44 @@ def shipped_background_texts() -> list[str]:
     return out
 
 
-def training_set(tv: TopicVectors, background: Background) -> tuple[Array, Array, Array]:
-    """Features, labels and sample weights for one topic (examples scored leave-one-out)."""
+@dataclass(frozen=True)
+class TrainingSet:
+    """Similarity features, labels and sample weights of one topic; ``background`` marks background rows."""
+
+    x: Array
+    y: Array
+    w: Array
+    background: NDArray[np.bool_]
+
+
+def training_set(tv: TopicVectors, background: Background) -> TrainingSet:
+    """Examples and counter-examples (each also headline-only, scored leave-one-out) and the background."""
     rows: list[Array] = []
     labels: list[float] = []
     weights: list[float] = []
-    topic = tv.topic
     n_ex, n_cx = len(tv.examples), len(tv.counters)
-    for i in range(n_ex):
-        others = np.delete(tv.examples, i, axis=0)
-        rows.append(np.concatenate([sim_features(tv.examples[i:i + 1], tv.desc, others, tv.counters)[0],
-                                    keyword_features(tv.rules, [Doc.of(topic.examples[i])])[0]]))
-        labels.append(1.0)
-    for j in range(n_cx):
-        others = np.delete(tv.counters, j, axis=0)
-        rows.append(np.concatenate([sim_features(tv.counters[j:j + 1], tv.desc, tv.examples, others)[0],
-                                    keyword_features(tv.rules, [Doc.of(topic.counter_examples[j])])[0]]))
-        labels.append(0.0)
+    neg_total = 1.0 + (1.0 if n_cx else 0.0)
+    for shapes, own, label, total in (((tv.examples, tv.example_heads), "ex", 1.0, neg_total),
+                                      ((tv.counters, tv.counter_heads), "cx", 0.0, 1.0 if n_cx else 0.0)):
+        count = n_ex if own == "ex" else n_cx
+        for vecs in shapes:
+            for i in range(count):
+                examples = np.delete(tv.examples, i, axis=0) if own == "ex" else tv.examples
+                counters = np.delete(tv.counters, i, axis=0) if own == "cx" else tv.counters
+                rows.append(sim_features(vecs[i:i + 1], tv.desc, examples, counters)[0])
+                labels.append(label)
+                weights.append(total / (count * len(shapes)))
     n_bg = len(background.vectors)
     if n_bg:
-        bg = np.concatenate([sim_features(background.vectors, tv.desc, tv.examples, tv.counters),
-                             keyword_features(tv.rules, background.docs)], axis=1)
-        rows.extend(bg)
+        rows.extend(sim_features(background.vectors, tv.desc, tv.examples, tv.counters))
         labels.extend([0.0] * n_bg)
+        weights.extend([1.0 / n_bg] * n_bg)
     # Positives and negatives weigh the same in total; counter-examples, chosen by a person, weigh as much
     # as the whole background.
-    neg_total = 1.0 + (1.0 if n_cx else 0.0)
-    pos_w = neg_total / max(n_ex, 1)
-    cx_w = (1.0 / n_cx) if n_cx else 0.0
-    bg_w = 1.0 / max(n_bg, 1)
-    weights = [pos_w] * n_ex + [cx_w] * n_cx + [bg_w] * n_bg
-    return np.asarray(rows, dtype=np.float64).reshape(-1, F), np.asarray(labels), np.asarray(weights)
+    mask = np.zeros(len(rows), dtype=bool)
+    mask[len(rows) - n_bg:] = True
+    return TrainingSet(np.asarray(rows, dtype=np.float64).reshape(-1, SIM_FEATURES), np.asarray(labels),
+                       np.asarray(weights), mask)
 
 
 def _fit_logistic(z: Array, y: Array, w: Array, prior: Array, lam: Array) -> tuple[Array, float]:
@@ -203,8 +315,8 @@ def _fit_logistic(z: Array, y: Array, w: Array, prior: Array, lam: Array) -> tup
     x1 = np.hstack([z, np.ones((len(z), 1))])
     lam1 = np.append(lam, 0.0)
     prior1 = np.append(prior, 0.0)
-    lower = np.array([-np.inf if n == "cx_max" else 0.0 for n in FEATURES] + [-np.inf])
-    upper = np.array([0.0 if n == "cx_max" else np.inf for n in FEATURES] + [np.inf])
+    lower = np.array([-np.inf if n == "cx_max" else 0.0 for n in SIM_NAMES] + [-np.inf])
+    upper = np.array([0.0 if n == "cx_max" else np.inf for n in SIM_NAMES] + [np.inf])
 
     def loss(params: Array) -> float:
         m = x1 @ params
@@ -235,21 +347,32 @@ def _fit_logistic(z: Array, y: Array, w: Array, prior: Array, lam: Array) -> tup
     return params[:-1].astype(np.float64), float(params[-1])
 
 
+def _balanced(ts: TrainingSet, keep: NDArray[np.bool_]) -> Array:
+    w = np.where(keep, ts.w, 0.0)
+    pos, neg = w[ts.y == 1].sum(), w[ts.y == 0].sum()
+    if pos > 0:
+        w[ts.y == 1] *= neg / pos
+    return w
+
+
 def fit(tv: TopicVectors, background: Background, *, lam: float = LAMBDA) -> TopicModel:
     """Learn one topic's model. Fewer than two examples: fixed prior weights, calibrated on the background."""
-    x, y, w = training_set(tv, background)
+    ts = training_set(tv, background)
+    x, y = ts.x, ts.y
     neg = x[y == 0]
-    mu = neg.mean(axis=0) if len(neg) else np.zeros(F)
-    sd = neg.std(axis=0) if len(neg) > 1 else np.ones(F)
+    mu = neg.mean(axis=0) if len(neg) else np.zeros(SIM_FEATURES)
+    sd = neg.std(axis=0) if len(neg) > 1 else np.ones(SIM_FEATURES)
     sd[sd < 1e-3] = 1.0
-    # Keyword features are already on a 0-1 scale; standardizing them by how rarely the background fires
-    # would turn one hit into a dozen standard deviations.
-    mu[SIM_FEATURES:], sd[SIM_FEATURES:] = 0.0, 1.0
     z = (x - mu) / sd
-    n_pos = int(y.sum())
+    n_pos, set_aside = len(tv.examples), 0
     if n_pos >= 2 and len(neg) >= 2:
-        penalty = np.array([lam] * SIM_FEATURES + [lam * KEYWORD_PENALTY] * (F - SIM_FEATURES))
-        coef, intercept = _fit_logistic(z, y, w, PRIOR_WEIGHTS, penalty)
+        penalty = np.full(SIM_FEATURES, lam)
+        coef, intercept = _fit_logistic(z, y, ts.w, PRIOR_WEIGHTS, penalty)
+        first = sigmoid(z @ coef + intercept)
+        aside = ts.background & (first >= UNLABELLED_CUT)
+        if int(ts.background.sum()) >= SET_ASIDE_MIN_BACKGROUND and aside.any():
+            set_aside = int(aside.sum())
+            coef, intercept = _fit_logistic(z, y, _balanced(ts, ~aside), PRIOR_WEIGHTS, penalty)
         kind = "learned"
     else:
         coef = PRIOR_WEIGHTS.copy()
@@ -258,13 +381,20 @@ def fit(tv: TopicVectors, background: Background, *, lam: float = LAMBDA) -> Top
         kind = "prior"
     weights = coef / sd
     bias = intercept - float((mu / sd) @ coef)
-    n_bg = len(background.vectors)
-    bg_scores = sigmoid(x[len(x) - n_bg:] @ weights + bias) if n_bg else np.zeros(0)
-    return TopicModel(weights, bias, kind, n_pos, int(len(y) - n_pos), bg_scores)
+    evidence = keyword_evidence(tv, background)
+    bg_scores = np.zeros(0)
+    if len(background.vectors):
+        bg_sims = x[ts.background]
+        kw = evidence.logit(keyword_features(tv, background.docs), bg_sims[:, 4], bool(len(tv.counters)))
+        bg_scores = sigmoid(bg_sims @ weights + bias + kw)
+    return TopicModel(weights, bias, kind, n_pos, int(len(tv.counters) + len(background.vectors)), bg_scores,
+                      evidence, set_aside)
 
 
 def describe(model: TopicModel) -> dict[str, Any]:
-    """The model's weights by feature name, for ``topics test`` and the API."""
+    """The model's weights by feature name and its keyword evidence, for ``topics test`` and the API."""
     return {"kind": model.kind, "bias": round(model.bias, 3), "positives": model.positives,
-            "negatives": model.negatives,
-            "weights": {n: round(float(w), 3) for n, w in zip(FEATURES, model.weights, strict=True)}}
+            "negatives": model.negatives, "background_set_aside": model.set_aside,
+            "weights": {n: round(float(w), 3) for n, w in zip(SIM_NAMES, model.weights, strict=True)},
+            "keywords": {"hit": [round(h, 2) for h in model.keywords.hit],
+                         "miss": [round(m, 2) for m in model.keywords.miss]}}

@@ -17,6 +17,8 @@ from numpy.typing import NDArray
 from classify.embedder import Embedder, Vectors
 from classify.model import (
     FEATURES,
+    GATE_SCALE,
+    KW_LOGIT,
     SIM_FEATURES,
     Background,
     F,
@@ -24,6 +26,7 @@ from classify.model import (
     TopicVectors,
     centroid,
     fit,
+    is_short,
     sigmoid,
     topic_text,
 )
@@ -41,10 +44,17 @@ class Scores:
     features: Array
     """Shape ``(n, topics, F)``; see :data:`classify.model.FEATURES`."""
     excluded: NDArray[np.bool_]
+    outranked: NDArray[np.bool_] | None = None
+    """True where another topic of the same desk scored the article higher (None: no desks)."""
 
     def passed(self, thresholds: Array) -> list[tuple[int, int]]:
-        """(article, topic) pairs at or above their topic's threshold and not vetoed by ``exclude``."""
+        """(article, topic) pairs at or above their topic's threshold, not vetoed, and best in their desk.
+
+        A topic's ``exclude`` rule vetoes; in a desk only the article's highest-scoring topic may pass.
+        """
         hit = (self.scores >= thresholds[None, :]) & ~self.excluded
+        if self.outranked is not None:
+            hit &= ~self.outranked
         return [(int(i), int(t)) for i, t in zip(*np.nonzero(hit), strict=True)]
 
 
@@ -88,7 +98,17 @@ class TopicIndex:
         self._w = np.stack([m.weights for _, m in self.entries]) if tvs else np.zeros((0, F))
         self._b = np.array([m.bias for _, m in self.entries])
         self._kw = KeywordIndex([tv.rules for tv in tvs])
+        self._names = KeywordIndex([tv.names for tv in tvs])
+        models = [m for _, m in self.entries]
+        self._hit = np.array([m.keywords.hit for m in models]).reshape(-1, 2)
+        self._miss = np.array([m.keywords.miss for m in models]).reshape(-1, 2)
+        self._gated = np.array([len(tv.counters) > 0 for tv in tvs], dtype=bool)
         self.thresholds = np.array([tv.topic.threshold for tv in tvs], dtype=np.float64)
+        desks: dict[str, list[int]] = {}
+        for col, tv in enumerate(tvs):
+            if tv.topic.desk:
+                desks.setdefault(tv.topic.desk, []).append(col)
+        self.desks = {name: np.array(cols, dtype=np.intp) for name, cols in desks.items()}
 
     @classmethod
     def build(cls, topics: Sequence[Topic], embedder: Embedder, background: Background) -> TopicIndex:
@@ -119,10 +139,33 @@ class TopicIndex:
             cx_max[:, self._has_cx] = np.maximum.reduceat(v @ self._cx.T, self._cx_starts, axis=1)
         feats[:, :, 0], feats[:, :, 1], feats[:, :, 2] = s_desc, ex_max, v @ self._cent.T
         feats[:, :, 3], feats[:, :, 4] = cx_max, ex_max - cx_max
-        feats[:, :, SIM_FEATURES:], excluded = self._kw.features(docs)
-        logits = np.einsum("ntf,tf->nt", feats, self._w) + self._b[None, :]
+        feats[:, :, SIM_FEATURES:SIM_FEATURES + 3], excluded = self._kw.features(docs)
+        feats[:, :, SIM_FEATURES + 3] = self._names.features(docs)[0][:, :, 1]
+        short = np.array([is_short(d) for d in docs])
+        feats[:, :, SIM_FEATURES + 4] = short[:, None]
+        feats[:, :, KW_LOGIT] = self._keyword_logits(feats, short)
+        logits = np.einsum("ntf,tf->nt", feats[:, :, :SIM_FEATURES], self._w) + self._b[None, :] + feats[:, :, KW_LOGIT]
         scores = np.where(excluded, 0.0, sigmoid(logits))
-        return Scores(scores, feats, excluded)
+        return Scores(scores, feats, excluded, self._outranked(scores, excluded))
+
+    def _keyword_logits(self, feats: Array, short: NDArray[np.bool_]) -> Array:
+        """What each topic's keyword evidence adds (see :class:`classify.model.KeywordEvidence`)."""
+        hit = np.where(short[:, None], self._hit[None, :, 1], self._hit[None, :, 0])
+        miss = np.where(short[:, None], self._miss[None, :, 1], self._miss[None, :, 0])
+        gate = np.where(self._gated[None, :], sigmoid(feats[:, :, 4] / GATE_SCALE), 1.0)
+        fired, named = feats[:, :, SIM_FEATURES] > 0.5, feats[:, :, SIM_FEATURES + 3] > 0.5
+        return np.asarray(np.where(fired, hit * gate, np.where(named, 0.0, miss)), dtype=np.float64)
+
+    def _outranked(self, scores: Array, excluded: NDArray[np.bool_]) -> NDArray[np.bool_] | None:
+        if not self.desks:
+            return None
+        out = np.zeros(scores.shape, dtype=bool)
+        ranked = np.where(excluded, -1.0, scores)
+        for cols in self.desks.values():
+            best = cols[np.argmax(ranked[:, cols], axis=1)]
+            out[:, cols] = True
+            out[np.arange(len(scores)), best] = False
+        return out
 
     def evidence(self, vector: Vectors, doc: Doc, col: int, scores: Scores, row: int) -> Evidence:
         """Why article ``row`` scored as it did on topic ``col``: closest text, counter margin, keywords."""

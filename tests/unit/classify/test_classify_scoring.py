@@ -9,7 +9,7 @@ from classify_fakes import BagOfWordsEmbedder, fake_embedder
 
 from classify.classifier import Classifier
 from classify.embedder import CachedEmbedder
-from classify.model import FEATURES, Background, TopicVectors, fit, sim_features
+from classify.model import FEATURES, SIM_NAMES, Background, TopicVectors, fit, sim_features
 from classify.scorer import TopicIndex
 from classify.topics import Doc
 from wirewatch.records import Article, Topic
@@ -70,9 +70,10 @@ def test_examples_are_scored_leave_one_out_in_training() -> None:
     model = fit(tv, Background.build(BACKGROUND, emb))
     assert model.kind == "learned" and model.positives == 3 and model.negatives == 1 + len(BACKGROUND)
     # ...so training must not have seen that: evidence weights stay positive, counter-similarity negative.
-    w = dict(zip(FEATURES, model.weights, strict=True))
+    w = dict(zip(SIM_NAMES, model.weights, strict=True))
     assert w["ex_max"] >= 0 and w["desc"] >= 0 and w["cx_max"] <= 0
-    assert float(np.max(model.background_scores)) < 0.5
+    # Background articles the first fit placed in the topic are set aside, so a few may score above 0.5.
+    assert np.mean(model.background_scores < 0.5) >= 1 - (model.set_aside + 1) / len(BACKGROUND)
 
 
 def test_topic_without_examples_uses_prior_calibrated_on_background() -> None:
