@@ -141,6 +141,8 @@ class Topic(Record):
     include_all: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    desk: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    """Topics that share a desk are exclusive: an article goes to the one it matches best, at most."""
     enabled: bool = True
     version: int = Field(default=1, ge=1)
     owner: str | None = None
