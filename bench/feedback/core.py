@@ -54,8 +54,8 @@ def run_set(classifier: Classifier, settings: Settings, stream: Stream, topics: 
 
         try:
             traces.append(replay(classifier, TopicStore(client, ns), chosen, data, order, tail=tail, limit=limit,
-                                 miss_every=miss_every, interval_s=interval_s, wait_s=wait_s, seed=seed,
-                                 progress=show))
+                                 miss_every=miss_every, checkpoints=checkpoints, interval_s=interval_s,
+                                 wait_s=wait_s, seed=seed, progress=show))
         finally:
             stale = list(client.scan_iter(match=f"{prefix}*"))
             if stale:

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from bench.feedback.data import Embedded
 from classify.classifier import Classifier
+from classify.scorer import TopicIndex
 from classify.topics import TopicStore
 from wirewatch.records import Topic
 from wirewatch.scores import prf
@@ -61,8 +62,8 @@ class Point:
     """False when the text was already on that side of the topic (the API changes nothing then)."""
     tail: PRF
     """On the fixed evaluation tail."""
-    rest: PRF
-    """On every item after the point reached (tail included)."""
+    rest: PRF | None
+    """On every item after the point reached (tail included); measured at the checkpoints only."""
 
 
 @dataclass
@@ -76,6 +77,9 @@ class Editor:
     count: int = 0
     owes_miss: bool = False
     missed: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.owes_miss = self.miss_every == 1
 
     @property
     def active(self) -> bool:
@@ -129,9 +133,13 @@ def wait_for(classifier: Classifier, want: dict[str, int], wait_s: float) -> flo
 
 def replay(classifier: Classifier, store: TopicStore, topics: Sequence[Topic], data: Embedded,
            order: NDArray[np.intp], *, tail: float = 0.4, limit: int = 50, miss_every: int = 10,
-           interval_s: float = 0.01, wait_s: float = 10.0, seed: int | None = None,
-           progress: Progress | None = None) -> Trace:
+           checkpoints: Sequence[int] = (0, 5, 10, 20, 50), interval_s: float = 0.01, wait_s: float = 10.0,
+           seed: int | None = None, chunk: int = 32, progress: Progress | None = None) -> Trace:
     """Replay ``data`` in ``order`` against ``topics``, put into ``store`` (a namespace of its own) as given.
+
+    Items are scored with the index in force, a few at a time, up to the next alert; after each judgement the
+    judged topic is measured on the tail after every judgement and on the rest of the stream at
+    ``checkpoints``.
 
     Raises:
         ReloadTimeout: when a topic version does not reach the classifier in ``wait_s`` seconds.
@@ -146,35 +154,46 @@ def replay(classifier: Classifier, store: TopicStore, topics: Sequence[Topic], d
     truth = {t.id: data.truth(t.id)[order] for t in topics}
     editors = {t.id: Editor(t.id, limit, miss_every) for t in topics}
     trace = Trace(data.stream.name, seed, n, tail_start, {t.id: [] for t in topics}, [])
+
+    def alerts(index: TopicIndex, lo: int, hi: int) -> NDArray[np.bool_]:
+        s = index.score(vec[lo:hi], docs[lo:hi])
+        return np.asarray((s.scores >= index.thresholds[None, :]) & ~s.excluded)
+
+    def measure(tid: str, p: int, kind: str, pos: int, version: int, changed: bool) -> None:
+        index = classifier.index
+        # The judged topic alone, as the classifier has it in force (index_for reuses its fitted model): the
+        # other topics' columns would cost as much and are measured when they are judged.
+        one = classifier.index_for([index.topics[index.position(tid)]])
+        a_tail = alerts(one, tail_start, n)[:, 0]
+        rest = None
+        if editors[tid].count in checkpoints:
+            a_rest = np.concatenate([alerts(one, p, tail_start)[:, 0], a_tail])
+            rest = PRF.of(a_rest, truth[tid][p:])
+        trace.points[tid].append(Point(editors[tid].count, kind, pos, ids[pos] if pos >= 0 else "", version,
+                                       changed, tail=PRF.of(a_tail, truth[tid][tail_start:]), rest=rest))
+
     for t in topics:
         store.put(t)
     watcher = store.watch(classifier.set_topics, interval_s=interval_s)
     try:
         wait_for(classifier, {t.id: t.version for t in topics}, wait_s)
-        pending = {t.id: ("start", -1, t.version, True) for t in topics}
+        for t in topics:
+            measure(t.id, 0, "start", -1, t.version, True)
         p = 0
-        while True:
-            index = classifier.index
-            s = index.score(vec[p:], docs[p:])
-            alert = (s.scores >= index.thresholds[None, :]) & ~s.excluded
-            cols = {tid: index.position(tid) for tid in editors}
-            for tid, (kind, pos, version, changed) in pending.items():
-                a = alert[:, cols[tid]]
-                trace.points[tid].append(Point(
-                    editors[tid].count, kind, pos, ids[pos] if pos >= 0 else "", version, changed,
-                    tail=PRF.of(a[tail_start - p:], truth[tid][tail_start:]), rest=PRF.of(a, truth[tid][p:])))
-            pending = {}
+        while p < tail_start:
             active = [e for e in editors.values() if e.active]
-            if not active or p >= tail_start:
+            if not active:
                 break
             judgements: list[tuple[Editor, int, bool, str]] = []
             for e in active:
                 if e.owes_miss and e.missed:
                     judgements.append((e, e.missed.pop(), True, "miss"))
-            if not judgements:
-                live = alert[:tail_start - p][:, [cols[e.topic_id] for e in active]]
+            while not judgements and p < tail_start:
+                index = classifier.index
+                hi = min(p + chunk, tail_start)
+                live = alerts(index, p, hi)[:, [index.position(e.topic_id) for e in active]]
                 rows = np.flatnonzero(live.any(axis=1))
-                end = p + (int(rows[0]) + 1 if len(rows) else tail_start - p)
+                end = p + int(rows[0]) + 1 if len(rows) else hi
                 for k, e in enumerate(active):
                     seen = np.flatnonzero(truth[e.topic_id][p:end] & ~live[:end - p, k])
                     e.missed.extend((p + seen).tolist())
@@ -183,16 +202,18 @@ def replay(classifier: Classifier, store: TopicStore, topics: Sequence[Topic], d
                         rel = bool(truth[e.topic_id][j])
                         judgements.append((e, j, rel, "relevant" if rel else "not_relevant"))
                 p = end
-            want = {}
+            want, done = {}, []
             for e, j, rel, kind in judgements:
                 version, changed = judge(store, e.topic_id, texts[j], rel)
                 e.judged(kind)
-                pending[e.topic_id] = (kind, j, version, changed)
+                done.append((e.topic_id, kind, j, version, changed))
                 want[e.topic_id] = version
             if want:
                 trace.reload_ms.append(1000 * wait_for(classifier, want, wait_s))
+            for tid, kind, j, version, changed in done:
+                measure(tid, p, kind, j, version, changed)
             if progress:
-                progress(min(p, tail_start), tail_start, sum(e.count for e in editors.values()))
+                progress(p, tail_start, sum(e.count for e in editors.values()))
     finally:
         watcher.stop()
     trace.seconds = time.monotonic() - started

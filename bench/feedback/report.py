@@ -45,6 +45,8 @@ def _macro(trace: Trace, topics: Sequence[str], n: int, span: str) -> dict[str, 
     if any(p is None for p in pts):
         return None
     figs = [getattr(p, span) for p in pts if p is not None]
+    if any(f is None for f in figs):
+        return None
     return {k: float(np.mean([getattr(f, k) for f in figs])) for k in ("f1", "precision", "recall")}
 
 
