@@ -6,7 +6,7 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -86,16 +86,23 @@ def classify_command() -> None:
 def eval_topics(
     data: Annotated[Path, typer.Option("--data", help="JSON lines: id, title, text, labels (topic ids).")],
     topics: Annotated[Path, typer.Option("--topics", help="TOML file with [[topics]] tables.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: topics.<id> and macro.")] = False,
-    write: Annotated[bool, typer.Option("--write-thresholds", help="Store suggested thresholds in the file.")] = False,
+    shape: Annotated[list[str] | None, typer.Option(
+        "--shape", help="How items are presented: full, feed (title + first sentence), headline, or all "
+                        "(repeatable; default all).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object; shapes.<shape> for each shape.")] = False,
+    errors: Annotated[bool, typer.Option("--errors", help="List misses and false alarms with their evidence.")] = False,
+    errors_limit: Annotated[int, typer.Option(help="With --errors: at most this many per topic and kind.")] = 15,
+    languages: Annotated[bool, typer.Option("--languages", help="Figures per language (given or detected).")] = False,
+    write: Annotated[bool, typer.Option("--write-thresholds", help="Store the first shape's best thresholds.")] = False,
     plot_file: Annotated[Path | None, typer.Option("--plot", help="Draw precision-recall curves to this PNG.")] = None,
     percentile: Annotated[float, typer.Option(help="Without labels: suggest this background percentile.")] = 99.0,
 ) -> None:
-    """Precision, recall and F1 per topic at its threshold, the best threshold, and macro averages."""
+    """Precision, recall and F1 per topic at its threshold, the best threshold, and macro averages, per shape."""
     from tqdm import tqdm
 
     from classify import evaluate as ev
 
+    shapes = _shapes(shape)
     settings = _settings()
     topic_list = _load_topics(topics)
     try:
@@ -104,24 +111,98 @@ def eval_topics(
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from exc
     classifier = _classifier(settings)
-    with tqdm(total=len(items), desc="embedding", unit="article", file=sys.stderr, disable=None) as bar:
-        report = ev.evaluate(classifier, topic_list, items, progress=bar.update, percentile=percentile)
+    reports = {}
+    for name in shapes:
+        with tqdm(total=len(items), desc=f"embedding ({name})", unit="article", file=sys.stderr,
+                  disable=None) as bar:
+            reports[name] = ev.evaluate(classifier, topic_list, items, progress=bar.update, percentile=percentile,
+                                        shape=name, errors=errors, languages=languages)
+    first = reports[shapes[0]]
     if as_json:
-        print(json.dumps(report.to_json(), indent=2))
+        out = first.to_json()
+        out["shapes"] = {name: r.to_json() for name, r in reports.items()}
+        print(json.dumps(out, indent=2, ensure_ascii=False))
     else:
-        _print_report(report)
+        for name, report in reports.items():
+            print(f"\n== {name}: {_SHAPE_HELP[name]} ({report.articles} items)")
+            _print_report(report)
+            if languages and report.languages:
+                _print_languages(report)
+            if errors:
+                _print_errors(report, errors_limit)
+        if len(reports) > 1 and first.labelled:
+            _print_shapes(reports)
     if write:
-        thresholds = {tid: r.suggested_threshold for tid, r in report.topics.items()
+        thresholds = {tid: r.suggested_threshold for tid, r in first.topics.items()
                       if r.suggested_threshold is not None}
         n = ev.write_thresholds(topics, thresholds)
-        print(f"wrote {n} threshold(s) to {topics}", file=sys.stderr)
+        print(f"wrote {n} threshold(s) to {topics} (from the {shapes[0]} shape)", file=sys.stderr)
     if plot_file is not None:
-        ev.plot(report, plot_file)
+        ev.plot(first, plot_file)
         print(f"plot written to {plot_file}", file=sys.stderr)
+
+
+_SHAPE_HELP = {"full": "title and the lead of the whole text", "feed": "title and the first sentence",
+               "headline": "title alone"}
+
+
+def _shapes(values: list[str] | None) -> list[str]:
+    from classify.evaluate import SHAPES
+
+    wanted = [v.strip() for raw in (values or ["all"]) for v in raw.split(",") if v.strip()]
+    out: list[str] = []
+    for v in wanted:
+        if v == "all":
+            out += [s for s in SHAPES if s not in out]
+        elif v in SHAPES:
+            out += [v] if v not in out else []
+        else:
+            print(f"error: --shape {v!r}: expected one of {', '.join(SHAPES)} or all", file=sys.stderr)
+            raise typer.Exit(2)
+    return out
 
 
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
+
+
+def _print_shapes(reports: dict[str, Any]) -> None:
+    print("\n== macro F1 by shape (at each topic's own threshold; best = threshold picked in hindsight)")
+    desks = any(r.macro.get("desk_f1") is not None for r in reports.values())
+    print(f"{'shape':<10} {'F1':>6} {'best':>6} {'cosine':>7} {'keywords':>8}" + (f" {'desk F1':>8}" if desks else ""))
+    for name, r in reports.items():
+        m = r.macro
+        print(f"{name:<10} {_fmt(m.get('f1')):>6} {_fmt(m.get('best_f1')):>6} {_fmt(m.get('cosine_best_f1')):>7} "
+              f"{_fmt(m.get('keyword_f1')):>8}" + (f" {_fmt(m.get('desk_f1')):>8}" if desks else ""))
+
+
+def _print_languages(report: Any) -> None:
+    print(f"{'language':<10} {'items':>6} {'pos':>5} {'P':>6} {'R':>6} {'F1':>6}   (micro over topics, as matched)")
+    for lang, f in report.languages.items():
+        print(f"{lang:<10} {f['items']:>6} {f['positives']:>5} {f['precision']:>6.3f} {f['recall']:>6.3f} "
+              f"{f['f1']:>6.3f}")
+
+
+def _print_errors(report: Any, limit: int) -> None:
+    for kind in ("miss", "false alarm"):
+        by_topic: dict[str, list[Any]] = {}
+        for e in report.errors:
+            if e.kind == kind:
+                by_topic.setdefault(e.topic_id, []).append(e)
+        for tid, errs in by_topic.items():
+            print(f"-- {kind}es of {tid}: {len(errs)}" if kind == "miss" else f"-- false alarms of {tid}: {len(errs)}")
+            for e in errs[:limit]:
+                first_line = e.text.splitlines()[0] if e.text else ""
+                print(f"   {e.score:.3f}  {first_line[:110]}")
+                why = [f"closest {e.closest_kind} {e.similarity:.2f}: {e.closest.splitlines()[0][:60]!r}"]
+                if e.counter_example is not None and e.counter_margin is not None:
+                    why.append(f"margin {e.counter_margin:+.2f} over {e.counter_example.splitlines()[0][:50]!r}")
+                why.append(f"keywords: {', '.join(e.keywords) or 'none'}")
+                if e.outranked_by:
+                    why.append(f"went to {e.outranked_by}")
+                print("          " + "; ".join(why))
+            if len(errs) > limit:
+                print(f"   ... {len(errs) - limit} more (--errors-limit)")
 
 
 def _print_report(report: object) -> None:
@@ -136,17 +217,23 @@ def _print_report(report: object) -> None:
             print(f"{tid:<24} {r.threshold:>9.3f} {r.predicted:>11} {_fmt(r.suggested_threshold):>9}  "
                   f"{r.suggested_from}")
         return
+    desks = any(r.desk for r in report.topics.values())
+    desk_head = f" {'desk P':>6} {'desk R':>6} {'desk F1':>7}" if desks else ""
     print(f"{'topic':<24} {'thr':>5} {'P':>6} {'R':>6} {'F1':>6} {'best thr':>8} {'best F1':>7} "
-          f"{'cosine':>7} {'keywords':>8} {'pos':>5}")
+          f"{'cosine':>7} {'keywords':>8} {'pos':>5}{desk_head}")
     for tid, r in report.topics.items():
+        desk = f" {_fmt(r.desk_precision):>6} {_fmt(r.desk_recall):>6} {_fmt(r.desk_f1):>7}" if desks else ""
         print(f"{tid:<24} {r.threshold:>5.2f} {_fmt(r.precision):>6} {_fmt(r.recall):>6} {_fmt(r.f1):>6} "
               f"{_fmt(r.best_threshold):>8} {_fmt(r.best_f1):>7} {_fmt(r.cosine_best_f1):>7} "
-              f"{_fmt(r.keyword_f1):>8} {r.positives:>5}")
+              f"{_fmt(r.keyword_f1):>8} {r.positives:>5}{desk}")
     m = report.macro
+    desk = (f" {_fmt(m.get('desk_precision')):>6} {_fmt(m.get('desk_recall')):>6} {_fmt(m.get('desk_f1')):>7}"
+            if desks else "")
     print(f"{'macro':<24} {'':>5} {_fmt(m.get('precision')):>6} {_fmt(m.get('recall')):>6} {_fmt(m.get('f1')):>6} "
-          f"{'':>8} {_fmt(m.get('best_f1')):>7} {_fmt(m.get('cosine_best_f1')):>7} {_fmt(m.get('keyword_f1')):>8}")
-    print("cosine = best F1 of cosine similarity alone (threshold picked in hindsight); "
-          "keywords = the topic's keyword query alone")
+          f"{'':>8} {_fmt(m.get('best_f1')):>7} {_fmt(m.get('cosine_best_f1')):>7} {_fmt(m.get('keyword_f1')):>8}"
+          f" {'':>5}{desk}")
+    print("cosine = best F1 of cosine similarity alone (threshold picked in hindsight); keywords = the topic's "
+          "keyword query alone" + ("; desk = as the desk runs them (best topic only)" if desks else ""))
 
 
 @topics_app.command("list")

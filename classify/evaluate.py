@@ -4,7 +4,14 @@ With labels: precision, recall and F1 at the configured threshold, the best thre
 (cosine similarity alone, the keyword query alone). Without: a threshold suggested from the background
 distribution of scores (a percentile).
 
-Labelled data: one JSON object a line with ``id``, ``title``, ``text`` and ``labels`` (topic ids).
+Items can be presented as feeds deliver them (see :data:`SHAPES`): the whole text, the title with the first
+sentence of the text (at most :data:`FEED_SUMMARY_CHARS` characters, what most feeds carry), or the title
+alone. Topics that share a desk are reported twice: each on its own, and as the desk runs them (an article
+goes to its best topic only). The misses and false alarms can be listed with their evidence, and the figures
+split by the items' language.
+
+Labelled data: one JSON object a line with ``id``, ``title``, ``text`` and ``labels`` (topic ids); an optional
+``language`` (else detected).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from numpy.typing import NDArray
 
 from classify.classifier import Classifier
 from classify.model import FEATURES
+from classify.scorer import Scores, TopicIndex
 from classify.topics import Doc
 from wirewatch.records import Article, Topic
 from wirewatch.scores import prf
@@ -29,6 +37,20 @@ from wirewatch.scores import prf
 Array = NDArray[np.float64]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_PERCENTILE = 99.0
+SHAPES = ("full", "feed", "headline")
+FEED_SUMMARY_CHARS = 300
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'’”]?\s+(?=[A-Z0-9\"'‘“])")
+
+
+def first_sentence(text: str, limit: int = FEED_SUMMARY_CHARS) -> str:
+    """The first sentence of ``text``, cut at a word boundary to at most ``limit`` characters."""
+    flat = " ".join(text.split())
+    if not flat:
+        return ""
+    sentence = _SENTENCE_END.split(flat, maxsplit=1)[0]
+    if len(sentence) <= limit:
+        return sentence
+    return sentence[:limit].rsplit(" ", 1)[0] + "…"
 
 
 class DataError(ValueError):
@@ -44,11 +66,24 @@ class Labelled:
     text: str
     labels: tuple[str, ...]
     has_labels: bool
+    language: str | None = None
 
-    def article(self) -> Article:
-        """As an Article: the text is the content, so its lead is embedded after the title."""
-        return Article(id=self.id[:128] or "x", title=self.title, content=self.text or None, published_at=EPOCH,
-                       fetched_at=EPOCH, feed_url="eval:")
+    def article(self, shape: str = "full") -> Article:
+        """As an Article presented in ``shape`` (see :data:`SHAPES`).
+
+        ``full``: the text is the content, so its lead is embedded after the title; ``feed``: the first sentence
+        of the text is the summary; ``headline``: the title alone.
+
+        Raises:
+            ValueError: for an unknown shape.
+        """
+        if shape not in SHAPES:
+            raise ValueError(f"unknown shape {shape!r} (expected one of {', '.join(SHAPES)})")
+        title = self.title or first_sentence(self.text)
+        summary = first_sentence(self.text) if shape == "feed" else ""
+        content = (self.text or None) if shape == "full" else None
+        return Article(id=self.id[:128] or "x", title=title, summary=summary, content=content, published_at=EPOCH,
+                       fetched_at=EPOCH, feed_url="eval:", language=self.language)
 
 
 def load_labelled(path: Path) -> list[Labelled]:
@@ -78,8 +113,9 @@ def load_labelled(path: Path) -> list[Labelled]:
         text = obj.get("text") or obj.get("summary") or ""
         if not obj.get("title") and not text:
             raise DataError(f"{path}:{n}: no title and no text")
+        language = obj.get("language")
         out.append(Labelled(str(obj.get("id", n)), obj.get("title", ""), str(text), tuple(labels or ()),
-                            labels is not None))
+                            labels is not None, language if isinstance(language, str) and language else None))
     if not out:
         raise DataError(f"{path}: no articles")
     return out
@@ -99,24 +135,53 @@ class TopicReport:
     predicted: int = 0
     cosine_best_f1: float | None = None
     keyword_f1: float | None = None
+    desk: str | None = None
+    desk_precision: float | None = None
+    desk_recall: float | None = None
+    desk_f1: float | None = None
     suggested_threshold: float | None = None
     suggested_from: str = "labels"
     curve: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
 
+@dataclass(frozen=True)
+class ErrorItem:
+    """One miss or false alarm of a topic, with the evidence a person needs to see why."""
+
+    kind: str
+    """``miss`` (labelled for the topic, not matched) or ``false alarm`` (matched, not labelled)."""
+    topic_id: str
+    item_id: str
+    text: str
+    score: float
+    closest: str
+    closest_kind: str
+    similarity: float
+    counter_example: str | None
+    counter_margin: float | None
+    keywords: tuple[str, ...]
+    outranked_by: str | None = None
+    """In a desk: the topic the article went to instead."""
+
+
 @dataclass
 class Report:
-    """Per-topic figures and macro averages."""
+    """Per-topic figures and macro averages for items of one shape."""
 
     topics: dict[str, TopicReport]
     macro: dict[str, float | None]
     labelled: bool
     articles: int
+    shape: str = "full"
+    errors: list[ErrorItem] = field(default_factory=list)
+    languages: dict[str, dict[str, float | int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The ``--json`` object: ``topics.<id>`` and ``macro`` (curves left out)."""
+        """The ``--json`` object: ``topics.<id>``, ``macro``, ``languages`` and ``errors`` (curves left out)."""
         topics = {tid: {k: v for k, v in asdict(r).items() if k != "curve"} for tid, r in self.topics.items()}
-        return {"topics": topics, "macro": self.macro, "labelled": self.labelled, "articles": self.articles}
+        return {"shape": self.shape, "topics": topics, "macro": self.macro, "labelled": self.labelled,
+                "articles": self.articles, "languages": self.languages,
+                "errors": [asdict(e) for e in self.errors]}
 
 
 def best_threshold(scores: Array, truth: NDArray[np.bool_]) -> tuple[float, float, dict[str, list[float]]]:
@@ -152,35 +217,100 @@ def embed_all(classifier: Classifier, articles: Sequence[Article], progress: Cal
 
 
 def evaluate(classifier: Classifier, topics: Sequence[Topic], items: Sequence[Labelled], *,
-             progress: Callable[[int], None] | None = None, percentile: float = DEFAULT_PERCENTILE) -> Report:
-    """Score ``items`` against ``topics`` (enabled or not) and compute the figures."""
-    articles = [it.article() for it in items]
+             progress: Callable[[int], None] | None = None, percentile: float = DEFAULT_PERCENTILE,
+             shape: str = "full", errors: bool = False, languages: bool = False) -> Report:
+    """Score ``items`` presented in ``shape`` against ``topics`` (enabled or not) and compute the figures.
+
+    ``errors`` lists every miss and false alarm with its evidence; ``languages`` splits the figures by the
+    items' language (given, else detected).
+
+    Raises:
+        ValueError: for an unknown shape.
+    """
+    articles = [it.article(shape) for it in items]
     vectors = embed_all(classifier, articles, progress)
     docs = [Doc.of(classifier.text_of(a)) for a in articles]
     index = classifier.index_for(topics)
     scores = index.score(vectors, docs)
     labelled = any(it.has_labels for it in items)
+    passed = _passed_matrix(scores, index)
+    reports = {topic.id: _topic_report(index, scores, col, items, labelled, percentile, passed)
+               for col, topic in enumerate(index.topics)}
+    report = Report(reports, _macro(reports, labelled), labelled, len(items), shape)
+    if labelled and errors:
+        report.errors = _errors(index, scores, vectors, docs, items, passed)
+    if labelled and languages:
+        report.languages = _by_language(index, items, articles, passed)
+    return report
+
+
+def _passed_matrix(scores: Scores, index: TopicIndex) -> NDArray[np.bool_]:
+    """What production would match: at threshold, not vetoed and, in a desk, the desk's best topic."""
+    out = np.zeros(scores.scores.shape, dtype=bool)
+    for row, col in scores.passed(index.thresholds):
+        out[row, col] = True
+    return out
+
+
+def _topic_report(index: TopicIndex, scores: Scores, col: int, items: Sequence[Labelled], labelled: bool,
+                  percentile: float, passed: NDArray[np.bool_]) -> TopicReport:
     desc_i, ex_i, kw_i = FEATURES.index("desc"), FEATURES.index("ex_max"), FEATURES.index("kw_bool")
-    reports: dict[str, TopicReport] = {}
+    topic = index.topics[col]
+    s = np.where(scores.excluded[:, col], 0.0, scores.scores[:, col])
+    rep = TopicReport(threshold=topic.threshold, predicted=int((s >= topic.threshold).sum()), desk=topic.desk)
+    if not labelled:
+        rep.suggested_threshold = round(float(np.percentile(s, percentile)), 4)
+        rep.suggested_from = f"background p{percentile:g}"
+        return rep
+    truth = np.array([topic.id in it.labels for it in items])
+    rep.positives = int(truth.sum())
+    rep.precision, rep.recall, rep.f1 = (round(x, 4) for x in prf(s >= topic.threshold, truth))
+    thr, f1, rep.curve = best_threshold(s, truth)
+    rep.best_threshold, rep.best_f1 = thr, round(f1, 4)
+    rep.suggested_threshold = thr
+    cosine = np.maximum(scores.features[:, col, desc_i], scores.features[:, col, ex_i])
+    rep.cosine_best_f1 = round(best_threshold(cosine, truth)[1], 4)
+    if not index.entries[col][0].rules.empty:
+        rep.keyword_f1 = round(prf(scores.features[:, col, kw_i] > 0.5, truth)[2], 4)
+    if topic.desk:
+        rep.desk_precision, rep.desk_recall, rep.desk_f1 = (round(x, 4) for x in prf(passed[:, col], truth))
+    return rep
+
+
+def _errors(index: TopicIndex, scores: Scores, vectors: NDArray[np.float32], docs: Sequence[Doc],
+            items: Sequence[Labelled], passed: NDArray[np.bool_]) -> list[ErrorItem]:
+    out = []
     for col, topic in enumerate(index.topics):
-        s = scores.scores[:, col]
-        rep = TopicReport(threshold=topic.threshold, predicted=int((s >= topic.threshold).sum()))
-        if labelled:
-            truth = np.array([topic.id in it.labels for it in items])
-            rep.positives = int(truth.sum())
-            rep.precision, rep.recall, rep.f1 = (round(x, 4) for x in prf(s >= topic.threshold, truth))
-            thr, f1, rep.curve = best_threshold(s, truth)
-            rep.best_threshold, rep.best_f1 = thr, round(f1, 4)
-            rep.suggested_threshold = thr
-            cosine = np.maximum(scores.features[:, col, desc_i], scores.features[:, col, ex_i])
-            rep.cosine_best_f1 = round(best_threshold(cosine, truth)[1], 4)
-            if not index.entries[col][0].rules.empty:
-                rep.keyword_f1 = round(prf(scores.features[:, col, kw_i] > 0.5, truth)[2], 4)
-        else:
-            rep.suggested_threshold = round(float(np.percentile(s, percentile)), 4)
-            rep.suggested_from = f"background p{percentile:g}"
-        reports[topic.id] = rep
-    return Report(reports, _macro(reports, labelled), labelled, len(items))
+        truth = np.array([topic.id in it.labels for it in items])
+        wrong = np.nonzero(truth != passed[:, col])[0]
+        for row in sorted((int(r) for r in wrong), key=lambda r: -float(scores.scores[r, col])):
+            ev = index.evidence(vectors[row], docs[row], col, scores, row)
+            outranked = None
+            if scores.outranked is not None and scores.outranked[row, col]:
+                best = int(np.argmax(np.where(scores.excluded[row], -1.0, scores.scores[row])))
+                outranked = index.topics[best].id if best != col else None
+            out.append(ErrorItem(
+                kind="miss" if truth[row] else "false alarm", topic_id=topic.id, item_id=items[row].id,
+                text=docs[row].text, score=round(float(scores.scores[row, col]), 4), closest=ev.closest,
+                closest_kind=ev.closest_kind, similarity=ev.similarity, counter_example=ev.counter_example,
+                counter_margin=ev.counter_margin, keywords=ev.keywords, outranked_by=outranked))
+    return out
+
+
+def _by_language(index: TopicIndex, items: Sequence[Labelled], articles: Sequence[Article],
+                 passed: NDArray[np.bool_]) -> dict[str, dict[str, float | int]]:
+    """Micro-averaged figures over every topic, per language (``und`` where none could be told)."""
+    from wirewatch.language import detect
+
+    langs = [it.language or detect(a.text()) or "und" for it, a in zip(items, articles, strict=True)]
+    truth = np.array([[t.id in it.labels for t in index.topics] for it in items], dtype=bool).reshape(passed.shape)
+    out: dict[str, dict[str, float | int]] = {}
+    for lang in sorted(set(langs), key=lambda x: (-langs.count(x), x)):
+        rows = np.array([x == lang for x in langs])
+        p, r, f = prf(passed[rows].ravel(), truth[rows].ravel())
+        out[lang] = {"items": int(rows.sum()), "positives": int(truth[rows].sum()), "precision": round(p, 4),
+                     "recall": round(r, 4), "f1": round(f, 4)}
+    return out
 
 
 def _macro(reports: dict[str, TopicReport], labelled: bool) -> dict[str, float | None]:
@@ -188,7 +318,8 @@ def _macro(reports: dict[str, TopicReport], labelled: bool) -> dict[str, float |
         vals = [getattr(r, name) for r in reports.values() if getattr(r, name) is not None]
         return round(float(np.mean(vals)), 4) if vals else None
 
-    names = ("precision", "recall", "f1", "best_f1", "cosine_best_f1", "keyword_f1") if labelled else ()
+    names = ("precision", "recall", "f1", "best_f1", "cosine_best_f1", "keyword_f1", "desk_precision",
+             "desk_recall", "desk_f1") if labelled else ()
     return {n: mean(n) for n in names}
 
 
