@@ -1,0 +1,166 @@
+"""Keyword evidence, headline-shaped training, desks and the evaluation shapes, on the bag-of-words embedder."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from classify_fakes import fake_embedder
+
+from classify.classifier import Classifier
+from classify.evaluate import FEED_SUMMARY_CHARS, Labelled, evaluate, first_sentence
+from classify.model import FEATURES, Background, TopicVectors, fit, headline, is_short, keyword_evidence
+from classify.topics import Doc
+from wirewatch.records import Article, Topic
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+# A background of everyday items in both shapes: the words of the topics below never appear in it, except
+# "market", which everyday business news uses all the time.
+DESKS = ["stock market", "cup final", "new phone", "heatwave", "minister", "film prize", "interest rates",
+         "storm", "court", "school", "vaccine", "train fares", "election", "concert", "flood", "strike"]
+BACKGROUND = [f"{d} news item {i}\n{d} report number {i} on the {d} story" for i in range(14) for d in DESKS]
+BACKGROUND += [f"market report {i}\nshares and the market moved today" for i in range(30)]
+SIEGE = Topic(
+    id="siege", name="Siege of Vardenburg", description="the siege of the town of Vardenburg",
+    examples=("Fighters close in on Vardenburg\nthe town is shelled",
+              "Air strikes around besieged Vardenburg\nguns hit",
+              "Refugees flee the siege across the border\nfamilies escape", "Reinforcements reach Vardenburg\nconvoy",
+              "Defenders retake Vardenburg\nflag raised over the ruined town"),
+    counter_examples=("Siege of Ostmark harbour ends\nthe blockade of Ostmark lifted",),
+    include_any=("Vardenburg",),
+)
+MARKETS = Topic(
+    id="markets", name="Grain markets", description="grain prices at the market",
+    examples=("Grain prices rise at market\nwheat dearer", "Wheat market slumps\ngrain glut",
+              "Grain traders at the market\nbarley up"),
+    include_any=("market",),
+)
+
+
+def article(title: str, summary: str = "") -> Article:
+    return Article(id=f"a-{abs(hash(title))}", title=title, summary=summary, published_at=NOW, fetched_at=NOW,
+                   feed_url="https://example.org/feed")
+
+
+@pytest.fixture(scope="module")
+def background() -> Background:
+    return Background.build(BACKGROUND, fake_embedder(10_000))
+
+
+def test_background_and_topics_carry_each_text_headline_only_as_well(background: Background) -> None:
+    assert len(background.vectors) == 2 * len(BACKGROUND)
+    assert sum(is_short(d) for d in background.docs) == len(BACKGROUND)
+    tv = TopicVectors.build(SIEGE, fake_embedder())
+    assert tv.example_heads.shape == tv.examples.shape and tv.counter_heads.shape == tv.counters.shape
+    assert headline("Fighters close in\nthe town") == "Fighters close in" and headline("one line") == "one line"
+
+
+def test_a_rare_name_is_strong_evidence_and_a_common_word_is_weak(background: Background) -> None:
+    emb = fake_embedder()
+    rare = keyword_evidence(TopicVectors.build(SIEGE, emb), background)
+    common = keyword_evidence(TopicVectors.build(MARKETS, emb), background)
+    # Four of five examples name the town, no background item does; "market" fires on every market report.
+    assert rare.hit[0] > 4.0 and rare.hit[1] > 4.0
+    assert 0.0 < common.hit[0] < rare.hit[0] - 2.0
+    # Capitalized terms name the event: an article naming none of them loses evidence; a common word does not.
+    assert rare.miss[0] < -0.5 and common.miss == (0.0, 0.0)
+
+
+def test_an_article_naming_the_event_matches_even_when_worded_apart_from_the_examples(
+        background: Background) -> None:
+    emb = fake_embedder()
+    c = Classifier(emb, background)
+    c.set_topics([SIEGE])
+    batch = c.classify([article("Vardenburg could be another massacre, observers warn"),
+                        article("Observers warn of another massacre")])
+    assert [m.article.title for m in batch.matches] == ["Vardenburg could be another massacre, observers warn"]
+    m = batch.matches[0]
+    assert m.evidence.keywords == ("Vardenburg",) and m.evidence.features["kw_logit"] > 4.0
+
+
+def test_keyword_evidence_fades_when_a_counter_example_explains_the_article_better(background: Background) -> None:
+    emb = fake_embedder()
+    index = Classifier(emb, background).index_for([SIEGE])
+    texts = ["Vardenburg siege of Ostmark harbour ends, the blockade of Ostmark lifted", "Vardenburg convoy"]
+    scores = index.score(emb.embed(texts), [Doc.of(t) for t in texts])
+    kw = scores.features[:, 0, FEATURES.index("kw_logit")]
+    margin = scores.features[:, 0, FEATURES.index("margin")]
+    assert margin[0] < 0 < margin[1]
+    assert kw[0] < 0.5 * kw[1]
+
+
+def test_a_desk_passes_only_each_articles_best_topic(background: Background) -> None:
+    emb = fake_embedder()
+    a = SIEGE.model_copy(update={"desk": "world"})
+    b = Topic(id="relief", name="Relief for Vardenburg", description="aid convoys reach Vardenburg",
+              examples=("Aid convoy reaches Vardenburg\nfood delivered", "Relief for Vardenburg refugees\nblankets"),
+              include_any=("Vardenburg",), desk="world")
+    c = Classifier(emb, background)
+    c.set_topics([a, b])
+    both = Classifier(emb, background)
+    both.set_topics([a.model_copy(update={"desk": None}), b.model_copy(update={"desk": None})])
+    arts = [article("Aid convoy reaches Vardenburg with food for refugees"), article("Reinforcements reach Vardenburg")]
+    independent = {(m.article.title, m.topic_id) for m in both.classify(arts).matches}
+    desk = c.classify(arts)
+    assert len(independent) > len(desk.matches)
+    per_article: dict[str, list[str]] = {}
+    for m in desk.matches:
+        per_article.setdefault(m.article.title, []).append(m.topic_id)
+    assert all(len(v) == 1 for v in per_article.values())
+    col = {t.id: i for i, t in enumerate(desk.index.topics)}
+    for title, (tid,) in per_article.items():
+        row = [x.title for x in arts].index(title)
+        assert desk.scores.scores[row, col[tid]] == desk.scores.scores[row].max()
+
+
+def test_fit_sets_aside_background_items_of_a_broad_topic_only_from_a_large_background() -> None:
+    emb = fake_embedder(10_000)
+    broad = Topic(id="shares", name="Stock market report", description="shares and the market moved",
+                  examples=("market report today\nshares and the market moved", "market report\nshares rose",
+                            "the market report\nshares fell"))
+    big = Background.build(BACKGROUND, emb)
+    small = Background.build(BACKGROUND[:40], emb)
+    assert fit(TopicVectors.build(broad, emb), big).set_aside > 0
+    assert fit(TopicVectors.build(broad, emb), small).set_aside == 0
+
+
+def test_first_sentence_cuts_at_a_sentence_then_at_a_word() -> None:
+    assert first_sentence("Quarterly profits jumped 76%. The firm said more.") == "Quarterly profits jumped 76%."
+    assert first_sentence("  spaced\n\n out   text  ") == "spaced out text"
+    long = "word " * 200
+    cut = first_sentence(long)
+    assert len(cut) <= FEED_SUMMARY_CHARS + 1 and cut.endswith("\u2026") and "wor\u2026" not in cut
+    assert first_sentence("") == ""
+
+
+def test_labelled_items_are_presented_in_each_shape() -> None:
+    item = Labelled("x", "Grain prices rise", "Wheat rose 5% on Monday. Traders blamed the weather.", ("m",), True)
+    full, feed, head = item.article("full"), item.article("feed"), item.article("headline")
+    assert full.content and "Traders blamed" in full.text()
+    assert feed.summary == "Wheat rose 5% on Monday." and feed.content is None
+    assert head.text() == "Grain prices rise"
+    with pytest.raises(ValueError, match="unknown shape 'tweet'"):
+        item.article("tweet")
+
+
+def test_evaluate_lists_misses_and_false_alarms_with_evidence(background: Background) -> None:
+    emb = fake_embedder()
+    c = Classifier(emb, background)
+    items = [Labelled("1", "Reinforcements reach Vardenburg", "", ("siege",), True),
+             Labelled("2", "Families flee the fighting", "", ("siege",), True),
+             Labelled("3", "Vardenburg cheese festival opens", "", (), True),
+             Labelled("4", "Heatwave news item", "", (), True)]
+    report = evaluate(c, [SIEGE], items, shape="headline", errors=True)
+    r = report.topics["siege"]
+    assert r.positives == 2 and report.shape == "headline" and r.precision is not None
+    tp = round(r.precision * r.predicted)
+    misses = [e for e in report.errors if e.kind == "miss"]
+    alarms = [e for e in report.errors if e.kind == "false alarm"]
+    assert len(misses) == r.positives - tp and len(alarms) == r.predicted - tp
+    assert misses or alarms  # "Families flee the fighting" shares no word with the topic
+    for e in report.errors:
+        assert e.topic_id == "siege" and e.closest and e.closest_kind in ("example", "description")
+        assert (e.kind == "miss") == (e.item_id in {"1", "2"})
+        assert e.counter_example is not None and e.counter_margin is not None
+    out = report.to_json()
+    assert out["shape"] == "headline" and len(out["errors"]) == len(report.errors)
