@@ -15,8 +15,11 @@ Retries: timeouts, connection failures, 5xx and 429 are retried with exponential
 jitter (never sooner than the server's Retry-After), up to ``alerts.max_attempts``; other 4xx and bad
 targets fail at once. Every attempt is recorded. Isolation: each destination has at most
 ``per_channel_concurrency`` sends in flight and a send budget (the channel's ``budget`` per
-``budget_per_s``); an entry over either waits in the outbox without holding a thread, so a failing or
-hanging destination never delays another subscription.
+``budget_per_s``); an entry over either waits in its destination's line without holding a thread, and
+starts when a send to that destination ends. Its due time in the shared outbox moves on meanwhile
+(``send_timeout_s`` at a time), as does that of any due entry the poller does not start: the poller reads
+the oldest due entries, so a backlog for one slow destination never hides another subscription's retry or
+an entry a dead process left behind.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from alerts.channels._http import POOL
 from alerts.ledger import NotificationLedger
 from alerts.outbox import Entry, Outbox
 from alerts.recorder import Recorder, delivery_id
-from alerts.sendpolicy import Budget, backoff, destination
+from alerts.sendpolicy import Budget, WaitLine, backoff, destination
 from wirewatch import metrics
 from wirewatch.log import get_logger
 from wirewatch.records import ChannelSpec, Delivery, DeliveryStatus, Subscription, utcnow
@@ -93,6 +96,7 @@ class Dispatcher:
         self._settling: set[str] = set()  # finished here, waiting for the audit record before leaving the outbox
         self._per_dest: Counter[str] = Counter()
         self._budgets: dict[str, Budget] = {}
+        self._waiting = WaitLine()  # held back by their destination's limits
         self._not_before: dict[str, float] = {}
         self._consumed_at: dict[str, float] = {}
         self._claimed_at: dict[str, float] = {}  # claimed by accept(): the sender need not claim again
@@ -175,8 +179,8 @@ class Dispatcher:
         return len(self._inflight)
 
     def idle(self) -> bool:
-        """True when nothing is in flight or settling here and nothing is due in the outbox."""
-        return not self._inflight and not self._settling and not self.outbox.due(1)
+        """True when nothing is in flight, settling or waiting for its destination here and nothing is due."""
+        return not self._inflight and not self._settling and not self._waiting and not self.outbox.due(1)
 
     # -- internals --------------------------------------------------------------------------------------
     def _poll_loop(self) -> None:
@@ -188,9 +192,20 @@ class Dispatcher:
                 log.warning("outbox_poll_failed", error=str(exc))
                 continue
             now = time.monotonic()
+            later: dict[str, float] = {}  # due but not started now: moved on, so the next poll reads further
             for k in due:
-                if self._not_before.get(k, 0.0) <= now:
+                if k in self._waiting:
+                    later[k] = self.settings.alerts.send_timeout_s
+                elif (not_before := self._not_before.get(k, 0.0)) > now:
+                    later[k] = not_before - now
+                else:
                     self._start(k, None)
+            for dest in self._waiting.destinations():
+                self._wake(dest)  # a budget that refilled has no send ending to wake its line
+            try:
+                self.outbox.defer(later)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("outbox_defer_failed", count=len(later), error=str(exc))
             self._prune(now, set(due))
 
     def _prune(self, now: float, due: set[str]) -> None:
@@ -234,18 +249,22 @@ class Dispatcher:
             return
         dest = destination(sub.channel)
         with self._lock:
-            if self._per_dest[dest] >= self.settings.alerts.per_channel_concurrency:
-                self._not_before[key] = time.monotonic() + 0.05
-                return
-            self._per_dest[dest] += 1
-            budget = self._budgets.get(dest)
-            if budget is None:
-                cls = channels.REGISTRY[sub.channel.type]
-                budget = self._budgets[dest] = Budget(cls.budget, cls.budget_per_s)
-            wait = budget.take()
+            busy = self._per_dest[dest] >= self.settings.alerts.per_channel_concurrency
+            if not busy:
+                self._per_dest[dest] += 1
+                budget = self._budgets.get(dest)
+                if budget is None:
+                    cls = channels.REGISTRY[sub.channel.type]
+                    budget = self._budgets[dest] = Budget(cls.budget, cls.budget_per_s)
+                wait = budget.take()
+        if busy:
+            self._waiting.add(dest, key)  # started when a send to dest ends
+            return
+        requeued = False
         try:
             if wait > 0:
-                self._not_before[key] = time.monotonic() + wait
+                self._waiting.add(dest, key)
+                requeued = True  # no token for anyone of dest: waking its line now would find none either
                 return
             claimed = self._claimed_at.pop(key, None)
             fresh = claimed is not None and time.monotonic() - claimed < self.ledger.lease_s / 2
@@ -259,6 +278,17 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._per_dest[dest] -= 1
+            if not requeued:
+                self._wake(dest)
+
+    def _wake(self, dest: str) -> None:
+        """Start the longest-waiting entry of ``dest`` if it has a free send slot."""
+        with self._lock:
+            if self._per_dest[dest] >= self.settings.alerts.per_channel_concurrency:
+                return
+        key = self._waiting.next(dest)
+        if key is not None:
+            self._start(key, None)
 
     def _channel(self, sub: Subscription) -> Channel:
         with self._lock:

@@ -103,6 +103,17 @@ class Outbox:
         pipe.zadd(self._due, {entry.key: due_ms})
         pipe.execute()
 
+    def defer(self, delays: dict[str, float], now_ms: int | None = None) -> None:
+        """Move waiting entries' next attempt ``delays[key]`` seconds on, in one command; gone ones stay gone.
+
+        For entries a process holds back (their destination at its limit): the oldest due entries are the
+        ones every poller reads first, so an entry left due while it waits would hide everything behind it.
+        """
+        if not delays:
+            return
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        self._r.zadd(self._due, {k: now + int(d * 1000) for k, d in delays.items()}, xx=True)
+
     def remove(self, idems: list[str]) -> None:
         """Take entries out (acknowledged and recorded, or failed for good)."""
         if not idems:
