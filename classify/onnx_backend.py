@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,11 @@ class OnnxEmbedder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        st_conf = _json(model_path / "sentence_bert_config.json")
-        pool_conf = _json(model_path / "1_Pooling" / "config.json")
-        self.max_tokens = int(st_conf.get("max_seq_length", 256))
-        self._cls_pooling = bool(pool_conf.get("pooling_mode_cls_token", False))
+        conf = read_st_config(model_path)
+        self.max_tokens = conf.max_tokens
+        self._pooling = conf.pooling
+        self._prompt = conf.prompt
+        self._pad_id = conf.pad_id
         tok_file = model_path / "tokenizer.json"
         if not tok_file.is_file():
             raise EmbedderError(f"{model_path} has no tokenizer.json; the ONNX backend needs a fast tokenizer")
@@ -130,6 +132,7 @@ class OnnxEmbedder:
         odd = [m.get("type", "?") for m in modules if not str(m.get("type", "")).endswith(supported)]
         if odd:
             raise EmbedderError(f"{model_path}: modules {odd} are not supported by the ONNX backend; use backend torch")
+        read_st_config(model_path)  # an unsupported pooling fails here, before an export
         onnx_file = export(model_path, int8=int8, cache_dir=cache_dir)
         return cls(onnx_file, model_path, name=name, backend="onnx-int8" if int8 else "onnx",
                    threads=threads, batch_size=batch_size)
@@ -139,7 +142,7 @@ class OnnxEmbedder:
 
     def _run(self, encodings: Sequence[Any]) -> Vectors:
         width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
         mask = np.zeros_like(ids)
         types = np.zeros_like(ids)
         for row, e in enumerate(encodings):
@@ -147,9 +150,11 @@ class OnnxEmbedder:
             ids[row, :n], mask[row, :n], types[row, :n] = e.ids, e.attention_mask, e.type_ids
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         hidden = self._session.run(None, {k: feeds[k] for k in self._inputs})[0]
-        if self._cls_pooling:
+        if self._pooling == "cls":
             return normalize(hidden[:, 0])
         m = mask[:, :, None].astype(np.float32)
+        if self._pooling == "max":
+            return normalize(np.where(m > 0, hidden, -np.inf).max(axis=1))
         pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
         return normalize(pooled)
 
@@ -158,13 +163,71 @@ class OnnxEmbedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        encodings = self._tok.encode_batch(list(texts))
+        encodings = self._tok.encode_batch([self._prompt + t for t in texts] if self._prompt else list(texts))
         # Similar lengths share a batch, so little compute goes to padding.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         for start in range(0, len(order), self._batch):
             chunk = order[start:start + self._batch]
             out[chunk] = self._run([encodings[i] for i in chunk])
         return out
+
+
+@dataclass(frozen=True)
+class StConfig:
+    """What the ONNX backend must reproduce of a sentence-transformers model, read from its own files."""
+
+    max_tokens: int
+    pooling: str
+    prompt: str
+    pad_id: int
+
+
+_LEGACY_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
+                   "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                   "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+_POOLINGS = ("cls", "mean", "max")
+# transformers' "no limit" model_max_length is 1e30; anything this large is not a model's limit.
+_NO_LIMIT = 1_000_000
+
+
+def read_st_config(model_path: Path) -> StConfig:
+    """Token limit, pooling, default prompt and pad id, as sentence-transformers itself would read them.
+
+    The limit is ``sentence_bert_config.json``'s ``max_seq_length`` (sentence-transformers < 6), else the
+    tokenizer's ``model_max_length`` (>= 6), capped by the model's position table; the pooling comes from the
+    Pooling module that ``modules.json`` names (old ``pooling_mode_*`` flags or the newer ``pooling_mode``).
+
+    Raises:
+        EmbedderError: for a pooling this backend does not reproduce.
+    """
+    modules_file = model_path / "modules.json"
+    modules = json.loads(modules_file.read_text()) if modules_file.is_file() else []
+    pool_dir = next((str(m.get("path", "")) for m in modules if str(m.get("type", "")).endswith("Pooling")),
+                    "1_Pooling")
+    pool_conf = _json(model_path / pool_dir / "config.json")
+    mode: Any = pool_conf.get("pooling_mode") or [v for k, v in _LEGACY_POOLING.items() if pool_conf.get(k)] or "mean"
+    if isinstance(mode, list) and len(mode) == 1:
+        mode = mode[0]
+    if mode not in _POOLINGS:
+        raise EmbedderError(f"{model_path}: pooling {mode!r} is not supported by the ONNX backend "
+                            f"(it reproduces {', '.join(_POOLINGS)}); use backend torch")
+    config = _json(model_path / "config.json")
+    limit = _json(model_path / "sentence_bert_config.json").get("max_seq_length")
+    if not isinstance(limit, int):
+        limit = _json(model_path / "tokenizer_config.json").get("model_max_length")
+    positions = int(config.get("max_position_embeddings") or 512)
+    if "roberta" in str(config.get("model_type", "")):
+        positions -= int(config.get("pad_token_id") or 1) + 1  # RoBERTa-family position ids start after the pad id
+    max_tokens = min(int(limit), positions) if isinstance(limit, int | float) and 0 < limit < _NO_LIMIT else positions
+    st = _json(model_path / "config_sentence_transformers.json")
+    prompts = st.get("prompts")
+    name = st.get("default_prompt_name")
+    prompt = str(prompts.get(name) or "") if isinstance(prompts, dict) and name else ""
+    if prompt and pool_conf.get("include_prompt") is False:
+        raise EmbedderError(f"{model_path}: pooling without the prompt's tokens is not supported by the ONNX backend; "
+                            "use backend torch")
+    pad_id = int(config.get("pad_token_id") or 0)
+    return StConfig(max_tokens=max_tokens, pooling=str(mode), prompt=prompt, pad_id=pad_id)
 
 
 def _json(path: Path) -> dict[str, Any]:
