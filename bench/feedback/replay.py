@@ -180,14 +180,9 @@ def replay(classifier: Classifier, store: TopicStore, topics: Sequence[Topic], d
         for t in topics:
             measure(t.id, 0, "start", -1, t.version, True)
         p = 0
-        while p < tail_start:
+        while True:
             active = [e for e in editors.values() if e.active]
-            if not active:
-                break
-            judgements: list[tuple[Editor, int, bool, str]] = []
-            for e in active:
-                if e.owes_miss and e.missed:
-                    judgements.append((e, e.missed.pop(), True, "miss"))
+            judgements = owed_misses(active)
             while not judgements and p < tail_start:
                 index = classifier.index
                 hi = min(p + chunk, tail_start)
@@ -202,6 +197,9 @@ def replay(classifier: Classifier, store: TopicStore, topics: Sequence[Topic], d
                         rel = bool(truth[e.topic_id][j])
                         judgements.append((e, j, rel, "relevant" if rel else "not_relevant"))
                 p = end
+                judgements = judgements or owed_misses(active)
+            if not judgements:
+                break  # the judged part is passed and no editor owes a miss it has seen
             want, done = {}, []
             for e, j, rel, kind in judgements:
                 version, changed = judge(store, e.topic_id, texts[j], rel)
@@ -218,6 +216,11 @@ def replay(classifier: Classifier, store: TopicStore, topics: Sequence[Topic], d
         watcher.stop()
     trace.seconds = time.monotonic() - started
     return trace
+
+
+def owed_misses(editors: Sequence[Editor]) -> list[tuple[Editor, int, bool, str]]:
+    """The misses editors report now: the latest unreported one of each editor whose slot it is."""
+    return [(e, e.missed.pop(), True, "miss") for e in editors if e.owes_miss and e.missed]
 
 
 def judge(store: TopicStore, topic_id: str, text: str, relevant: bool) -> tuple[int, bool]:
