@@ -37,6 +37,7 @@ from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 
 from wirewatch import metrics
+from wirewatch.liveness import Liveness
 from wirewatch.log import get_logger
 from wirewatch.records import RecordError
 from wirewatch.settings import Settings
@@ -251,9 +252,12 @@ class LoopConfig:
     max_poll_interval_ms: int = 300000
     poll_stall_s: float | None = None
     """A ``poll()`` that has not returned after this long is stuck (the client can wait for its group
-    coordinator without a timeout); see :meth:`ConsumerLoop.run`. None: ``kafka.poll_stall_s`` (60 s);
-    0 disables the watchdog. A healthy poll returns within a second; a rebalance waits for every member's
+    coordinator without a timeout); see :mod:`wirewatch.liveness`. None: ``kafka.poll_stall_s`` (60 s);
+    0 disables the check. A healthy poll returns within a second; a rebalance waits for every member's
     next poll, which our batches bound to seconds."""
+    member_stall_s: float | None = None
+    """Not a live group member, or not consuming partitions with lag, for this long: the loop is stalled
+    (:mod:`wirewatch.liveness`). None: ``kafka.member_stall_s`` (30 s); 0 disables both checks."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -282,9 +286,13 @@ class ConsumerLoop(Generic[T]):
         self._rebalanced = False
         self._recent: deque[bool] = deque(maxlen=self.cfg.dlq_window)
         self._consumer: KafkaConsumer | None = None
-        self._poll_since: float | None = None
-        stall = self.cfg.poll_stall_s
-        self._stall_limit = float(settings.kafka.poll_stall_s if stall is None else stall)
+        poll_stall, member_stall = self.cfg.poll_stall_s, self.cfg.member_stall_s
+        self.liveness = Liveness(
+            group,
+            poll_stall_s=float(settings.kafka.poll_stall_s if poll_stall is None else poll_stall),
+            member_stall_s=float(settings.kafka.member_stall_s if member_stall is None else member_stall),
+            session_timeout_s=self.cfg.session_timeout_ms / 1000,
+        )
         self.batches = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -314,6 +322,7 @@ class ConsumerLoop(Generic[T]):
             session_timeout_ms=c.session_timeout_ms,
             heartbeat_interval_ms=c.heartbeat_interval_ms,
             max_poll_interval_ms=c.max_poll_interval_ms,
+            request_timeout_ms=30000,
             **c.extra,
         )
         self._await_metadata(consumer)
@@ -335,16 +344,16 @@ class ConsumerLoop(Generic[T]):
     def run(self) -> None:
         """Consume until :meth:`stop`. Raises :class:`DlqRatioExceeded` when nearly everything fails.
 
-        A watchdog thread watches each ``poll()``: one stuck for ``kafka.poll_stall_s`` is logged as
-        ``consumer_poll_stalled`` and counted; when the loop runs on the process's main thread (a worker
-        process) the process then exits with status 75 so its supervisor restarts it. Nothing is lost:
-        offsets are committed only after a batch's outputs were acknowledged.
+        A watchdog thread (:mod:`wirewatch.liveness`) checks that polls return, that the consumer is a live
+        member of its group and that it consumes what its partitions hold. A failed check is logged as
+        ``consumer_stalled`` and counted; when the loop runs on the process's main thread (a worker process)
+        the process then exits with status 75 so its supervisor restarts it. Nothing is lost: offsets are
+        committed only after a batch's outputs were acknowledged.
         """
         self._consumer = consumer = self._make_consumer()
         log.info("consumer_started", group=self.group, topics=self.topics)
-        if self._stall_limit:
-            threading.Thread(target=self._watch_polls, args=(threading.current_thread() is threading.main_thread(),),
-                             name=f"poll-watchdog-{self.group}", daemon=True).start()
+        self.liveness.watch(consumer)
+        self.liveness.start(exit_on_stall=threading.current_thread() is threading.main_thread())
         try:
             failures = 0
             while not self._stop.is_set():
@@ -363,32 +372,18 @@ class ConsumerLoop(Generic[T]):
                 if records:
                     self._process(consumer, records)
         finally:
-            consumer.close(autocommit=False)
+            self.liveness.stop()
+            consumer.close(autocommit=False, timeout_ms=5000)
             self._consumer = None
             log.info("consumer_stopped", group=self.group, batches=self.batches)
 
     # -- internals ---------------------------------------------------------------------------------------
     def _poll(self, consumer: KafkaConsumer, timeout_ms: int, max_records: int | None = None) -> dict[Any, Any]:
-        self._poll_since = time.monotonic()
+        self.liveness.poll_since = time.monotonic()
         try:
             return dict(consumer.poll(timeout_ms=timeout_ms, max_records=max_records))
         finally:
-            self._poll_since = None
-
-    def _watch_polls(self, exit_on_stall: bool) -> None:
-        limit = self._stall_limit
-        reported = False
-        while not self._stop.wait(min(5.0, limit / 4)):
-            since = self._poll_since
-            stuck = since is not None and time.monotonic() - since > limit
-            if stuck and not reported:
-                reported = True
-                metrics.BUS_POLL_STALLS.labels(self.group).inc()
-                log.error("consumer_poll_stalled", group=self.group, stuck_s=round(limit), exiting=exit_on_stall)
-                if exit_on_stall:
-                    os._exit(75)
-            elif not stuck:
-                reported = False
+            self.liveness.poll_since = None
 
     def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         # Batches are committed as soon as they are handled, so nothing handled is left uncommitted here;
@@ -419,6 +414,7 @@ class ConsumerLoop(Generic[T]):
                 records = [r for r in records if TopicPartition(r.topic, r.partition) in consumer.assignment()]
             if not records or time.monotonic() >= deadline:
                 break
+        self.liveness.polled(consumer, len(records))
         return records
 
     def _decode_all(self, records: list[Any]) -> tuple[list[Consumed[T]], list[_Rejected]]:
@@ -483,6 +479,7 @@ class ConsumerLoop(Generic[T]):
             return not self._stop.is_set()
         assigned = consumer.assignment()
         consumer.pause(*assigned)
+        self.liveness.waiting = True
         try:
             while time.monotonic() < deadline:
                 if self._stop.is_set():
@@ -494,6 +491,7 @@ class ConsumerLoop(Generic[T]):
                 if self._rebalanced:
                     return False
         finally:
+            self.liveness.waiting = False
             consumer.resume(*(tp for tp in assigned if tp in consumer.assignment()))
         return True
 

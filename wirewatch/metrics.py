@@ -27,6 +27,10 @@ BUS_POLL_STALLS = Counter(
     "wirewatch_bus_poll_stalls_total", "Kafka polls stuck past the watchdog limit (the worker exits to be restarted).",
     ["group"],
 )
+BUS_STALLS = Counter(
+    "wirewatch_bus_stalls_total", "Consumer loops found not alive, by reason (poll_stuck, not_member, not_consuming); "
+    "a worker process exits to be restarted.", ["group", "reason"],
+)
 BUS_LAG = Gauge("wirewatch_consumer_lag_messages", "Consumer lag per partition.", ["group", "topic", "partition"])
 
 # --- ingest: feed polling -------------------------------------------------------------------------------

@@ -50,6 +50,11 @@ class KafkaSettings(Section):
         default=60.0, gt=0,
         description="a consumer poll stuck this long makes a worker process exit to be restarted (nothing is lost)",
     )
+    member_stall_s: float = Field(
+        default=30.0, ge=0,
+        description="not a live group member (or not consuming partitions with lag) this long: a worker process "
+                    "exits to be restarted; 0 = never",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -246,7 +251,9 @@ class OpsSettings(Section):
     drain_timeout_s: float = Field(default=30.0, gt=0, description="SIGTERM to SIGKILL on shutdown")
     lag_interval_s: float = Field(default=15.0, gt=0, description="how often the supervisor measures lag")
     quiet_after_s: float = Field(default=6 * 3600.0, gt=0, description="status: silent this long = quiet")
-    stall_after_s: float = Field(default=90.0, ge=0, description="restart a worker its group lost; 0 = never")
+    stall_after_s: float = Field(default=30.0, ge=0, description="restart a worker absent from its group this long "
+                                 "while its topics have lag; 0 = never")
+    watchdog_interval_s: float = Field(default=5.0, gt=0, description="how often the supervisor looks at membership")
 
 
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("wirewatch_file_data", default=None)

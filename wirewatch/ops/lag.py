@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,18 +137,23 @@ class Broker:
         return out
 
     def lags(self, topics: Sequence[str], groups: Sequence[str] | None = None,
-             info: dict[str, GroupInfo] | None = None) -> list[PartitionLag]:
+             info: dict[str, GroupInfo] | None = None,
+             subscribed: Mapping[str, Sequence[str]] | None = None) -> list[PartitionLag]:
         """Lag of every group that committed on, or subscribes to, any of ``topics``, over all their partitions.
 
         A partition the group never committed on counts from the beginning of the log, as the group's
         consumers start at the earliest offset. ``info`` (from :meth:`describe`) adds the topics that live
-        members subscribe to, so a group that has not committed yet still shows its backlog.
+        members subscribe to, and ``subscribed`` the topics a group is known to read (group to topics), so a
+        group that has not committed yet shows its backlog even when it has no member left to say so.
         """
         wanted = set(topics)
         committed = self.group_offsets(groups if groups is not None else self.groups())
         consumed = {g: {tp.topic for tp in offs} & wanted for g, offs in committed.items()}
         for gid, gi in (info or {}).items():
             consumed.setdefault(gid, set()).update(set(gi.topics) & wanted)
+            committed.setdefault(gid, {})
+        for gid, known in (subscribed or {}).items():
+            consumed.setdefault(gid, set()).update(set(known) & wanted)
             committed.setdefault(gid, {})
         read_topics = sorted({t for ts in consumed.values() for t in ts})
         all_tps = [tp for t in read_topics for tp in self.partitions(t)]

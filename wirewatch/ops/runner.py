@@ -81,7 +81,7 @@ def supervise(settings: Settings, children: Sequence[Child], *, log_dir: Path | 
         if served:
             log.info("metrics_serving", port=served, addr=ops.metrics_addr)
     lag = LagExporter(settings, ops.lag_interval_s).start()
-    watchdog = GroupWatchdog(settings, sup, interval_s=min(ops.lag_interval_s, 15.0),
+    watchdog = GroupWatchdog(settings, sup, interval_s=ops.watchdog_interval_s,
                              stall_s=ops.stall_after_s).start() if ops.stall_after_s else None
     try:
         return sup.run()

@@ -149,7 +149,8 @@ class Supervisor:
             slot = next((s for s in self._slots if s.child.role == role and _running(s.proc)), None)
             if slot is None:
                 return False
-            slot.kill_at = time.monotonic() + self.drain_timeout_s
+            # Asking again does not push the SIGKILL deadline back.
+            slot.kill_at = slot.kill_at or time.monotonic() + self.drain_timeout_s
         log.warning("worker_restarting", role=role, pid=slot.proc.pid if slot.proc else None, reason=reason)
         _signal_group(slot.proc, signal.SIGTERM)
         return True

@@ -1,12 +1,22 @@
-"""Restart a supervised worker that its consumer group lost while work is waiting.
+"""Restart a supervised worker that is not a member of its consumer group while work is waiting.
 
 A worker process can be alive and still do nothing: its consumer was evicted from the group (missed
-heartbeats on a starved machine, a client stuck in a rebalance) and never rejoined. Nothing crashes, so
-restarts never happen, and the partitions it held wait. The watchdog compares the supervisor's children
-with the members the group coordinator reports (each consumer's client id ends in its host name and pid):
-a child of a consumer role that has been absent from its group for ``stall_s`` while the group has lag is
-restarted (SIGTERM, then SIGKILL after the drain timeout), logged as ``worker_stalled`` and counted in
-``wirewatch_ops_stalls_total``.
+heartbeats on a starved machine, a client whose heartbeat stopped, one stuck in a rebalance) and never
+rejoined. Nothing crashes, so restarts never happen, and the partitions it held wait. The watchdog compares
+the supervisor's children with the members the group coordinator reports (each consumer's client id ends
+in its host name and pid): a child of a consumer role that has been absent from its group for ``stall_s``
+while the group has lag is restarted (SIGTERM, then SIGKILL after the drain timeout), logged as
+``worker_stalled`` and counted in ``wirewatch_ops_stalls_total``.
+
+Lag is counted on the topics each role reads, whether or not its group ever committed: a group that never
+committed and has no member left is not even listed by the broker, and its backlog is still waiting.
+
+The bound: a child is restarted at most ``stall_s + interval_s`` after it was last seen in its group (with
+the defaults, ``ops.stall_after_s`` 30 s and ``ops.watchdog_interval_s`` 5 s: 35 s); one never seen in its
+group at most ``2 * stall_s + interval_s`` after it started (the first ``stall_s`` are its time to load and
+join). Its replacement starts within ``ops.drain_timeout_s`` and the restart delay after that. The
+worker's own liveness checks (:mod:`wirewatch.liveness`) usually end it sooner; this is the check from
+outside, for what those cannot see.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from kafka.errors import KafkaError
 
@@ -28,6 +38,12 @@ log = get_logger("ops.watchdog")
 
 # The consumer group of each consumer role (classify.worker.GROUP and alerts.worker.GROUP; a test checks).
 ROLE_GROUPS = {"classify": "wirewatch-classify", "alerts": "wirewatch-alerts"}
+
+
+def role_topics(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """The topics each consumer role reads."""
+    t = settings.kafka.topics
+    return {"classify": (t.articles,), "alerts": (t.matches,)}
 
 
 def member_pids(client_ids: list[str], host: str | None = None) -> set[int]:
@@ -45,13 +61,16 @@ class GroupWatchdog:
     """Checks every ``interval_s``; see the module docstring."""
 
     def __init__(self, settings: Settings, supervisor: Supervisor, *, role_groups: Mapping[str, str] | None = None,
-                 interval_s: float = 15.0, stall_s: float = 60.0) -> None:
+                 role_reads: Mapping[str, Sequence[str]] | None = None, interval_s: float = 5.0,
+                 stall_s: float = 30.0) -> None:
         self._settings = settings
         self._sup = supervisor
         self._groups = dict(role_groups or ROLE_GROUPS)
+        self._reads = {role: tuple(ts) for role, ts in (role_reads or role_topics(settings)).items()}
         self._interval = interval_s
         self._stall = stall_s
-        self._absent_since: dict[int, float] = {}
+        self._last_seen: dict[int, float] = {}
+        self._restarted: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="group-watchdog", daemon=True)
 
@@ -75,25 +94,38 @@ class GroupWatchdog:
         info = broker.describe(sorted(wanted))
         members = {g: member_pids(list(gi.client_ids)) for g, gi in info.items()}
         lag: dict[str, int] = {}
-        # An evicted member takes its subscription with it, so the pipeline topics are always looked at.
-        topics = set(pipeline_topics(self._settings)) | {t for gi in info.values() for t in gi.topics}
-        for row in broker.lags(sorted(topics), sorted(wanted), info):
+        # An evicted member takes its subscription with it, and a group that never committed has no offsets
+        # to name its topics: what each role reads is always counted.
+        reads: dict[str, set[str]] = {}
+        for role, role_group in self._groups.items():
+            if role_group in wanted:
+                reads.setdefault(role_group, set()).update(self._reads.get(role, ()))
+        topics = (set(pipeline_topics(self._settings)) | {t for gi in info.values() for t in gi.topics}
+                  | {t for ts in reads.values() for t in ts})
+        subscribed = {g: sorted(ts) for g, ts in reads.items()}
+        for row in broker.lags(sorted(topics), sorted(wanted), info, subscribed):
             lag[row.group] = lag.get(row.group, 0) + row.lag
         restarted = []
+        self._last_seen = {pid: t for pid, t in self._last_seen.items() if pid in pids.values()}
+        self._restarted &= set(pids.values())
         for child, pid in pids.items():
             group = self._groups.get(child.split("-")[0])
-            if group is None:
+            if group is None or pid in self._restarted:
+                continue  # a restart asked for once runs its course (SIGTERM, SIGKILL after the drain timeout)
+            if pid in members.get(group, set()):
+                self._last_seen[pid] = now
                 continue
-            if pid in members.get(group, set()) or lag.get(group, 0) == 0 or uptimes.get(child, 0) < self._stall:
-                self._absent_since.pop(pid, None)
-                continue
-            since = self._absent_since.setdefault(pid, now)
+            if lag.get(group, 0) == 0:
+                continue  # nothing waits for it (yet): the clock keeps running from when it was last seen
+            # A child never seen in its group gets ``stall_s`` of grace after its start (loading a model
+            # comes before joining), then ``stall_s`` more like everyone else.
+            since = self._last_seen.get(pid, now - uptimes.get(child, 0.0) + self._stall)
             if now - since >= self._stall:
                 log.error("worker_stalled", role=child, pid=pid, group=group, lag=lag[group],
-                          absent_s=round(now - since, 1))
+                          absent_s=round(now - since, 1), seen_in_group=pid in self._last_seen)
                 metrics.OPS_STALLS.labels(child.split("-")[0]).inc()
                 self._sup.restart(child, "stalled")
-                self._absent_since.pop(pid, None)
+                self._restarted.add(pid)
                 restarted.append(child)
         return restarted
 

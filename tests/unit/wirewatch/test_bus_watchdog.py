@@ -1,7 +1,8 @@
-"""The consumer loop's poll watchdog: a poll stuck past the limit is reported, and a worker process exits.
+"""The consumer loop's liveness checks: a poll stuck past the limit, a consumer that is no live group member
+and one that does not consume what its partitions hold are reported, and a worker process exits.
 
-The stuck client is a stand-in (the real hang needs a loaded machine to reproduce); what is tested is the
-loop's reaction to a ``poll()`` that never returns.
+The clients here are stand-ins; the real broker's version of the member check is in
+tests/integration/test_liveness.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import textwrap
 import threading
 import time
 
+from kafka.coordinator.heartbeat import Heartbeat
+from kafka.structs import ConsumerGroupMetadata, MemberState, TopicPartition
+
 from wirewatch import bus, metrics
+from wirewatch.liveness import Liveness, Membership, membership
 from wirewatch.settings import load_settings
 
 _STUCK_WORKER = textwrap.dedent(
@@ -40,7 +45,7 @@ def test_worker_process_stuck_in_poll_exits_to_be_restarted() -> None:
     proc = subprocess.run([sys.executable, "-c", _STUCK_WORKER], capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode == 75, proc.stderr[-2000:]
-    assert "consumer_poll_stalled" in proc.stdout + proc.stderr
+    assert "consumer_stalled" in proc.stdout + proc.stderr and "poll_stuck" in proc.stdout + proc.stderr
     assert time.monotonic() - started < 30
 
 
@@ -49,12 +54,112 @@ def test_loop_in_a_thread_reports_a_stuck_poll_without_exiting() -> None:
         load_settings(None), topics=["t"], group="g-thread", decode=bytes, handle=lambda b: None,
         producer=None, config=bus.LoopConfig(poll_stall_s=0.4))  # type: ignore[arg-type]
     before = metrics.BUS_POLL_STALLS.labels("g-thread")._value.get()
-    loop._poll_since = time.monotonic() - 10
-    t = threading.Thread(target=loop._watch_polls, args=(False,), daemon=True)
-    t.start()
+    loop.liveness.poll_since = time.monotonic() - 10
+    loop.liveness.start(exit_on_stall=False)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and metrics.BUS_POLL_STALLS.labels("g-thread")._value.get() == before:
         time.sleep(0.05)
-    loop.stop()
-    t.join(5)
+    loop.liveness.stop()
     assert metrics.BUS_POLL_STALLS.labels("g-thread")._value.get() == before + 1
+    assert threading.main_thread().is_alive()
+
+
+class FakeConsumer:
+    """Just what the liveness checks read from a KafkaConsumer."""
+
+    def __init__(self) -> None:
+        self.state = MemberState.STABLE
+        self.tps = {TopicPartition("t", 0)}
+        self.high: int | None = 10
+        self.pos = 10
+        self.paused_tps: set[TopicPartition] = set()
+
+        class _Coordinator:
+            heartbeat = Heartbeat(group_id="g", session_timeout_ms=10000, heartbeat_interval_ms=3000)
+
+        self._coordinator = _Coordinator()
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return ConsumerGroupMetadata("g", 1, "m", None, self.state)
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.tps
+
+    def paused(self) -> set[TopicPartition]:
+        return self.paused_tps
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.high
+
+    def position(self, tp: TopicPartition, timeout_ms: int | None = None) -> int:
+        return self.pos
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _watched(c: FakeConsumer, clock: Clock) -> Liveness:
+    live = Liveness("g", poll_stall_s=60, member_stall_s=30, session_timeout_s=10, clock=clock)
+    live.watch(c)  # type: ignore[arg-type]
+    return live
+
+
+def test_kafka_python_internals_the_member_check_reads_are_there() -> None:
+    beat = Heartbeat(group_id="g", session_timeout_ms=10000, heartbeat_interval_ms=3000)
+    assert isinstance(beat.last_receive, float) and isinstance(beat.last_reset, float)
+    assert MemberState.STABLE == "<stable>" and "state" in ConsumerGroupMetadata._fields
+
+
+def test_a_member_whose_heartbeats_stopped_is_stalled_after_the_limit() -> None:
+    clock, c = Clock(), FakeConsumer()
+    live = _watched(c, clock)
+    c._coordinator.heartbeat.last_reset = clock.now
+    assert live.check() is None
+    assert membership(c, clock.now) == Membership("stable", 0.0, 1)  # type: ignore[arg-type]
+    clock.now += 10  # the last acknowledged heartbeat is a session old: the broker has let it go
+    assert live.check() is None
+    clock.now += 25
+    assert live.check() is None
+    clock.now += 6  # 31 s since it was last live
+    assert live.check() == "not_member"
+
+
+def test_a_member_still_rebalancing_after_the_limit_is_stalled_and_acknowledged_heartbeats_keep_one_alive() -> None:
+    clock, c = Clock(), FakeConsumer()
+    live = _watched(c, clock)
+    for _ in range(20):  # a minute of heartbeats every 3 s
+        clock.now += 3
+        c._coordinator.heartbeat.last_receive = clock.now
+        assert live.check() is None
+    c.state = MemberState.REBALANCING
+    clock.now += 29
+    assert live.check() is None
+    clock.now += 2
+    assert live.check() == "not_member"
+
+
+def test_owning_partitions_with_lag_and_polling_nothing_is_stalled_unless_the_loop_waits() -> None:
+    clock, c = Clock(), FakeConsumer()
+    live = _watched(c, clock)
+    c.pos, c.high = 5, 10
+    for _ in range(32):
+        clock.now += 1
+        c._coordinator.heartbeat.last_receive = clock.now
+        live.polled(c, 0)  # type: ignore[arg-type]
+    live.waiting = True
+    assert live.check() is None
+    live.waiting = False
+    assert live.check() == "not_consuming"
+    live.polled(c, 3)  # type: ignore[arg-type]
+    assert live.check() is None
+    c.paused_tps = set(c.tps)  # paused partitions are not expected to be consumed
+    for _ in range(40):
+        clock.now += 1
+        c._coordinator.heartbeat.last_receive = clock.now
+        live.polled(c, 0)  # type: ignore[arg-type]
+    assert live.check() is None

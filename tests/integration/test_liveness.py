@@ -1,0 +1,153 @@
+"""Liveness is a checked property, on the real broker: a worker that is not a member of its consumer group
+while its topics have lag is restarted within a bound, and the messages that waited are consumed.
+
+Two checks make it so, each tested here on its own and then together as in the demo run where no alert
+arrived (the alerts worker evicted, never having committed, spinning in ``poll()``):
+
+- the worker's own (:mod:`wirewatch.liveness`): a consumer whose heartbeats stopped exits with 75;
+- the supervisor's (:mod:`wirewatch.ops.watchdog`): a child absent from its group is restarted, also when the
+  group never committed (the broker then does not even list it, and its lag used to count as 0).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from wirewatch import bus, metrics
+from wirewatch.ops.lag import Broker
+from wirewatch.ops.supervisor import Backoff, Child, Supervisor
+from wirewatch.ops.watchdog import GroupWatchdog
+from wirewatch.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+HERE = Path(__file__).parent
+DEAF_CHILD = HERE / "liveness_child.py"
+IDLE_CHILD = HERE / "ops_child.py"
+
+
+def _overrides(settings: Settings, **kafka: Any) -> str:
+    return json.dumps({"data_dir": str(settings.data_dir), "stack": settings.stack.model_dump(mode="json"),
+                       "kafka": settings.kafka.model_dump(mode="json") | kafka,
+                       "redis": settings.redis.model_dump(mode="json")})
+
+
+def _wait(pred: Any, timeout_s: float, every_s: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(every_s)
+    return bool(pred())
+
+
+def _members(settings: Settings, group: str) -> int | None:
+    with Broker(settings) as broker:
+        info = broker.describe([group]).get(group)
+    return None if info is None else info.members
+
+
+def test_a_worker_whose_heartbeats_stopped_exits_to_be_restarted_within_the_bound(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Session 6 s, member_stall_s 5 s: out of the group at most 6 s after its heartbeat stopped, exit
+    at most 5 s + one check (1.25 s) later. Before the liveness checks it polled on for good."""
+    topic, group = settings.kafka.topics.matches, f"g-deaf-{uuid.uuid4().hex[:6]}"
+    producer = bus.Producer(settings, client_id="test")
+    producer.send_many([bus.Outgoing(topic, f"k{i}", f"m{i}".encode()) for i in range(5)])
+    producer.close()
+    proc = subprocess.Popen([sys.executable, str(DEAF_CHILD), _overrides(settings, member_stall_s=5.0), topic,
+                             group, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert _wait(lambda: (tmp_path / "deaf-since").exists(), 60), "the child never got a batch"
+        deaf_at = time.monotonic()
+        assert _wait(lambda: _members(settings, group) == 0, 20), "the broker kept the deaf member"
+        evicted_after = time.monotonic() - deaf_at
+        code = proc.wait(40)
+        exited_after = time.monotonic() - deaf_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    print(f"heartbeat stopped -> evicted {evicted_after:.1f} s -> exited {exited_after:.1f} s (code {code})")
+    assert code == 75, out[-3000:]
+    assert "consumer_stalled" in out and "not_member" in out, out[-3000:]
+    assert exited_after <= 6 + 5 + 1.25 + 3, f"exited {exited_after:.1f} s after its heartbeat stopped"
+
+
+def test_a_child_that_never_joins_a_group_that_never_committed_is_restarted(settings: Settings,
+                                                                               tmp_path: Path) -> None:
+    """The supervisor's check alone: the child never becomes a member (it does not even consume) while the
+    topic it should read holds 5 messages and its group has no committed offset. Bound with stall_s 3 s and
+    a 1 s interval: 2 x 3 + 1 s after the child started (plus a second of check latency)."""
+    topic, group = settings.kafka.topics.articles, f"g-never-{uuid.uuid4().hex[:6]}"
+    producer = bus.Producer(settings, client_id="test")
+    producer.send_many([bus.Outgoing(topic, f"k{i}", f"a{i}".encode()) for i in range(5)])
+    producer.close()
+    child = Child("worker", (sys.executable, str(IDLE_CHILD), "drain", str(tmp_path / "marks")))
+    sup = Supervisor([child], backoff=Backoff(0.2, 1.0, 30.0), drain_timeout_s=5.0, tick_s=0.05)
+    watchdog = GroupWatchdog(settings, sup, role_groups={"worker": group}, role_reads={"worker": [topic]},
+                             interval_s=1.0, stall_s=3.0)
+    stalls_before = metrics.OPS_STALLS.labels("worker")._value.get()
+    runner = threading.Thread(target=sup.run)
+    with structlog.testing.capture_logs() as logs:
+        runner.start()
+        started = time.monotonic()
+        watchdog.start()
+        try:
+            restarted = _wait(lambda: sup.restarts().get("worker", 0) >= 1, 30, every_s=0.05)
+            after = time.monotonic() - started
+        finally:
+            watchdog.stop()
+            sup.stop()
+            runner.join(30)
+    print(f"never-joined child restarted {after:.1f} s after it started")
+    assert restarted, "the supervisor never restarted a child that was never in its group"
+    stalled = [e for e in logs if e["event"] == "worker_stalled"]
+    assert stalled and stalled[0]["lag"] == 5 and stalled[0]["seen_in_group"] is False
+    assert after <= 2 * 3 + 1 + 1.5
+    assert metrics.OPS_STALLS.labels("worker")._value.get() >= stalls_before + 1
+
+
+def test_the_demo_case_an_evicted_worker_that_never_committed_is_restarted_and_its_backlog_consumed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Both checks on, as under ``wirewatch run``: the first process goes deaf while its batch waits for
+    "Redis"; it must be replaced, and the replacement must consume all 5 messages."""
+    topic, group = settings.kafka.topics.matches, f"g-demo-{uuid.uuid4().hex[:6]}"
+    producer = bus.Producer(settings, client_id="test")
+    producer.send_many([bus.Outgoing(topic, f"k{i}", f"d{i}".encode()) for i in range(5)])
+    producer.close()
+    child = Child("worker", (sys.executable, str(DEAF_CHILD), _overrides(settings, member_stall_s=10.0), topic,
+                             group, str(tmp_path)))
+    sup = Supervisor([child], backoff=Backoff(0.2, 1.0, 30.0), drain_timeout_s=5.0, tick_s=0.05)
+    watchdog = GroupWatchdog(settings, sup, role_groups={"worker": group}, role_reads={"worker": [topic]},
+                             interval_s=1.0, stall_s=8.0)
+    handled = tmp_path / "handled"
+    runner = threading.Thread(target=sup.run)
+    runner.start()
+    watchdog.start()
+    try:
+        assert _wait(lambda: (tmp_path / "deaf-since").exists(), 60), "the child never got a batch"
+        deaf_at = time.monotonic()
+        done = _wait(lambda: handled.exists() and len(set(handled.read_text().split())) >= 5, 60)
+        recovered_after = time.monotonic() - deaf_at
+    finally:
+        watchdog.stop()
+        sup.stop()
+        runner.join(30)
+    print(f"heartbeat stopped -> backlog consumed by the replacement {recovered_after:.1f} s later")
+    assert done, "the backlog was never consumed: the deaf worker was not replaced"
+    assert sorted(set(handled.read_text().split())) == [f"d{i}" for i in range(5)]
+    assert sup.restarts()["worker"] >= 1
+    assert recovered_after <= 6 + 10 + 2.5 + 15  # evicted, stall limit, a check, restart and rejoin

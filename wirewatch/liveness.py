@@ -1,0 +1,182 @@
+"""Is a consumer loop alive? Three checks, made by one watchdog thread per loop.
+
+A worker can be running, polling and still do nothing. The checks, each with its limit:
+
+- ``poll_stuck``: one ``poll()`` has not returned for ``poll_stall_s`` (the client can wait for its group
+  coordinator without a timeout);
+- ``not_member``: for ``member_stall_s`` the consumer has not been a live member of its group, that is in a
+  stable generation with a heartbeat acknowledged within its session timeout. This is the poll that returns
+  but makes no progress: once kafka-python's heartbeat task stops, the client keeps its assignment and its
+  "stable" state, the broker evicts it, nothing tells the client, and ``poll()`` spins with zero-wait fetch
+  rounds (see docs/kafka-python-coordinator.md);
+- ``not_consuming``: for ``member_stall_s`` the loop kept polling partitions it owns and has not paused while
+  they had records to read (high-water mark past the position), and no poll returned any.
+
+A loop that is deliberately waiting (a batch in its retry backoff, its partitions paused) is neither
+consuming nor expected to: only membership is checked then. A failed check is logged as
+``consumer_stalled`` with the reason and counted in ``wirewatch_bus_stalls_total``; a loop on the process's
+main thread (a worker process) then exits with status 75 so that its supervisor restarts it. The bound: a
+worker exits at most ``limit + min(5, limit / 4)`` seconds after it was last seen alive. Nothing is lost by
+exiting: offsets are committed only after a batch's outputs were acknowledged.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+
+from wirewatch import metrics
+from wirewatch.log import get_logger
+
+log = get_logger("bus.liveness")
+EXIT_STALLED = 75  # EX_TEMPFAIL: restart me
+
+
+@dataclass(frozen=True)
+class Membership:
+    """What the client believes about its group membership right now."""
+
+    state: str
+    heartbeat_age_s: float | None
+    assigned: int
+
+    def live(self, session_timeout_s: float) -> bool:
+        """A stable member whose last heartbeat the coordinator acknowledged within the session timeout."""
+        return self.state == "stable" and self.heartbeat_age_s is not None and self.heartbeat_age_s <= session_timeout_s
+
+
+def membership(consumer: KafkaConsumer, now: float | None = None) -> Membership:
+    """Read the client's group state and heartbeat age (kafka-python 3.0.x internals; a unit test pins them)."""
+    now = time.monotonic() if now is None else now
+    state = str(getattr(consumer.group_metadata(), "state", "?")).strip("<>").lower()
+    beat = getattr(getattr(consumer, "_coordinator", None), "heartbeat", None)
+    age = None
+    if beat is not None:
+        # The coordinator resets the clock on each join; an acknowledged heartbeat moves it on.
+        age = max(0.0, now - max(float(beat.last_receive), float(beat.last_reset)))
+    return Membership(state, age, len(consumer.assignment()))
+
+
+class Liveness:
+    """The watchdog of one loop. The loop reports its polls; :meth:`check` decides; :meth:`start` runs it."""
+
+    def __init__(self, group: str, *, poll_stall_s: float, member_stall_s: float, session_timeout_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.group = group
+        self.poll_stall_s = poll_stall_s
+        self.member_stall_s = member_stall_s
+        self.session_timeout_s = session_timeout_s
+        self._clock = clock
+        self.poll_since: float | None = None
+        self.waiting = False
+        self._consumer: KafkaConsumer | None = None
+        self._live_at = clock()
+        self._lag_since: float | None = None
+        self._lag_checked = 0.0
+        self._stop = threading.Event()
+
+    # -- what the loop reports (from its own thread) -----------------------------------------------------
+    def watch(self, consumer: KafkaConsumer) -> None:
+        """Begin checking ``consumer``'s membership; it has until ``member_stall_s`` from now to join."""
+        self._consumer = consumer
+        self._live_at = self._clock()
+
+    def polled(self, consumer: KafkaConsumer, got: int) -> None:
+        """A poll of the batch loop returned ``got`` records; look at the lag at most once a second."""
+        now = self._clock()
+        if got:
+            self._lag_since = None
+            return
+        if now - self._lag_checked < 1.0:
+            return
+        self._lag_checked = now
+        if _has_lag(consumer):
+            self._lag_since = self._lag_since or now
+        else:
+            self._lag_since = None
+
+    # -- the verdict -------------------------------------------------------------------------------------
+    def check(self, now: float | None = None) -> str | None:
+        """The reason this loop is not alive (``poll_stuck``, ``not_member``, ``not_consuming``), or None."""
+        now = self._clock() if now is None else now
+        since = self.poll_since
+        if self.poll_stall_s and since is not None and now - since > self.poll_stall_s:
+            return "poll_stuck"
+        consumer = self._consumer
+        if not self.member_stall_s or consumer is None:
+            return None
+        try:
+            seen = membership(consumer, now)
+        except (KafkaError, AttributeError, RuntimeError):
+            seen = Membership("?", None, 0)
+        if seen.live(self.session_timeout_s):
+            self._live_at = now
+        elif now - self._live_at > self.member_stall_s:
+            return "not_member"
+        lag_since = self._lag_since
+        if not self.waiting and lag_since is not None and now - lag_since > self.member_stall_s:
+            return "not_consuming"
+        return None
+
+    def details(self) -> dict[str, Any]:
+        """Fields for the log line of a failed check."""
+        out: dict[str, Any] = {"live_ago_s": round(self._clock() - self._live_at, 1)}
+        if self._consumer is not None:
+            try:
+                seen = membership(self._consumer)
+                out |= {"state": seen.state, "assigned": seen.assigned,
+                        "heartbeat_age_s": None if seen.heartbeat_age_s is None else round(seen.heartbeat_age_s, 1)}
+            except (KafkaError, AttributeError, RuntimeError):
+                pass
+        return out
+
+    # -- the thread --------------------------------------------------------------------------------------
+    def start(self, *, exit_on_stall: bool) -> Liveness:
+        """Check every ``min(5, limit / 4)`` seconds in a daemon thread until :meth:`stop`."""
+        limits = [x for x in (self.poll_stall_s, self.member_stall_s) if x]
+        if limits:
+            threading.Thread(target=self._run, args=(exit_on_stall, min(5.0, min(limits) / 4)),
+                             name=f"liveness-{self.group}", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop checking (returns at once)."""
+        self._stop.set()
+
+    def _run(self, exit_on_stall: bool, every_s: float) -> None:
+        reported: str | None = None
+        while not self._stop.wait(every_s):
+            reason = self.check()
+            if reason is not None and reason != reported:
+                metrics.BUS_STALLS.labels(self.group, reason).inc()
+                if reason == "poll_stuck":
+                    metrics.BUS_POLL_STALLS.labels(self.group).inc()
+                log.error("consumer_stalled", group=self.group, reason=reason, exiting=exit_on_stall,
+                          **self.details())
+                if exit_on_stall:
+                    os._exit(EXIT_STALLED)
+            reported = reason
+
+
+def _has_lag(consumer: KafkaConsumer) -> bool:
+    paused = set(consumer.paused())
+    for tp in consumer.assignment():
+        if tp in paused:
+            continue
+        high = consumer.highwater(tp)
+        if high is None:
+            continue
+        try:
+            pos = consumer.position(tp, timeout_ms=0)
+        except KafkaError:
+            continue
+        if pos is not None and high > pos:
+            return True
+    return False
