@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from classify.embedder import CachedEmbedder, Vectors
-from classify.model import Background, TopicModel, TopicVectors, shipped_background_texts
+from classify.model import Background, TopicModel, TopicVectors, shipped_background
 from classify.scorer import Scores, TopicIndex
 from classify.topics import Doc, enabled
 from wirewatch import metrics
@@ -43,8 +43,7 @@ class Classifier:
     def __init__(self, embedder: CachedEmbedder, background: Background | None = None, *,
                  content_chars: int = 600, include_vector: bool = True) -> None:
         self.embedder = embedder
-        self.background = background if background is not None else Background.build(
-            shipped_background_texts(), embedder)
+        self.background = background if background is not None else shipped_background(embedder)
         self.model_info = ModelInfo(name=embedder.name, revision=embedder.revision, backend=embedder.backend)
         self._content_chars = content_chars
         self._include_vector = include_vector

@@ -23,10 +23,13 @@ term) an article that names none of it loses what the examples' naming rate says
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -251,6 +254,37 @@ class Background:
 
     def __add__(self, other: Background) -> Background:
         return Background(np.concatenate([self.vectors, other.vectors]), self.docs + other.docs)
+
+
+BACKGROUND_CACHE = Path("~/.cache/wirewatch/background")
+
+
+def shipped_background(embedder: Embedder, cache_dir: Path | None = None) -> Background:
+    """The shipped background in both shapes, its vectors cached on disk per model, backend and text set.
+
+    Two thousand texts take seconds to embed on a small CPU; every worker and command that classifies needs
+    them, so they are embedded once per model revision and read back after that. A cache file that cannot be
+    read or written is ignored (the vectors are embedded again).
+    """
+    texts = with_headlines(shipped_background_texts())
+    key = hashlib.sha256("\n".join([embedder.name, embedder.revision, embedder.backend, *texts]).encode())
+    path = (cache_dir or BACKGROUND_CACHE).expanduser() / f"{key.hexdigest()[:24]}.npy"
+    try:
+        vectors = np.load(path)
+        if vectors.shape == (len(texts), embedder.dim):
+            return Background(vectors.astype(np.float32), tuple(Doc.of(t) for t in texts))
+    except (OSError, ValueError):
+        pass
+    background = Background(embedder.embed(texts), tuple(Doc.of(t) for t in texts))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with tmp.open("wb") as f:
+            np.save(f, background.vectors)
+        tmp.replace(path)
+    except OSError:
+        pass
+    return background
 
 
 def shipped_background_texts() -> list[str]:

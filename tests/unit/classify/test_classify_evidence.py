@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
+import numpy as np
 import pytest
-from classify_fakes import fake_embedder
+from classify_fakes import BagOfWordsEmbedder, fake_embedder
 
 from classify.classifier import Classifier
+from classify.embedder import CachedEmbedder
 from classify.evaluate import FEED_SUMMARY_CHARS, Labelled, evaluate, first_sentence
-from classify.model import FEATURES, Background, TopicVectors, fit, headline, is_short, keyword_evidence
+from classify.model import (
+    FEATURES,
+    Background,
+    TopicVectors,
+    fit,
+    headline,
+    is_short,
+    keyword_evidence,
+    shipped_background,
+)
 from classify.topics import Doc
 from wirewatch.records import Article, Topic
 
@@ -164,3 +176,17 @@ def test_evaluate_lists_misses_and_false_alarms_with_evidence(background: Backgr
         assert e.counter_example is not None and e.counter_margin is not None
     out = report.to_json()
     assert out["shape"] == "headline" and len(out["errors"]) == len(report.errors)
+
+
+def test_shipped_background_vectors_are_cached_per_model_and_a_bad_cache_is_ignored(tmp_path: Path) -> None:
+    inner = BagOfWordsEmbedder()
+    emb = CachedEmbedder(inner, 10)
+    first = shipped_background(emb, tmp_path)
+    assert len(first.vectors) == len(first.docs) > 1000 and len(inner.calls) >= 1
+    calls = len(inner.calls)
+    again = shipped_background(emb, tmp_path)
+    assert len(inner.calls) == calls and np.allclose(again.vectors, first.vectors)
+    for f in tmp_path.glob("*.npy"):
+        f.write_bytes(b"not an array")
+    shipped_background(emb, tmp_path)
+    assert len(inner.calls) > calls
