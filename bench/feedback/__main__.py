@@ -49,6 +49,18 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
+def tree() -> str:
+    """The commit measured, and whether the classifier's code differs from it (others change it meanwhile)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "classify"], cwd=ROOT, capture_output=True,
+                               text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}{' (classify/ modified)' if dirty else ''}"
+
+
 _last = [0.0]
 
 
@@ -172,8 +184,8 @@ def emit(args: argparse.Namespace, results: list[Any], model: dict[str, Any], el
     summaries = {r.name: summarize(r) for r in results}
     to_stdout = args.json != "-"
     out = sys.stdout if to_stdout else sys.stderr
-    print(f"feedback benchmark: {cpu_model()}, {os.cpu_count()} CPU(s), load average {load:.2f} at start, "
-          f"{elapsed:.0f} s in all; model {model.get('name')} ({model.get('backend')})", file=out)
+    print(f"feedback benchmark at {tree()}: {cpu_model()}, {os.cpu_count()} CPU(s), load average {load:.2f} at "
+          f"start, {elapsed:.0f} s in all; model {model.get('name')} ({model.get('backend')})", file=out)
     print(tables(summaries, tail=args.tail, miss_every=args.miss_every), file=out)
     for name, s in summaries.items():
         print(f"{name}: {s['reload_ms']['count']} hot reloads, median {s['reload_ms']['p50']} ms from feedback "
@@ -183,7 +195,8 @@ def emit(args: argparse.Namespace, results: list[Any], model: dict[str, Any], el
         plot(results, summaries, args.plot)
         print(f"plot written to {args.plot}", file=out)
     if args.json:
-        doc = {"bench": "feedback", "cpu": cpu_model(), "cpus": os.cpu_count(), "seconds": round(elapsed, 1),
+        doc = {"bench": "feedback", "tree": tree(), "cpu": cpu_model(), "cpus": os.cpu_count(),
+               "seconds": round(elapsed, 1),
                "options": {"tail": args.tail, "checkpoints": args.checkpoints, "miss_every": args.miss_every,
                            "seeds": args.seeds, "seed": args.seed, "feed_chars": args.feed_chars},
                "model": model, "sets": summaries}

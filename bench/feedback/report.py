@@ -87,18 +87,28 @@ def curve(res: SetResult) -> list[float | None]:
 
 
 def single_steps(res: SetResult) -> dict[str, Any]:
-    """The change in tail F1 that one judgement makes: overall, by kind, and by its rank (1st, 2nd, ...)."""
+    """The change in tail F1 that one judgement makes: overall, by kind, and by its rank (1st, 2nd, ...).
+
+    ``by_kind`` also holds ``first_not_relevant``: each topic's first false alarm judged in a replay (for a
+    topic written without counter-examples, its first counter-example), counted in ``not_relevant`` too.
+    """
     deltas: list[float] = []
-    by_kind: dict[str, list[float]] = {k: [] for k in KINDS}
+    by_kind: dict[str, list[tuple[float, float, float]]] = {k: [] for k in (*KINDS, "first_not_relevant")}
     by_rank: dict[int, list[float]] = {}
     for tr in res.traces:
         for t in res.topics:
             pts = tr.points[t]
+            false_alarms = 0
             for prev, cur in zip(pts, pts[1:], strict=False):
-                d = cur.tail.f1 - prev.tail.f1
-                deltas.append(d)
+                d = (cur.tail.f1 - prev.tail.f1, cur.tail.precision - prev.tail.precision,
+                     cur.tail.recall - prev.tail.recall)
+                deltas.append(d[0])
                 by_kind[cur.kind].append(d)
-                by_rank.setdefault(cur.n, []).append(d)
+                if cur.kind == "not_relevant":
+                    false_alarms += 1
+                    if false_alarms == 1:
+                        by_kind["first_not_relevant"].append(d)
+                by_rank.setdefault(cur.n, []).append(d[0])
     rank_means = {k: float(np.mean(v)) for k, v in sorted(by_rank.items())}
     worst = min(rank_means.items(), key=lambda kv: kv[1]) if rank_means else None
     return {
@@ -106,7 +116,9 @@ def single_steps(res: SetResult) -> dict[str, Any]:
         "mean_delta_f1": _mean(deltas),
         "share_lowering": round(float(np.mean([d < 0 for d in deltas])), 4) if deltas else None,
         "share_raising": round(float(np.mean([d > 0 for d in deltas])), 4) if deltas else None,
-        "by_kind": {k: {"count": len(v), "mean_delta_f1": _mean(v)} for k, v in by_kind.items()},
+        "by_kind": {k: {"count": len(v), "mean_delta_f1": _mean([x[0] for x in v]),
+                        "mean_delta_precision": _mean([x[1] for x in v]),
+                        "mean_delta_recall": _mean([x[2] for x in v])} for k, v in by_kind.items()},
         "by_rank": [round(rank_means[k], 4) for k in sorted(rank_means)],
         "ranks_with_negative_mean": sum(1 for v in rank_means.values() if v < 0),
         "worst_rank": None if worst is None else {"judgement": worst[0], "mean_delta_f1": round(worst[1], 4)},
@@ -206,6 +218,15 @@ def tables(summaries: dict[str, dict[str, Any]], *, tail: float, miss_every: int
         out.append(f"{name:<8} {st['judgements']:>6} {_f(st['mean_delta_f1'], '+.4f'):>9} {kinds} "
                    f"{_f(st['share_lowering'], '.0%'):>6} "
                    f"{_f(st['share_raising'], '.0%'):>6} {worst:>13} {_f(s['gain']['mean'], '+.3f'):>9}")
+    out += ["", "by kind of judgement: count, mean change in tail F1 / precision / recall"]
+    for name, s in summaries.items():
+        parts = []
+        for kind, label in (("relevant", "relevant"), ("not_relevant", "false alarm"),
+                            ("first_not_relevant", "first false alarm"), ("miss", "miss")):
+            k = s["single_judgement"]["by_kind"][kind]
+            parts.append(f"{label} {k['count']}: {_f(k['mean_delta_f1'], '+.3f')} / "
+                         f"{_f(k['mean_delta_precision'], '+.3f')} / {_f(k['mean_delta_recall'], '+.3f')}")
+        out.append(f"  {name}: " + "; ".join(parts))
     out += ["", f"goals: F1 never falls on average after a judgement; rises >= {GOAL_GAIN:+.2f} after {GOAL_AFTER}"]
     for name, s in summaries.items():
         g = s["goals"]
