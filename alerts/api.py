@@ -21,7 +21,7 @@ from alerts.ledger import idempotency_key
 from alerts.recorder import RecentDeliveries
 from alerts.stories import Story, StoryFolder
 from alerts.testsend import send_now
-from wirewatch import netguard
+from wirewatch import etag, netguard
 from wirewatch import registry as regmod
 from wirewatch.auth import ApiContext, ApiKey, CurrentKey, check_cap, ensure_owner, get_context, owned_count, visible
 from wirewatch.records import (
@@ -152,26 +152,38 @@ def router() -> APIRouter:
         return masked(sub)
 
     @r.get("/subscriptions/{sid}")
-    def get_subscription(sid: SubId, api_key: CurrentKey, ctx: Ctx) -> dict[str, Any]:
-        """One subscription; 404 when unknown or not the caller's."""
-        sub = _registry(ctx).get(sid)
-        ensure_owner(api_key, sub, "subscription")
-        assert sub is not None
-        return masked(sub)
+    def get_subscription(sid: SubId, api_key: CurrentKey, ctx: Ctx, response: Response) -> dict[str, Any]:
+        """One subscription, with its ETag; 404 when unknown or not the caller's."""
+        got = _registry(ctx).get_versioned(sid)
+        ensure_owner(api_key, got and got[0], "subscription")
+        assert got is not None
+        etag.tag(response, got[1])
+        return masked(got[0])
 
-    @r.patch("/subscriptions/{sid}")
-    def change_subscription(sid: SubId, body: SubscriptionPatch, api_key: CurrentKey, ctx: Ctx) -> dict[str, Any]:
-        """Change a subscription the caller owns; a channel change is checked like a new one."""
+    @r.patch("/subscriptions/{sid}", responses={412: {"description": "If-Match is not the current ETag"}})
+    def change_subscription(sid: SubId, body: SubscriptionPatch, api_key: CurrentKey, ctx: Ctx, response: Response,
+                            if_match: etag.IfMatch = None) -> dict[str, Any]:
+        """Change a subscription the caller owns; a channel change is checked like a new one.
+
+        With ``If-Match`` (the ETag of a read) the change applies only if nobody changed it since: else 412.
+        """
         reg = _registry(ctx)
-        sub = reg.get(sid)
-        ensure_owner(api_key, sub, "subscription")
-        assert sub is not None
+        ensure_owner(api_key, reg.get(sid), "subscription")  # a stranger learns nothing from the checks below
         changes = body.model_dump(mode="json", exclude_unset=True)
         if body.channel is not None:
             _check_channel(ctx, api_key, body.channel)
         elif "channel" in changes:
             raise HTTPException(422, "channel: cannot be null")
-        return masked(reg.put(_build(sub.model_dump(mode="json") | changes)))
+
+        def change(sub: Subscription) -> Subscription:
+            ensure_owner(api_key, sub, "subscription")
+            return _build(sub.model_dump(mode="json") | changes)
+
+        done = reg.update(sid, change, expect=etag.expected(if_match))
+        ensure_owner(api_key, done and done[0], "subscription")
+        assert done is not None
+        etag.tag(response, done[1])
+        return masked(done[0])
 
     @r.delete("/subscriptions/{sid}", status_code=204)
     def delete_subscription(sid: SubId, api_key: CurrentKey, ctx: Ctx) -> Response:

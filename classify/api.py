@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from classify.classifier import Classifier
 from classify.topics import KeywordRules, TopicStore
+from wirewatch import etag
 from wirewatch.auth import ApiContext, CurrentKey, check_cap, ensure_owner, get_context, owned_count
 from wirewatch.records import Article, Evidence, Topic, utcnow
 from wirewatch.settings import Settings
@@ -180,23 +181,33 @@ def router() -> APIRouter:
         return out
 
     @r.get("/{topic_id}", response_model=Topic)
-    def get_topic(topic_id: TopicId, api_key: CurrentKey, ctx: Ctx) -> Topic:
-        """One topic."""
-        topic = _store(ctx).get(topic_id)
-        if topic is None:
+    def get_topic(topic_id: TopicId, api_key: CurrentKey, ctx: Ctx, response: Response) -> Topic:
+        """One topic, with its ETag."""
+        got = _store(ctx).registry.get_versioned(topic_id)
+        if got is None:
             raise HTTPException(404, "topic not found")
-        return topic
+        etag.tag(response, got[1])
+        return got[0]
 
-    @r.put("/{topic_id}", response_model=Topic)
-    def replace_topic(topic_id: TopicId, body: TopicIn, api_key: CurrentKey, ctx: Ctx) -> Topic:
-        """Replace a topic the caller owns (admin: any); the version goes up by one."""
+    @r.put("/{topic_id}", response_model=Topic, responses={412: {"description": "If-Match is not the current ETag"}})
+    def replace_topic(topic_id: TopicId, body: TopicIn, api_key: CurrentKey, ctx: Ctx, response: Response,
+                      if_match: etag.IfMatch = None) -> Topic:
+        """Replace a topic the caller owns (admin: any); the version goes up by one.
+
+        With ``If-Match`` (the ETag of a read) the change applies only if nobody changed the topic since: else 412.
+        """
         if body.id != topic_id:
             raise HTTPException(422, f"body id {body.id!r} does not match the path's {topic_id!r}")
-        store = _store(ctx)
-        old = store.get(topic_id)
-        ensure_owner(api_key, old, "topic")
-        assert old is not None
-        return store.put(body.topic(version=old.version + 1, owner=old.owner))
+
+        def replace(old: Topic) -> Topic:  # compare-and-set: two edits never share a version
+            ensure_owner(api_key, old, "topic")
+            return body.topic(version=old.version + 1, owner=old.owner)
+
+        done = _store(ctx).registry.update(topic_id, replace, expect=etag.expected(if_match))
+        ensure_owner(api_key, done and done[0], "topic")
+        assert done is not None
+        etag.tag(response, done[1])
+        return done[0]
 
     @r.delete("/{topic_id}", status_code=204)
     def delete_topic(topic_id: TopicId, api_key: CurrentKey, ctx: Ctx) -> Response:

@@ -19,7 +19,7 @@ from ingest.health import feed_health
 from ingest.opml import OpmlError, export_opml, parse_opml
 from ingest.scheduler import Policy
 from ingest.state import StateStore
-from wirewatch import netguard
+from wirewatch import etag, netguard
 from wirewatch import registry as regmod
 from wirewatch.auth import AdminKey, ApiContext, CurrentKey, check_cap, ensure_owner, get_context, owned_count
 from wirewatch.identity import feed_id
@@ -131,12 +131,13 @@ def router() -> APIRouter:
         return result
 
     @r.get("/{fid}", response_model=Feed)
-    def get_feed(fid: FeedId, api_key: CurrentKey, ctx: Ctx) -> Feed:
-        """One feed; 404 when unknown."""
-        feed = _registry(ctx).get(fid)
-        if feed is None:
+    def get_feed(fid: FeedId, api_key: CurrentKey, ctx: Ctx, response: Response) -> Feed:
+        """One feed, with its ETag; 404 when unknown."""
+        got = _registry(ctx).get_versioned(fid)
+        if got is None:
             raise HTTPException(404, "feed not found")
-        return feed
+        etag.tag(response, got[1])
+        return got[0]
 
     @r.get("/{fid}/health")
     def health(fid: FeedId, api_key: CurrentKey, ctx: Ctx) -> dict[str, Any]:
@@ -147,13 +148,16 @@ def router() -> APIRouter:
         st = StateStore(ctx.redis, ctx.settings).get(fid)
         return feed_health(feed, st, Policy(ctx.settings.ingest), time.time())
 
-    @r.patch("/{fid}", response_model=Feed)
-    def change_feed(fid: FeedId, body: FeedPatch, api_key: CurrentKey, ctx: Ctx) -> Feed:
-        """Change a feed the caller owns (any, for admin); re-enabling clears the disabled reason."""
+    @r.patch("/{fid}", response_model=Feed, responses={412: {"description": "If-Match is not the current ETag"}})
+    def change_feed(fid: FeedId, body: FeedPatch, api_key: CurrentKey, ctx: Ctx, response: Response,
+                    if_match: etag.IfMatch = None) -> Feed:
+        """Change a feed the caller owns (any, for admin); re-enabling clears the disabled reason.
+
+        With ``If-Match`` (the ETag of a read) the change applies only if nobody changed the feed since
+        (the API or a worker following a redirect): else 412.
+        """
         reg = _registry(ctx)
-        feed = reg.get(fid)
-        ensure_owner(api_key, feed, "feed")
-        assert feed is not None
+        ensure_owner(api_key, reg.get(fid), "feed")
         changes: dict[str, Any] = body.model_dump(exclude_unset=True)
         if "url" in changes and changes["url"] is not None:
             _checked(ctx, changes["url"])
@@ -162,12 +166,20 @@ def router() -> APIRouter:
         changes = {k: v for k, v in changes.items() if v is not None or k == "interval_s"}
         if changes.get("enabled"):
             changes["disabled_reason"] = ""
-        changes["updated_at"] = datetime.now(UTC)
-        try:
-            updated = Feed.model_validate(feed.model_copy(update=changes).model_dump())
-        except ValidationError as exc:
-            raise HTTPException(422, str(exc.errors()[0]["msg"])) from exc
-        return reg.put(updated)
+
+        def change(feed: Feed) -> Feed:
+            ensure_owner(api_key, feed, "feed")
+            try:
+                return Feed.model_validate(feed.model_copy(update=changes | {"updated_at": datetime.now(UTC)})
+                                           .model_dump())
+            except ValidationError as exc:
+                raise HTTPException(422, str(exc.errors()[0]["msg"])) from exc
+
+        done = reg.update(fid, change, expect=etag.expected(if_match))
+        ensure_owner(api_key, done and done[0], "feed")
+        assert done is not None
+        etag.tag(response, done[1])
+        return done[0]
 
     @r.delete("/{fid}", status_code=204)
     def delete_feed(fid: FeedId, api_key: CurrentKey, ctx: Ctx) -> Response:

@@ -171,11 +171,10 @@ class IngestWorker:
     async def _gone(self, feed: Feed, st: FeedState, result: FetchResult, now: float,
                     flog: Any) -> tuple[FeedState, PollReport]:
         reason = f"410 Gone at {datetime.fromtimestamp(now, UTC):%Y-%m-%dT%H:%M:%SZ} from {result.url}"[:500]
-        current = await self._in(self._io, self.registry.get, feed.id)
-        if current is not None:
-            await self._in(self._io, self.registry.put,
-                           current.model_copy(update={"enabled": False, "disabled_reason": reason,
-                                                      "updated_at": datetime.now(UTC)}))
+        # compare-and-set on the stored feed: an edit made meanwhile through the API is kept, not overwritten
+        await self._in(self._io, self.registry.update, feed.id,
+                       lambda current: current.model_copy(update={"enabled": False, "disabled_reason": reason,
+                                                                  "updated_at": datetime.now(UTC)}))
         metrics.INGEST_FEEDS_DISABLED.labels("gone").inc()
         flog.warning("feed_disabled", reason=reason)
         self.queue.discard(feed.id)
@@ -188,11 +187,14 @@ class IngestWorker:
         if problem:
             flog.warning("feed_move_refused", target=target[:300], reason=problem)
             return st
-        current = await self._in(self._io, self.registry.get, feed.id)
-        if current is not None and current.url == feed.url:
-            moved = current.model_copy(update={"url": target, "updated_at": datetime.now(UTC)})
-            await self._in(self._io, self.registry.put, moved)
-            self.feeds[feed.id] = moved
+        def move(current: Feed) -> Feed:  # only a feed still at the URL we fetched; an API edit wins
+            if current.url != feed.url:
+                return current
+            return current.model_copy(update={"url": target, "updated_at": datetime.now(UTC)})
+
+        done = await self._in(self._io, self.registry.update, feed.id, move)
+        if done is not None and done[0].url == target:
+            self.feeds[feed.id] = done[0]
         metrics.INGEST_URL_MOVES.inc()
         flog.info("feed_moved", old=feed.url[:300], new=target[:300])
         return st.with_(url=target, identity_url=st.identity_url or feed.url)

@@ -3,8 +3,9 @@
 ``create_app(settings)`` assembles it top to bottom; ``wirewatch api`` serves it with uvicorn. A stage whose
 ``<stage>.api`` module is not installed is skipped, so the app runs with whichever stages are present.
 
-Every route but ``/healthz`` and ``/readyz`` needs an API key (see :mod:`wirewatch.auth`). Bad payloads get
-422 with a message naming each bad field; bodies over ``api.max_body_bytes`` get 413; refused URLs
+Every route but ``/healthz`` and ``/readyz`` needs an API key (see :mod:`wirewatch.auth`). Reads of topics,
+subscriptions and feeds carry an ETag; a write with a stale ``If-Match`` gets 412 (:mod:`wirewatch.etag`).
+Bad payloads get 422 with a message naming each bad field; bodies over ``api.max_body_bytes`` get 413; refused URLs
 (:mod:`wirewatch.netguard`) get 422; Redis or Kafka being down gets 503, never a bare 500.
 """
 
@@ -30,6 +31,7 @@ from wirewatch.auth import AdminKey, ApiContext, ApiKey, current_key
 from wirewatch.log import get_logger
 from wirewatch.netguard import UnsafeURLError
 from wirewatch.records import RecordError
+from wirewatch.registry import Conflict, Contended
 from wirewatch.settings import Settings
 from wirewatch.web import pages, routes
 from wirewatch.web.matches import Hub, MatchFollower, MatchStore
@@ -175,6 +177,11 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(UnsafeURLError)
     async def _unsafe(_: Request, exc: UnsafeURLError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, 422)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        # If-Match named a version that is no longer current (412); or, without one, the record kept changing
+        return JSONResponse({"detail": str(exc)}, 409 if isinstance(exc, Contended) else 412)
 
     @app.exception_handler(RecordError)
     async def _record(_: Request, exc: RecordError) -> JSONResponse:

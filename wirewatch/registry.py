@@ -1,9 +1,15 @@
 """Durable, shared definitions (topics, subscriptions, feeds) in Redis, with change notification.
 
 Each kind is one Redis hash ``<prefix>reg:<kind>`` (id -> record JSON) plus a revision counter
-``<prefix>reg:<kind>:rev`` bumped atomically with every write. The API writes; workers read everything
-once and then follow the revision with a :class:`Watcher`, so a change reaches every running worker within
-one poll interval (1 s by default) without a restart. Redis runs with AOF, so writes are durable.
+``<prefix>reg:<kind>:rev`` bumped atomically with every write, and a version per record in
+``<prefix>reg:<kind>:ver`` (id -> count of writes, kept when the record is deleted so a re-created record
+never reuses an old version). Read-modify-write goes through :meth:`Registry.update`: the write succeeds only
+if the version is still the one read (compare-and-set in one script), else it reads again, so concurrent
+writers never lose an edit or share a version; the API's ETags are these versions.
+
+The API writes; workers read everything once and then follow the revision with a :class:`Watcher`, so a
+change reaches every running worker within one poll interval (1 s by default) without a restart. Redis runs
+with AOF, so writes are durable.
 Config-declared records are :meth:`Registry.seed`-ed: added when absent, never overwriting an API edit.
 """
 
@@ -28,16 +34,51 @@ KINDS: dict[str, type[Record]] = {"topics": Topic, "subscriptions": Subscription
 
 _PUT = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('INCR', KEYS[2])
+redis.call('INCR', KEYS[2])
+return redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 """
 _PUT_IF_ABSENT = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return redis.call('INCR', KEYS[2]) end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('INCR', KEYS[2])
+  return redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+end
 return 0
+"""
+# Write ARGV[2] as record ARGV[1] only while it exists at version ARGV[3]: {1, new version} or {0, current}
+# (-1 when absent). A record written before versions were kept is at version 0.
+_PUT_IF_VERSION = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {0, -1} end
+local current = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+if current ~= tonumber(ARGV[3]) then return {0, current} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('INCR', KEYS[2])
+return {1, redis.call('HINCRBY', KEYS[3], ARGV[1], 1)}
+"""
+_GET_VERSIONED = """
+return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1]) or '0'}
 """
 _DEL = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then return redis.call('INCR', KEYS[2]) end
 return 0
 """
+
+
+class Conflict(RuntimeError):
+    """A conditional write found the record at another version than expected: someone wrote in between."""
+
+    def __init__(self, kind: str, rid: str, expected: int, current: int) -> None:
+        self.kind, self.rid, self.expected, self.current = kind, rid, expected, current
+        now = "gone" if current < 0 else f"at version {current}"
+        super().__init__(f"{kind} {rid!r} is {now}, not {expected}: it changed meanwhile; read it again")
+
+
+class Contended(Conflict):
+    """:meth:`Registry.update` lost the race every time it tried."""
+
+    def __init__(self, kind: str, rid: str, attempts: int) -> None:
+        RuntimeError.__init__(self, f"{kind} {rid!r} kept changing during {attempts} attempts to update it; "
+                                    "try again")
+        self.kind, self.rid, self.expected, self.current = kind, rid, -1, -1
 
 
 class Registry(Generic[R]):
@@ -49,19 +90,73 @@ class Registry(Generic[R]):
         self._client = client
         self._hash = key(settings, "reg", kind)
         self._rev = key(settings, "reg", kind, "rev")
+        self._ver = key(settings, "reg", kind, "ver")
         self._put = client.register_script(_PUT)
         self._put_absent = client.register_script(_PUT_IF_ABSENT)
+        self._put_if = client.register_script(_PUT_IF_VERSION)
+        self._get_versioned = client.register_script(_GET_VERSIONED)
         self._del = client.register_script(_DEL)
 
     def put(self, record: R) -> R:
-        """Create or replace ``record`` (by id) and bump the revision."""
-        self._put(keys=[self._hash, self._rev], args=[record.id, record.to_json()])  # type: ignore[attr-defined]
+        """Create or replace ``record`` (by id) unconditionally and bump the revision.
+
+        Only for writes that do not depend on what was stored; read-modify-write is :meth:`update`.
+        """
+        self._put(keys=[self._hash, self._rev, self._ver], args=[_id(record), record.to_json()])
         return record
 
     def put_if_absent(self, record: R) -> bool:
         """Create ``record`` only if its id is unused; True when it was created."""
-        rid = record.id  # type: ignore[attr-defined]
-        return bool(self._put_absent(keys=[self._hash, self._rev], args=[rid, record.to_json()]))
+        return bool(self._put_absent(keys=[self._hash, self._rev, self._ver], args=[_id(record), record.to_json()]))
+
+    def put_if_version(self, record: R, expected: int) -> int:
+        """Replace ``record`` only while the stored one is at version ``expected``; returns the new version.
+
+        Raises:
+            Conflict: when the stored record is at another version, or gone.
+        """
+        ok, current = self._put_if(keys=[self._hash, self._rev, self._ver],
+                                   args=[_id(record), record.to_json(), expected])
+        if not ok:
+            raise Conflict(self.cls.kind, _id(record), expected, int(current))
+        return int(current)
+
+    def get_versioned(self, rid: str) -> tuple[R, int] | None:
+        """The record with id ``rid`` and its version, read together; None when absent."""
+        raw, version = self._get_versioned(keys=[self._hash, self._ver], args=[rid])
+        return None if raw is None else (decode(self.cls, raw), int(version))
+
+    def update(self, rid: str, change: Callable[[R], R], *, expect: int | None = None,
+               attempts: int = 50) -> tuple[R, int] | None:
+        """Read record ``rid``, write ``change(record)`` back if nobody wrote in between; None when absent.
+
+        ``change`` gets the current record and returns the new one (the same object: nothing to write); it
+        may raise to refuse, and may run more than once. With ``expect`` (a version the caller read earlier,
+        an API client's If-Match) there is one try; without it a lost race reads again.
+
+        Returns:
+            The record as stored and its version.
+
+        Raises:
+            Conflict: the record is not (or no longer) at version ``expect``.
+            Contended: every one of ``attempts`` tries lost the race.
+        """
+        for _ in range(attempts if expect is None else 1):
+            got = self.get_versioned(rid)
+            if got is None:
+                return None
+            current, version = got
+            if expect is not None and version != expect:
+                raise Conflict(self.cls.kind, rid, expect, version)
+            new = change(current)
+            if new is current:
+                return current, version
+            try:
+                return new, self.put_if_version(new, version)
+            except Conflict:
+                if expect is not None:
+                    raise
+        raise Contended(self.cls.kind, rid, attempts)
 
     def seed(self, records: Iterable[R]) -> int:
         """Add config-declared records that are absent; returns how many were added.
@@ -160,6 +255,11 @@ class Watcher(Generic[R]):
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self.poll()
+
+
+def _id(record: Record) -> str:
+    rid: str = record.id  # type: ignore[attr-defined]
+    return rid
 
 
 def topics(client: redis.Redis, settings: Settings) -> Registry[Topic]:

@@ -202,12 +202,17 @@ def router() -> APIRouter:
         if m.article.summary.strip():
             text = f"{text}\n{m.article.summary.strip()}"
         relevant = body.verdict == "relevant"
-        if text in (topic.examples if relevant else topic.counter_examples):
-            return FeedbackResult(topic_id=topic.id, topic_version=topic.version, changed=False,
-                                  verdict=body.verdict)
-        updated = _apply_feedback(topic, text[:4000], relevant)
-        topics.put(updated)
-        return FeedbackResult(topic_id=updated.id, topic_version=updated.version, changed=True,
+        changed = False
+
+        def judge(current: Topic) -> Topic:  # on the topic as stored now: a concurrent edit is never lost
+            nonlocal changed
+            changed = text not in (current.examples if relevant else current.counter_examples)
+            return _apply_feedback(current, text[:4000], relevant) if changed else current
+
+        done = topics.update(body.topic_id, judge)
+        if done is None:
+            raise HTTPException(404, "topic not found")
+        return FeedbackResult(topic_id=done[0].id, topic_version=done[0].version, changed=changed,
                               verdict=body.verdict)
 
     return r
