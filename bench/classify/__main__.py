@@ -67,7 +67,7 @@ def child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     from classify.classifier import Classifier
     from classify.embedder import load_embedder
     from classify.evaluate import Labelled, evaluate
-    from classify.model import Background, TopicVectors, fit, shipped_background_texts
+    from classify.model import TopicVectors, fit, headline, name_rules, shipped_background
     from classify.scorer import TopicIndex
     from classify.topics import Doc, KeywordRules, load_topic_file
     from wirewatch.records import Article, utcnow
@@ -112,6 +112,8 @@ def child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     bg = classifier.background
     pool_vecs = emb.embed(topic_pool)
     vec_of = dict(zip(topic_pool, pool_vecs, strict=True))
+    heads = sorted({headline(p) for p in topic_pool} - set(topic_pool))
+    vec_of.update(zip(heads, emb.embed(heads), strict=True))
     out["topics"] = {}
     for n in args.topic_counts:
         topics = synthetic_topics(n, topic_pool)
@@ -122,7 +124,9 @@ def child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             # Example vectors come from the pool already embedded: building 1,000 topics measures the fit,
             # not 6,000 more embeddings.
             tv = TopicVectors(t, desc, np.stack([vec_of[e] for e in t.examples]),
-                              np.stack([vec_of[c] for c in t.counter_examples]), KeywordRules(t))
+                              np.stack([vec_of[c] for c in t.counter_examples]), KeywordRules(t), name_rules(t),
+                              np.stack([vec_of[headline(e)] for e in t.examples]),
+                              np.stack([vec_of[headline(c)] for c in t.counter_examples]))
             entries.append((tv, fit(tv, bg)))
         index = TopicIndex(entries, emb.dim)
         build_s = time.perf_counter() - t0
@@ -157,7 +161,7 @@ def child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     bbc_rows = rows[:: max(1, len(rows) // max(args.f1_articles, 1))][: args.f1_articles]
     items = [Labelled(r["id"], r["title"], r["text"], tuple(r["labels"]), True) for r in bbc_rows]
     t0 = time.perf_counter()
-    report = evaluate(Classifier(emb, Background.build(shipped_background_texts(), emb)),
+    report = evaluate(Classifier(emb, shipped_background(emb)),
                       load_topic_file(BBC_TOPICS), items)
     out["f1_s"] = time.perf_counter() - t0
     out["f1"] = report.macro["f1"]

@@ -20,6 +20,7 @@ from classify.model import (
     headline,
     is_short,
     keyword_evidence,
+    keyword_features,
     shipped_background,
 )
 from classify.topics import Doc
@@ -190,3 +191,18 @@ def test_shipped_background_vectors_are_cached_per_model_and_a_bad_cache_is_igno
         f.write_bytes(b"not an array")
     shipped_background(emb, tmp_path)
     assert len(inner.calls) > calls
+
+
+def test_background_keyword_features_agree_with_checking_each_article_on_its_own() -> None:
+    topic = Topic(id="k", name="Keywords", include_any=("strike*", "rail union", "US", "Halep|Aleppo"),
+                  include_all=("train*",), exclude=("model trains",))
+    texts = ["Rail union strikes, trains halted", "Model trains exhibition: strikers welcome", "us trains strike",
+             "US trains", "Trains to Halep resume", "TRAINS\nstrike", "nothing here", "trains of thought",
+             "Çavuşoğlu trains strikers in Aleppo"]
+    docs = [Doc.of(t) for t in texts]
+    tv = TopicVectors.build(topic, fake_embedder())
+    got = keyword_features(tv, docs)
+    for i, doc in enumerate(docs):
+        assert tuple(got[i, :3]) == tv.rules.check(doc).features(), texts[i]
+        assert got[i, 3] == float(bool(tv.names.check(doc).any_hits)), texts[i]
+        assert got[i, 4] == float(is_short(doc))
