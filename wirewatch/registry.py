@@ -124,7 +124,7 @@ class Registry(Generic[R]):
     def get_versioned(self, rid: str) -> tuple[R, int] | None:
         """The record with id ``rid`` and its version, read together; None when absent."""
         raw, version = self._get_versioned(keys=[self._hash, self._ver], args=[rid])
-        return None if raw is None else (decode(self.cls, raw), int(version))
+        return None if raw is None else (decode(self.cls, raw, stored=True), int(version))
 
     def update(self, rid: str, change: Callable[[R], R], *, expect: int | None = None,
                attempts: int = 50) -> tuple[R, int] | None:
@@ -180,7 +180,7 @@ class Registry(Generic[R]):
     def get(self, rid: str) -> R | None:
         """The record with id ``rid``, or None."""
         raw = self._client.hget(self._hash, rid)
-        return None if raw is None else decode(self.cls, raw)
+        return None if raw is None else decode(self.cls, raw, stored=True)
 
     def delete(self, rid: str) -> bool:
         """Remove the record; True when it existed."""
@@ -191,7 +191,7 @@ class Registry(Generic[R]):
         out = []
         for rid, raw in sorted(self._client.hgetall(self._hash).items()):
             try:
-                out.append(decode(self.cls, raw))
+                out.append(decode(self.cls, raw, stored=True))
             except RecordError as exc:
                 name = rid.decode(errors="replace") if isinstance(rid, bytes) else rid
                 log.error("registry_record_unreadable", kind=self.kind, id=name, error=str(exc))

@@ -3,6 +3,8 @@ the alerts worker delivering to a real receiver."""
 
 from __future__ import annotations
 
+import json
+
 import api_support
 import pytest
 from api_support import Api
@@ -135,3 +137,21 @@ def test_a_subscription_that_would_fail_at_run_time_gets_422_naming_the_field(
     stored = registry.subscriptions(state.connect(api.settings), api.settings).get("ok")
     assert stored is not None and stored.quiet_hours is None and stored.digest is None and stored.rate_limit is None
     assert stored.min_score == 0.0 and stored.muted_until is None
+
+
+def test_a_subscription_stored_before_the_checks_stays_readable_and_can_be_fixed_or_deleted(api: Api) -> None:
+    assert api.client is not None
+    c, alice = api.client, api.h(api.alice)
+    _topic(api)
+    legacy = {"v": "1.0", "id": "old", "topic_id": "syria", "owner": api.alice_id,
+              "channel": {"type": "webhook", "target": "http://127.0.0.1:9/h"},
+              "quiet_hours": {"start": "22:00", "end": "06:00", "timezone": "Mars/Olympus_Mons"}}
+    state.connect(api.settings).hset(state.key(api.settings, "reg", "subscriptions"), "old", json.dumps(legacy))
+    r = c.get("/v1/subscriptions/old", headers=alice)
+    assert r.status_code == 200 and r.json()["quiet_hours"]["timezone"] == "Mars/Olympus_Mons", r.text
+    assert [s["id"] for s in c.get("/v1/subscriptions", headers=alice).json()] == ["old"]
+    r = c.patch("/v1/subscriptions/old", json={"min_score": 0.5}, headers=alice)
+    assert r.status_code == 422 and "quiet_hours.timezone" in r.json()["detail"], "a change must fix it too"
+    r = c.patch("/v1/subscriptions/old", json={"min_score": 0.5, "quiet_hours": None}, headers=alice)
+    assert r.status_code == 200 and r.json()["quiet_hours"] is None, r.text
+    assert c.delete("/v1/subscriptions/old", headers=alice).status_code == 204

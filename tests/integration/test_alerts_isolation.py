@@ -7,6 +7,7 @@ was written (an API host with newer tzdata than a worker's, say): ``ZoneInfo`` r
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -29,7 +30,7 @@ from tests.integration.alerts_support import (
     wait_until,
     webhook_sub,
 )
-from wirewatch import bus
+from wirewatch import bus, state
 from wirewatch.records import DeliveryStatus, DigestSpec, QuietHours
 from wirewatch.settings import Settings
 
@@ -116,3 +117,25 @@ def test_a_digest_that_cannot_be_built_neither_kills_the_digest_thread_nor_holds
     assert {r["path"] for r in rx.accepted} == {"/hook?sub=good"}
     assert _errors("digest") - before >= 1
     assert "bad" not in bad_due, "a failing digest is retried later, not on every pass"
+
+
+def test_a_subscription_stored_with_an_unknown_zone_before_the_checks_costs_no_one_else_an_alert(
+        make_settings: Callable[..., Settings]) -> None:
+    with Receiver(secret="s3cret") as rx:
+        good = webhook_sub("good", rx.url + "?sub=good")
+        s = make_settings(api={"url_allowlist": ["127.0.0.1"]},
+                          alerts={"metrics_port": None, "max_wait_ms": 20,
+                                  "subscriptions": [good.model_dump(mode="json")]})
+        bus.ensure_default_topics(s)
+        legacy = {"v": "1.0", "id": "bad", "topic_id": "syria",
+                  "channel": {"type": "webhook", "target": rx.url + "?sub=bad", "secret": "s3cret"},
+                  "quiet_hours": {"start": "22:00", "end": "06:00", "timezone": "Mars/Olympus_Mons"}}
+        state.connect(s).hset(state.key(s, "reg", "subscriptions"), "bad", json.dumps(legacy))
+        produce(s, [match(f"l{i}", t) for i, t in enumerate(TITLES)])
+        with running(AlertsWorker(s)):
+            assert rx.wait_for(3, 30), f"the good subscription got {len(rx.accepted)} of 3 alerts"
+            records = read_deliveries(s, 6, 20)
+    assert {r["path"] for r in rx.accepted} == {"/hook?sub=good"}
+    assert sorted((d.subscription_id, d.reason) for d in records if d.subscription_id == "bad") == \
+        [("bad", "subscription_error")] * 3
+    assert _dlq(s) == []
