@@ -5,7 +5,8 @@ A worker can be running, polling and still do nothing. The checks, each with its
 - ``poll_stuck``: one ``poll()`` has not returned for ``poll_stall_s`` (the client can wait for its group
   coordinator without a timeout);
 - ``not_member``: for ``member_stall_s`` the consumer has not been a live member of its group, that is in a
-  stable generation with a heartbeat acknowledged within its session timeout. This is the poll that returns
+  stable generation with a heartbeat acknowledged within its session timeout, while it had a connection to
+  a broker (while none answers, restarting would not help, and the clock waits). This is the poll that returns
   but makes no progress: once kafka-python's heartbeat task stops, the client keeps its assignment and its
   "stable" state, the broker evicts it, nothing tells the client, and ``poll()`` spins with zero-wait fetch
   rounds (see docs/kafka-python-coordinator.md);
@@ -46,6 +47,7 @@ class Membership:
     state: str
     heartbeat_age_s: float | None
     assigned: int
+    connected: bool = True
 
     def live(self, session_timeout_s: float) -> bool:
         """A stable member whose last heartbeat the coordinator acknowledged within the session timeout."""
@@ -61,7 +63,9 @@ def membership(consumer: KafkaConsumer, now: float | None = None) -> Membership:
     if beat is not None:
         # The coordinator resets the clock on each join; an acknowledged heartbeat moves it on.
         age = max(0.0, now - max(float(beat.last_receive), float(beat.last_reset)))
-    return Membership(state, age, len(consumer.assignment()))
+    manager = getattr(getattr(consumer, "_client", None), "_manager", None)
+    conns = list(getattr(manager, "_conns", {}).values())
+    return Membership(state, age, len(consumer.assignment()), any(getattr(c, "connected", False) for c in conns))
 
 
 class Liveness:
@@ -116,7 +120,9 @@ class Liveness:
             seen = membership(consumer, now)
         except (KafkaError, AttributeError, RuntimeError):
             seen = Membership("?", None, 0)
-        if seen.live(self.session_timeout_s):
+        if seen.live(self.session_timeout_s) or not seen.connected:
+            # No broker answers (a restart, an outage): a new process could not join either, so the clock
+            # starts when one does.
             self._live_at = now
         elif now - self._live_at > self.member_stall_s:
             return "not_member"
@@ -131,7 +137,7 @@ class Liveness:
         if self._consumer is not None:
             try:
                 seen = membership(self._consumer)
-                out |= {"state": seen.state, "assigned": seen.assigned,
+                out |= {"state": seen.state, "assigned": seen.assigned, "connected": seen.connected,
                         "heartbeat_age_s": None if seen.heartbeat_age_s is None else round(seen.heartbeat_age_s, 1)}
             except (KafkaError, AttributeError, RuntimeError):
                 pass

@@ -79,6 +79,18 @@ class FakeConsumer:
 
         self._coordinator = _Coordinator()
 
+        class _Conn:
+            connected = True
+
+        class _Manager:
+            _conns = {1: _Conn()}
+
+        class _Client:
+            _manager = _Manager()
+
+        self._client = _Client()
+        self.conn = _Manager._conns[1]
+
     def group_metadata(self) -> ConsumerGroupMetadata:
         return ConsumerGroupMetadata("g", 1, "m", None, self.state)
 
@@ -120,12 +132,26 @@ def test_a_member_whose_heartbeats_stopped_is_stalled_after_the_limit() -> None:
     live = _watched(c, clock)
     c._coordinator.heartbeat.last_reset = clock.now
     assert live.check() is None
-    assert membership(c, clock.now) == Membership("stable", 0.0, 1)  # type: ignore[arg-type]
+    assert membership(c, clock.now) == Membership("stable", 0.0, 1, True)  # type: ignore[arg-type]
     clock.now += 10  # the last acknowledged heartbeat is a session old: the broker has let it go
     assert live.check() is None
     clock.now += 25
     assert live.check() is None
     clock.now += 6  # 31 s since it was last live
+    assert live.check() == "not_member"
+
+
+def test_no_broker_answering_holds_the_member_clock() -> None:
+    clock, c = Clock(), FakeConsumer()
+    live = _watched(c, clock)
+    c.state = MemberState.UNJOINED
+    c.conn.connected = False  # the broker is restarting: a new process could not join either
+    clock.now += 120
+    assert live.check() is None
+    c.conn.connected = True
+    clock.now += 29
+    assert live.check() is None
+    clock.now += 2
     assert live.check() == "not_member"
 
 
