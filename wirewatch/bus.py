@@ -6,7 +6,8 @@ The loop's contract, per batch:
 2. decode each; undecodable ones (bad JSON, unknown schema major) are set aside for the DLQ;
 3. call ``handle(batch)``. It performs the batch's side effects (produce outputs and wait for their acks,
    write Redis...) and returns the items it rejects as poison, with a reason;
-4. produce rejected and undecodable items to ``<topic>.dlq`` (original key and bytes, error headers);
+4. produce rejected and undecodable items to ``<topic>.dlq`` (original key and bytes, error headers),
+   retrying with backoff while the DLQ cannot be written (the batch waits, uncommitted);
 5. commit the batch's offsets. Only then is the batch done.
 
 ``handle`` raising a :data:`TRANSIENT_ERRORS` exception (Kafka, Redis, network) retries the whole batch with
@@ -115,6 +116,7 @@ class Producer:
         Raises:
             ProduceError: when any record was not acknowledged within ``timeout_s``.
         """
+        items = list(items)
         futures = []
         try:
             for item in items:
@@ -131,8 +133,9 @@ class Producer:
                 fut.get(timeout=max(0.1, timeout_s))
                 metrics.BUS_PRODUCED.labels(topic).inc()
         except KafkaError as exc:
+            topics = sorted({i.topic for i in items})
             raise ProduceError(
-                f"Kafka did not acknowledge {len(futures)} record(s): {type(exc).__name__}: {exc}"
+                f"Kafka did not acknowledge {len(items)} record(s) for {', '.join(topics)}: {type(exc).__name__}: {exc}"
             ) from exc
         return len(futures)
 
@@ -509,8 +512,9 @@ class ConsumerLoop(Generic[T]):
                 return
             bad.extend(rejected)
         self._check_ratio(len(records), len(bad))
-        if bad:
-            self._to_dlq(bad)
+        if bad and not self._dead_letter(bad):
+            self._rewind(consumer, records)  # the side effects may run again: at-least-once
+            return
         self._commit(consumer, records)
         self.batches += 1
         metrics.BUS_BATCH_SECONDS.labels(self.group).observe(time.monotonic() - started)
@@ -540,19 +544,30 @@ class ConsumerLoop(Generic[T]):
                 f"(limit {self.cfg.dlq_max_ratio:.0%}); stopping without committing so nothing is drained to the DLQ"
             )
 
+    def _dead_letter(self, bad: list[_Rejected]) -> bool:
+        """Write ``bad`` to the DLQ, retrying with backoff while keeping the group; False: gave up.
+
+        The batch is not committed until this succeeded, so a poison record is never skipped without its copy
+        in the DLQ. It gives up only when a rebalance or stop comes first; the batch is then read again.
+        """
+        attempt = 0
+        while True:
+            try:
+                self._to_dlq(bad)
+                return True
+            except TRANSIENT_ERRORS as exc:
+                attempt += 1
+                metrics.BUS_DLQ_RETRIES.labels(self.group).inc()
+                delay = min(self.cfg.max_backoff_s, 0.5 * 2 ** min(attempt, 10))
+                log.warning("dlq_write_retry", group=self.group, size=len(bad), attempt=attempt, delay_s=delay,
+                            error=f"{type(exc).__name__}: {exc}")
+                if not self._wait_alive(delay):
+                    log.info("dlq_write_abandoned", group=self.group, size=len(bad), attempts=attempt)
+                    return False
+
     def _to_dlq(self, bad: list[_Rejected]) -> None:
         out = []
         for b in bad:
-            metrics.BUS_DLQ.labels(self.group, b.topic, b.kind).inc()
-            log.warning(
-                "message_dead_lettered",
-                group=self.group,
-                topic=b.topic,
-                partition=b.partition,
-                offset=b.offset,
-                kind=b.kind,
-                reason=b.reason[:500],
-            )
             headers = [
                 *b.headers,
                 ("wirewatch.error", b.reason[:2000].encode()),
@@ -565,6 +580,10 @@ class ConsumerLoop(Generic[T]):
             ]
             out.append(Outgoing(self.settings.dlq(b.topic), b.key, b.raw, headers))
         self._producer.send_many(out)
+        for b in bad:  # counted and logged once they are in the DLQ, not once per attempt
+            metrics.BUS_DLQ.labels(self.group, b.topic, b.kind).inc()
+            log.warning("message_dead_lettered", group=self.group, topic=b.topic, partition=b.partition,
+                        offset=b.offset, kind=b.kind, reason=b.reason[:500])
 
     def _commit(self, consumer: KafkaConsumer, records: list[Any]) -> None:
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}

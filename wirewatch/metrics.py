@@ -21,6 +21,9 @@ BUS_BATCH_SECONDS = Histogram(
     "wirewatch_bus_batch_seconds", "Time to handle one consumed batch, commit included.", ["group"],
     buckets=LATENCY_BUCKETS,
 )
+BUS_DLQ_RETRIES = Counter("wirewatch_bus_dlq_retries_total",
+                          "Dead-letter writes retried (the batch waits uncommitted until its DLQ write succeeds).",
+                          ["group"])
 BUS_BATCH_RETRIES = Counter("wirewatch_bus_batch_retries_total", "Batches retried after a handler error.", ["group"])
 BUS_COMMITS = Counter("wirewatch_bus_commits_total", "Offset commits.", ["group", "trigger"])
 BUS_POLL_STALLS = Counter(
