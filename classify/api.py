@@ -41,6 +41,8 @@ class TopicIn(BaseModel):
     include_all: list[str] = Field(default_factory=list, max_length=100)
     exclude: list[str] = Field(default_factory=list, max_length=100)
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    desk: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$",
+                             description="topics of one desk are exclusive: an article goes to its best one")
     enabled: bool = True
 
     def topic(self, *, version: int = 1, owner: str | None = None) -> Topic:

@@ -157,11 +157,14 @@ def test_topic_editor_previews_as_you_type_and_saves(live_api: Api, browser: Any
     scored = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#preview li.pass, #preview li.fail")]
     assert scored and "quake" in scored[0].lower(), scored
     _shot(browser, "topic-preview")
+    browser.find_element(By.ID, "t-include-all").send_keys("quake*|earthquake*")
+    browser.find_element(By.ID, "t-desk").send_keys("science")
     browser.find_element(By.ID, "t-description").send_keys(Keys.TAB)
     browser.find_element(By.CSS_SELECTOR, "#topic-form button[type=submit]").click()
     WebDriverWait(browser, 15).until(lambda d: d.current_url.endswith("/ui/topics/quakes"))
     t = registry.topics(state.connect(live_api.settings), live_api.settings).get("quakes")
     assert t is not None and t.owner == live_api.alice_id and t.version == 1
+    assert t.desk == "science" and t.include_all == ("quake*|earthquake*",)
     _shot(browser, "topic-saved")
 
 

@@ -47,9 +47,10 @@ def test_topic_crud_versions_and_ownership(client: Any, make_settings: Any) -> N
     assert r.json()["version"] == 1 and r.json()["owner"]
     assert c.post("/v1/topics", json=ALEPPO, headers=alice).status_code == 409
     assert [t["id"] for t in c.get("/v1/topics", headers=admin).json()] == ["aleppo"]
-    changed = ALEPPO | {"threshold": 0.6}
+    changed = ALEPPO | {"threshold": 0.6, "desk": "world"}
     r = c.put("/v1/topics/aleppo", json=changed, headers=alice)
     assert r.status_code == 200 and r.json()["version"] == 2 and r.json()["threshold"] == 0.6
+    assert c.get("/v1/topics/aleppo", headers=alice).json()["desk"] == "world"
     assert c.put("/v1/topics/aleppo", json=ALEPPO | {"id": "other"}, headers=alice).status_code == 422
     assert c.delete("/v1/topics/aleppo", headers={"X-API-Key": "ww_nope_x"}).status_code == 401
     assert c.delete("/v1/topics/aleppo", headers=admin).status_code == 204
@@ -68,6 +69,7 @@ def test_subscriber_cannot_change_someone_elses_topic(client: Any) -> None:
     [
         (ALEPPO | {"id": "Bad Id"}, "id"),
         (ALEPPO | {"threshold": 2}, "threshold"),
+        (ALEPPO | {"desk": "World Desk"}, "desk"),
         (ALEPPO | {"include_any": ["!!"]}, "no word characters"),
         (ALEPPO | {"version": 9}, "version"),  # server-owned field: refused, not ignored
     ],

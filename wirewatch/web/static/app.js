@@ -224,8 +224,9 @@ function topicFromForm(form) {
   return {
     id: f.id.value.trim(), name: f.name.value.trim(), description: f.description.value,
     examples: lines(f.examples.value), counter_examples: lines(f.counter_examples.value),
-    include_any: commas(f.include_any.value), exclude: commas(f.exclude.value),
-    threshold: Number(f.threshold.value), enabled: f.enabled.checked,
+    include_any: commas(f.include_any.value), include_all: commas(f.include_all.value),
+    exclude: commas(f.exclude.value), threshold: Number(f.threshold.value), enabled: f.enabled.checked,
+    desk: f.desk.value.trim() || null,
   };
 }
 
