@@ -10,9 +10,11 @@ The loop's contract, per batch:
    retrying with backoff while the DLQ cannot be written (the batch waits, uncommitted);
 5. commit the batch's offsets. Only then is the batch done.
 
-``handle`` raising a :data:`TRANSIENT_ERRORS` exception (Kafka, Redis, network) retries the whole batch with
-capped exponential backoff and never commits it; any other exception is taken as a poison item hiding in
-the batch: the batch is retried item by item and the items that still raise go to the DLQ. A rebalance while
+What an exception from ``handle`` (or from Kafka itself) means is decided once, in :mod:`wirewatch.faults`:
+a transient one (Kafka, Redis or the network unreachable or busy) retries the whole batch with capped
+exponential backoff and never commits it; a fatal one (authorization, credentials, permissions) stops the
+loop with :class:`WorkerFatal` naming who refused what; any other is taken as a poison item hiding in the
+batch: the batch is retried item by item and the items that still raise go to the DLQ. A rebalance while
 a batch is in flight drops the batch uncommitted (the new owner re-reads it). If nearly everything recently
 went to the DLQ (``dlq_max_ratio``), the loop stops with :class:`DlqRatioExceeded` before committing, so a
 broken deployment does not drain a topic into its DLQ.
@@ -30,7 +32,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions, NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -38,6 +39,7 @@ from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 
 from wirewatch import metrics
+from wirewatch.faults import FATAL, TRANSIENT, ProduceError, WorkerFatal, fatal, kind_of
 from wirewatch.liveness import Liveness
 from wirewatch.log import get_logger
 from wirewatch.records import RecordError
@@ -47,15 +49,11 @@ log = get_logger("bus")
 T = TypeVar("T")
 
 
-class ProduceError(RuntimeError):
-    """Kafka did not acknowledge a produced batch in time; nothing may be committed on its behalf."""
-
-
 class DlqRatioExceeded(RuntimeError):
     """Nearly every recent message failed; the loop stopped instead of draining the topic into its DLQ."""
 
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (KafkaError, ProduceError, redis.RedisError, OSError, TimeoutError)
+__all__ = ["ProduceError", "WorkerFatal"]  # defined with the error kinds in wirewatch.faults
 
 
 def _common(settings: Settings) -> dict[str, Any]:
@@ -362,9 +360,15 @@ class ConsumerLoop(Generic[T]):
             while not self._stop.is_set():
                 try:
                     records = self._poll_batch(consumer)
-                except TRANSIENT_ERRORS as exc:
+                except Exception as exc:
+                    kind = kind_of(exc)
+                    if kind == FATAL:
+                        raise fatal(self.group, "polling", exc, failures + 1) from exc
+                    if kind != TRANSIENT and not isinstance(exc, KafkaError):
+                        raise
                     # The broker is unreachable (e.g. restarting): nothing was handed out, so wait and poll again
-                    # instead of letting the worker die.
+                    # instead of letting the worker die. A Kafka error retrying may not fix is retried too: there
+                    # is no record to park, and stopping would not fix it either.
                     failures += 1
                     delay = min(self.cfg.max_backoff_s, 0.5 * 2 ** min(failures, 10))
                     log.warning("poll_failed", group=self.group, attempt=failures, delay_s=delay,
@@ -406,7 +410,7 @@ class ConsumerLoop(Generic[T]):
             timeout = self.cfg.poll_timeout_ms if not records else max(0, int(remaining * 1000))
             try:
                 polled = self._poll(consumer, timeout, self.cfg.batch_size - len(records))
-            except TRANSIENT_ERRORS:
+            except Exception:
                 if records:  # already handed out: read them again after the failure, never skip them
                     self._rewind(consumer, records)
                 raise
@@ -446,7 +450,12 @@ class ConsumerLoop(Generic[T]):
             try:
                 rejected = self._handle(items) or []
                 return [self._reject(c, "rejected", reason) for c, reason in rejected]
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:  # noqa: BLE001 - each kind is handled below
+                kind = kind_of(exc)
+                if kind == FATAL:
+                    raise fatal(self.group, "handling a batch", exc, attempt + 1) from exc
+                if kind != TRANSIENT:
+                    return self._find_poison(items, exc)
                 attempt += 1
                 metrics.BUS_BATCH_RETRIES.labels(self.group).inc()
                 delay = min(self.cfg.max_backoff_s, 0.5 * 2 ** min(attempt, 10))
@@ -459,19 +468,19 @@ class ConsumerLoop(Generic[T]):
                 )
                 if not self._wait_alive(delay):
                     return None
-            except Exception as exc:  # noqa: BLE001 - a non-transient error is a poison item; find it
-                log.warning(
-                    "batch_poison_suspected", group=self.group, size=len(items), error=f"{type(exc).__name__}: {exc}"
-                )
-                if len(items) == 1:
-                    return [self._reject(items[0], "handler", f"{type(exc).__name__}: {exc}")]
-                out: list[_Rejected] = []
-                for item in items:
-                    sub = self._handle_with_retry([item])
-                    if sub is None:
-                        return None
-                    out.extend(sub)
-                return out
+
+    def _find_poison(self, items: list[Consumed[T]], exc: Exception) -> list[_Rejected] | None:
+        """A permanent error is a poison item in ``items``: retry them one by one; the ones that raise go to the DLQ."""
+        log.warning("batch_poison_suspected", group=self.group, size=len(items), error=f"{type(exc).__name__}: {exc}")
+        if len(items) == 1:
+            return [self._reject(items[0], "handler", f"{type(exc).__name__}: {exc}")]
+        out: list[_Rejected] = []
+        for item in items:
+            sub = self._handle_with_retry([item])
+            if sub is None:
+                return None
+            out.extend(sub)
+        return out
 
     def _wait_alive(self, delay: float) -> bool:
         """Sleep ``delay`` while keeping group membership; False when stopping or a rebalance happened."""
@@ -489,7 +498,10 @@ class ConsumerLoop(Generic[T]):
                     return False
                 try:
                     self._poll(consumer, min(500, max(1, int((deadline - time.monotonic()) * 1000))))
-                except TRANSIENT_ERRORS:  # the broker is unreachable: keep waiting
+                except Exception as exc:
+                    if kind_of(exc) == FATAL:
+                        raise fatal(self.group, "polling", exc) from exc
+                    # the broker is unreachable: keep waiting
                     time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
                 if self._rebalanced:
                     return False
@@ -555,7 +567,10 @@ class ConsumerLoop(Generic[T]):
             try:
                 self._to_dlq(bad)
                 return True
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:
+                if kind_of(exc) != TRANSIENT:
+                    # The record can neither be parked nor skipped without losing it.
+                    raise fatal(self.group, "writing to the DLQ", exc, attempt + 1) from exc
                 attempt += 1
                 metrics.BUS_DLQ_RETRIES.labels(self.group).inc()
                 delay = min(self.cfg.max_backoff_s, 0.5 * 2 ** min(attempt, 10))
@@ -601,7 +616,12 @@ class ConsumerLoop(Generic[T]):
                 # The group moved on (rebalance); the new owner re-reads from the last commit: at-least-once.
                 log.warning("commit_failed_rebalanced", group=self.group, error=str(exc))
                 return
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:
+                kind = kind_of(exc)
+                if kind == FATAL:
+                    raise fatal(self.group, "committing offsets", exc, attempt + 1) from exc
+                if kind != TRANSIENT and not isinstance(exc, KafkaError):
+                    raise
                 # The broker is unreachable (e.g. restarting). The batch's outputs are acknowledged, so keep the
                 # worker alive and try again; if a rebalance or stop comes first, the batch stays uncommitted
                 # and is read again (at-least-once), or a later commit of the same partitions covers it.

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
+from kafka.errors import TopicAuthorizationFailedError
 
 from wirewatch import bus, metrics
 from wirewatch.ops.lag import Broker
@@ -91,3 +93,92 @@ def test_a_dlq_that_cannot_be_written_holds_the_batch_uncommitted_until_it_can(s
     assert runner.error is None
     assert _dlq_count(settings, topic) == 1
     assert sorted(set(handled)) == [b"ok-0", b"ok-2"]
+
+
+def _loop(settings: Settings, topic: str, group: str, handle: Any, producer: bus.Producer) -> bus.ConsumerLoop[bytes]:
+    return bus.ConsumerLoop(settings, topics=[topic], group=group, decode=lambda b: b, handle=handle,
+                            producer=producer, config=bus.LoopConfig(max_backoff_s=0.5, dlq_min_count=1000))
+
+
+def test_a_redis_acl_denial_stops_the_worker_with_a_clear_message_instead_of_retrying(settings: Settings) -> None:
+    """Redis answers NOPERM for SET to this user (a real ACL on the real server). Before the fix every
+    RedisError was transient: the batch was retried forever and its partition stalled."""
+    topic, group = settings.kafka.topics.articles, f"g-noperm-{uuid.uuid4().hex[:6]}"
+    user = f"limited-{uuid.uuid4().hex[:6]}"
+    admin = redis.Redis.from_url(settings.redis_url)
+    admin.acl_setuser(user, enabled=True, passwords=["+secret"], keys=["*"], commands=["+@all", "-set"])
+    limited = redis.Redis.from_url(settings.redis_url, username=user, password="secret")
+    producer = bus.Producer(settings, client_id="test")
+    producer.send_many([bus.Outgoing(topic, f"k{i}", f"v{i}".encode()) for i in range(3)])
+
+    def handle(batch: list[bus.Consumed[bytes]]) -> None:
+        for c in batch:
+            limited.set(f"{settings.redis.key_prefix}{c.offset}", c.value)
+
+    runner = Runner(_loop(settings, topic, group, handle, producer))
+    try:
+        runner.thread.join(30)
+        assert not runner.thread.is_alive(), "the worker kept retrying a permission it will never get"
+    finally:
+        runner.stop()
+        producer.close()
+        admin.acl_deluser(user)
+    assert isinstance(runner.error, bus.WorkerFatal), repr(runner.error)
+    message = str(runner.error)
+    assert group in message and "NoPermissionError" in message and "ACLs" in message
+    assert _committed(settings, group, topic) == {}
+    assert _dlq_count(settings, topic) == 0
+
+
+def test_a_redis_error_about_one_record_parks_that_record_and_the_others_go_on(settings: Settings) -> None:
+    """WRONGTYPE from the real server for one record's key is about that record, not about Redis: before
+    the fix it was retried forever with the whole batch; now the record goes to the DLQ."""
+    topic, group = settings.kafka.topics.articles, f"g-wrongtype-{uuid.uuid4().hex[:6]}"
+    r = redis.Redis.from_url(settings.redis_url)
+    prefix = settings.redis.key_prefix
+    r.rpush(f"{prefix}story:bad", "a list, not a string")
+    producer = bus.Producer(settings, client_id="test")
+    producer.send_many([bus.Outgoing(topic, "k", name.encode()) for name in ("good-1", "bad", "good-2")])
+    handled: list[str] = []
+
+    def handle(batch: list[bus.Consumed[bytes]]) -> None:
+        for c in batch:
+            r.get(f"{prefix}story:{c.value.decode()}")
+        handled.extend(c.value.decode() for c in batch)
+
+    runner = Runner(_loop(settings, topic, group, handle, producer))
+    try:
+        assert _wait(lambda: sum(_committed(settings, group, topic).values()) == 3, 30), \
+            f"not all committed; loop ended with {runner.error!r}"
+    finally:
+        runner.stop()
+        producer.close()
+    assert runner.error is None
+    assert sorted(set(handled)) == ["good-1", "good-2"]
+    assert _dlq_count(settings, topic) == 1
+
+
+@pytest.mark.parametrize("error", [TopicAuthorizationFailedError("wirewatch.matches"),
+                                   PermissionError(13, "Permission denied", "/var/lib/wirewatch/state")],
+                         ids=["kafka-authorization", "permission-error"])
+def test_authorization_and_permission_errors_are_fatal_not_retried(settings: Settings,
+                                                                    error: Exception) -> None:
+    topic, group = settings.kafka.topics.articles, f"g-fatal-{uuid.uuid4().hex[:6]}"
+    producer = bus.Producer(settings, client_id="test")
+    producer.send_many([bus.Outgoing(topic, "k", b"v")])
+    calls: list[int] = []
+
+    def handle(batch: list[bus.Consumed[bytes]]) -> None:
+        calls.append(len(batch))
+        raise error
+
+    runner = Runner(_loop(settings, topic, group, handle, producer))
+    try:
+        runner.thread.join(30)
+    finally:
+        runner.stop()
+        producer.close()
+    assert isinstance(runner.error, bus.WorkerFatal), repr(runner.error)
+    assert type(error).__name__ in str(runner.error)
+    assert len(calls) == 1, "retried an error that retrying cannot fix"
+    assert _committed(settings, group, topic) == {} and _dlq_count(settings, topic) == 0
