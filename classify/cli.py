@@ -360,14 +360,11 @@ def topics_put(topic_file: Annotated[Path, typer.Argument(help="TOML file with [
     """Save topics from a file to the shared store (a changed topic gets the next version)."""
     from classify.topics import TopicStore
     from wirewatch import state
-    from wirewatch.records import utcnow
 
     s = _settings()
     store = TopicStore(state.connect(s), s)
     for t in _load_topics(topic_file):
-        old = store.get(t.id)
-        version = t.version if old is None else max(t.version, old.version + 1)
-        saved = store.put(t.model_copy(update={"version": version, "updated_at": utcnow()}))
+        saved = store.save(t)
         print(f"{saved.id}: version {saved.version}")
 
 

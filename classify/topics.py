@@ -388,6 +388,22 @@ class TopicStore:
         """Store ``topic`` as given."""
         return self.registry.put(topic)
 
+    def save(self, topic: Topic) -> Topic:
+        """Create ``topic``, or replace the stored one as its next version (``topic.version`` at the least).
+
+        The replacement is a compare-and-set, so two saves of one topic never share a version.
+        """
+        def bump(old: Topic) -> Topic:
+            return topic.model_copy(update={"version": max(topic.version, old.version + 1), "updated_at": utcnow()})
+
+        while True:
+            done = self.registry.update(topic.id, bump)
+            if done is not None:
+                return done[0]
+            fresh = topic.model_copy(update={"updated_at": utcnow()})
+            if self.registry.put_if_absent(fresh):
+                return fresh
+
     def feedback(self, topic_id: str, text: str, relevant: bool) -> Topic:
         """Add ``text`` to the topic's examples (relevant) or counter-examples, as a new version.
 
@@ -395,13 +411,13 @@ class TopicStore:
             KeyError: when the topic does not exist.
             ValueError: when ``text`` is empty.
         """
-        return self.registry.put(apply_feedback(self._require(topic_id), text, relevant))
-
-    def _require(self, topic_id: str) -> Topic:
-        topic = self.registry.get(topic_id)
-        if topic is None:
+        if not text.strip():
+            raise ValueError("feedback text is empty")
+        # Read, change and write as one compare-and-set: concurrent judgements of one topic all land.
+        done = self.registry.update(topic_id, lambda topic: apply_feedback(topic, text, relevant))
+        if done is None:
             raise KeyError(f"no topic {topic_id!r}")
-        return topic
+        return done[0]
 
 
 def apply_feedback(topic: Topic, text: str, relevant: bool) -> Topic:
