@@ -62,6 +62,7 @@ SET_ASIDE_MIN_BACKGROUND = 200
 # (margin in cosine units): at a margin of -0.05 about a quarter is left, at -0.15 almost nothing.
 GATE_SCALE = 0.05
 SMOOTHING = 0.5
+COUNTERS_FULL_WEIGHT = 5
 Array = NDArray[np.float64]
 
 
@@ -384,9 +385,13 @@ def training_set(tv: TopicVectors, background: Background) -> TrainingSet:
     labels: list[float] = []
     weights: list[float] = []
     n_ex, n_cx = len(tv.examples), len(tv.counters)
-    neg_total = 1.0 + (1.0 if n_cx else 0.0)
+    # Positives and negatives weigh the same in total. Counter-examples, chosen by a person, weigh as much as
+    # the whole background once there are a few of them; a single one (a topic's first false alarm, say)
+    # weighs a fifth of that, so one judgement cannot drag the whole topic after it.
+    cx_total = min(1.0, n_cx / COUNTERS_FULL_WEIGHT)
+    neg_total = 1.0 + cx_total
     for shapes, own, label, total in (((tv.examples, tv.example_heads), "ex", 1.0, neg_total),
-                                      ((tv.counters, tv.counter_heads), "cx", 0.0, 1.0 if n_cx else 0.0)):
+                                      ((tv.counters, tv.counter_heads), "cx", 0.0, cx_total)):
         count = n_ex if own == "ex" else n_cx
         for vecs in shapes:
             for i in range(count):
@@ -400,8 +405,6 @@ def training_set(tv: TopicVectors, background: Background) -> TrainingSet:
         rows.extend(sim_features(background.vectors, tv.desc, tv.examples, tv.counters))
         labels.extend([0.0] * n_bg)
         weights.extend([1.0 / n_bg] * n_bg)
-    # Positives and negatives weigh the same in total; counter-examples, chosen by a person, weigh as much
-    # as the whole background.
     mask = np.zeros(len(rows), dtype=bool)
     mask[len(rows) - n_bg:] = True
     return TrainingSet(np.asarray(rows, dtype=np.float64).reshape(-1, SIM_FEATURES), np.asarray(labels),
