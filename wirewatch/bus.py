@@ -483,32 +483,55 @@ class ConsumerLoop(Generic[T]):
         return out
 
     def _wait_alive(self, delay: float) -> bool:
-        """Sleep ``delay`` while keeping group membership; False when stopping or a rebalance happened."""
+        """Sleep ``delay`` while keeping group membership; False when stopping or a rebalance happened.
+
+        Every owned partition stays paused while it waits, also ones a rebalance hands over during the wait,
+        and whatever a poll returns anyway is given back (its partition sought to its first record), so the
+        wait never moves a position past a record nobody handled.
+        """
         consumer = self._consumer
         deadline = time.monotonic() + delay
         if consumer is None:
             time.sleep(delay)
             return not self._stop.is_set()
-        assigned = consumer.assignment()
-        consumer.pause(*assigned)
+        consumer.pause(*consumer.assignment())
         self.liveness.waiting = True
         try:
             while time.monotonic() < deadline:
                 if self._stop.is_set():
                     return False
                 try:
-                    self._poll(consumer, min(500, max(1, int((deadline - time.monotonic()) * 1000))))
+                    polled = self._poll(consumer, min(500, max(1, int((deadline - time.monotonic()) * 1000))))
                 except Exception as exc:
                     if kind_of(exc) == FATAL:
                         raise fatal(self.group, "polling", exc) from exc
                     # the broker is unreachable: keep waiting
                     time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+                    polled = {}
+                if polled:
+                    self._give_back(consumer, [r for batch in polled.values() for r in batch])
+                consumer.pause(*consumer.assignment())  # partitions gained in a rebalance during this poll
                 if self._rebalanced:
                     return False
         finally:
             self.liveness.waiting = False
-            consumer.resume(*(tp for tp in assigned if tp in consumer.assignment()))
+            consumer.resume(*consumer.assignment())
         return True
+
+    def _give_back(self, consumer: KafkaConsumer, records: list[Any]) -> None:
+        self._seek_first(consumer, records, "wait_poll_given_back")
+
+    def _seek_first(self, consumer: KafkaConsumer, records: list[Any], event: str) -> None:
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            first[tp] = min(first.get(tp, r.offset), r.offset)
+        owned = consumer.assignment()
+        for tp, offset in first.items():
+            if tp in owned:
+                consumer.seek(tp, offset)
+        log.info(event, group=self.group, size=len(records),
+                 rewound=sorted(f"{tp.topic}:{tp.partition}@{o}" for tp, o in first.items() if tp in owned))
 
     @staticmethod
     def _reject(c: Consumed[T], kind: str, reason: str) -> _Rejected:
@@ -534,16 +557,7 @@ class ConsumerLoop(Generic[T]):
 
     def _rewind(self, consumer: KafkaConsumer, records: list[Any]) -> None:
         """Drop an unfinished batch: seek each partition we still own back to the batch's first offset."""
-        first: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            first[tp] = min(first.get(tp, r.offset), r.offset)
-        owned = consumer.assignment()
-        for tp, offset in first.items():
-            if tp in owned:
-                consumer.seek(tp, offset)
-        log.info("batch_dropped_uncommitted", group=self.group, size=len(records),
-                 rewound=sorted(f"{tp.topic}:{tp.partition}@{o}" for tp, o in first.items() if tp in owned))
+        self._seek_first(consumer, records, "batch_dropped_uncommitted")
 
     def _check_ratio(self, total: int, failed: int) -> None:
         self._recent.extend([True] * failed + [False] * (total - failed))

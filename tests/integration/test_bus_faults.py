@@ -182,3 +182,50 @@ def test_authorization_and_permission_errors_are_fatal_not_retried(settings: Set
     assert type(error).__name__ in str(runner.error)
     assert len(calls) == 1, "retried an error that retrying cannot fix"
     assert _committed(settings, group, topic) == {} and _dlq_count(settings, topic) == 0
+
+
+def test_records_fetched_for_partitions_gained_in_a_rebalance_during_a_retry_wait_are_not_dropped(
+    settings: Settings,
+) -> None:
+    """Two members each hold partitions and each wait to retry a batch ("Redis is down"). B leaves; A is
+    handed B's partitions inside one of its waiting polls, and that poll returns their records. Before the
+    fix the wait threw them away and moved past them: once "Redis" was back, A never handled them."""
+    topic, group = settings.kafka.topics.matches, f"g-rebal-{uuid.uuid4().hex[:6]}"
+    producer = bus.Producer(settings, client_id="test")
+    values = [f"r{i}" for i in range(60)]
+    producer.send_many([bus.Outgoing(topic, f"key-{i}", v.encode()) for i, v in enumerate(values)])
+    redis_back = threading.Event()
+    handled: list[str] = []
+    waits: list[str] = []
+
+    def handler(name: str) -> Callable[[list[bus.Consumed[bytes]]], None]:
+        def handle(batch: list[bus.Consumed[bytes]]) -> None:
+            if not redis_back.is_set():
+                waits.append(name)
+                raise redis.ConnectionError("Connection refused (simulated outage)")
+            handled.extend(c.value.decode() for c in batch)
+        return handle
+
+    def loop(name: str) -> bus.ConsumerLoop[bytes]:
+        return bus.ConsumerLoop(settings, topics=[topic], group=group, decode=lambda b: b, handle=handler(name),
+                                producer=producer,
+                                config=bus.LoopConfig(max_backoff_s=8.0, session_timeout_ms=6000,
+                                                      heartbeat_interval_ms=500))
+
+    a = Runner(loop("a"))
+    b = Runner(loop("b"))
+    try:
+        assert _wait(lambda: {"a", "b"} <= set(waits), 60), f"both members never waited: {waits}"
+        time.sleep(1.0)
+        b.stop()  # leaves the group: A gets B's partitions while it waits
+        time.sleep(12.0)
+        redis_back.set()
+        assert _wait(lambda: set(handled) >= set(values), 60), \
+            f"{len(set(values) - set(handled))} of {len(values)} never handled"
+        assert _wait(lambda: sum(_committed(settings, group, topic).values()) == len(values), 30)
+    finally:
+        redis_back.set()
+        a.stop()
+        b.stop()
+        producer.close()
+    assert a.error is None and b.error is None
