@@ -61,8 +61,9 @@ def build_children(
     options: Sequence[str],
     scale: dict[str, int] | None = None,
     metrics_ports: dict[str, int | None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> list[Child]:
-    """One :class:`Child` per role and replica.
+    """One :class:`Child` per role and replica, each with ``env`` added to its environment.
 
     Replica ``i`` > 0 of a role is named ``role-i`` and gets its own metrics port (the role's port + i),
     so replicas on one machine do not collide.
@@ -72,11 +73,11 @@ def build_children(
         replicas = (scale or {}).get(role, 1)
         base_port = (metrics_ports or {}).get(role)
         for i in range(replicas):
-            env: dict[str, str] = {}
+            child_env = dict(env or {})
             if i and base_port:
-                env[f"WIREWATCH_{role.upper()}__METRICS_PORT"] = str(base_port + i)
+                child_env[f"WIREWATCH_{role.upper()}__METRICS_PORT"] = str(base_port + i)
             name = role if i == 0 else f"{role}-{i}"
-            out.append(Child(name, (*WIREWATCH, *options, *cli_words), env))
+            out.append(Child(name, (*WIREWATCH, *options, *cli_words), child_env))
     return out
 
 

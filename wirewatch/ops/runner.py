@@ -51,8 +51,10 @@ def plan(
     skipped = {r: f"no `wirewatch {r}` command is installed yet" for r in wanted if found.get(r) is None}
     ports = {"ingest": settings.ingest.metrics_port, "classify": settings.classify.metrics_port,
              "alerts": settings.alerts.metrics_port}
+    # The workers bind /metrics where ``metrics.serve`` finds the address: the environment. Handing them the
+    # configured one makes ``ops.metrics_addr`` in the TOML file count, not only the variable.
     children = build_children(words, options=global_options(config, log_level, log_format), scale=scale,
-                              metrics_ports=ports)
+                              metrics_ports=ports, env={"WIREWATCH_OPS__METRICS_ADDR": settings.ops.metrics_addr})
     return Plan(children, skipped)
 
 
