@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from classify.embedder import CachedEmbedder, Vectors
-from classify.model import Background, TopicModel, TopicVectors, shipped_background
+from classify.model import Background, TopicModel, TopicVectors, desk_siblings, shipped_background
 from classify.scorer import Scores, TopicIndex
 from classify.topics import Doc, enabled
 from wirewatch import metrics
@@ -62,11 +62,13 @@ class Classifier:
         A topic whose definition did not change since it was last indexed keeps its vectors and model, so a
         change to one of a thousand topics refits one.
         """
-        keys = [t.model_dump_json(exclude={"updated_at"}) for t in topics]
+        siblings = desk_siblings(topics)
+        # A desk topic's model depends on its desk's other topics too (their examples are its counters).
+        keys = [t.model_dump_json(exclude={"updated_at"}) + "\x00".join(siblings.get(t.id, ())) for t in topics]
         with self._lock:  # the embedder's cache is not thread-safe
             todo = {k: t for k, t in zip(keys, topics, strict=True) if k not in self._fitted}
             if todo:
-                fresh = TopicIndex.build(list(todo.values()), self.embedder, self.background)
+                fresh = TopicIndex.build(list(todo.values()), self.embedder, self.background, siblings)
                 self._fitted.update(zip(todo, fresh.entries, strict=True))
             entries = [self._fitted[k] for k in keys]
             while len(self._fitted) > max(FITTED_KEPT, 2 * len(keys)):

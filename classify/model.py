@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -93,9 +93,32 @@ def name_rules(topic: Topic) -> KeywordRules:
     return KeywordRules(Topic(id=topic.id, name=topic.name, include_any=names))
 
 
+def desk_siblings(topics: Sequence[Topic]) -> dict[str, tuple[str, ...]]:
+    """For each topic in a desk, the other desk topics' examples: in an exclusive desk they are counter-examples.
+
+    An article about a games company's award belongs to the technology desk, not to entertainment; the
+    entertainment topic learns that from the technology topic's examples without anyone writing it twice.
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for topic in topics:
+        if not topic.desk:
+            continue
+        own = set(topic.examples) | set(topic.counter_examples)
+        seen: dict[str, None] = {}
+        for other in topics:
+            if other.id != topic.id and other.desk == topic.desk:
+                seen.update((e, None) for e in other.examples if e not in own)
+        out[topic.id] = tuple(seen)
+    return out
+
+
 @dataclass(frozen=True)
 class TopicVectors:
-    """A topic with its texts (and their headlines) embedded and its keyword rules compiled."""
+    """A topic with its texts (and their headlines) embedded and its keyword rules compiled.
+
+    ``counters`` are the topic's counter-examples followed by ``counter_texts``' rest: in a desk, the other
+    topics' examples (see :func:`desk_siblings`).
+    """
 
     topic: Topic
     desc: Vectors
@@ -105,6 +128,13 @@ class TopicVectors:
     names: KeywordRules
     example_heads: Vectors
     counter_heads: Vectors
+    counter_texts: tuple[str, ...] = ()
+    """The text of each row of ``counters`` (empty: the topic's own ``counter_examples``)."""
+
+    @property
+    def counter_of(self) -> tuple[str, ...]:
+        """The text of each row of ``counters``."""
+        return self.counter_texts or self.topic.counter_examples
 
     @classmethod
     def build(cls, topic: Topic, embedder: Embedder) -> TopicVectors:
@@ -112,19 +142,28 @@ class TopicVectors:
         return cls.build_many([topic], embedder)[0]
 
     @classmethod
-    def build_many(cls, topics: Sequence[Topic], embedder: Embedder) -> list[TopicVectors]:
-        """Embed every topic's texts in one call (model batches stay full)."""
+    def build_many(cls, topics: Sequence[Topic], embedder: Embedder,
+                   siblings: Mapping[str, Sequence[str]] | None = None) -> list[TopicVectors]:
+        """Embed every topic's texts in one call (model batches stay full).
+
+        ``siblings`` adds counter-examples by topic id (default: :func:`desk_siblings` of ``topics``).
+        """
+        extra = desk_siblings(topics) if siblings is None else siblings
         texts: list[str] = []
+        counters_of = []
         for topic in topics:
-            texts += [topic_text(topic), *topic.examples, *topic.counter_examples]
-            texts += [headline(t) for t in (*topic.examples, *topic.counter_examples)]
+            counters = (*topic.counter_examples, *extra.get(topic.id, ()))
+            counters_of.append(counters)
+            texts += [topic_text(topic), *topic.examples, *counters]
+            texts += [headline(t) for t in (*topic.examples, *counters)]
         vecs = embedder.embed(texts)
         out, at = [], 0
-        for topic in topics:
-            k, m = len(topic.examples), len(topic.counter_examples)
+        for topic, counters in zip(topics, counters_of, strict=True):
+            k, m = len(topic.examples), len(counters)
             block = vecs[at:at + 1 + 2 * (k + m)]
             out.append(cls(topic, block[0], block[1:1 + k], block[1 + k:1 + k + m], KeywordRules(topic),
-                           name_rules(topic), block[1 + k + m:1 + 2 * k + m], block[1 + 2 * k + m:]))
+                           name_rules(topic), block[1 + k + m:1 + 2 * k + m], block[1 + 2 * k + m:],
+                           tuple(counters) if len(counters) != len(topic.counter_examples) else ()))
             at += 1 + 2 * (k + m)
         return out
 

@@ -7,7 +7,7 @@ topics that have them, on words extracted once per article.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -111,9 +111,11 @@ class TopicIndex:
         self.desks = {name: np.array(cols, dtype=np.intp) for name, cols in desks.items()}
 
     @classmethod
-    def build(cls, topics: Sequence[Topic], embedder: Embedder, background: Background) -> TopicIndex:
-        """Embed each topic and learn its model against ``background``."""
-        return cls([(tv, fit(tv, background)) for tv in TopicVectors.build_many(topics, embedder)], embedder.dim)
+    def build(cls, topics: Sequence[Topic], embedder: Embedder, background: Background,
+              siblings: Mapping[str, Sequence[str]] | None = None) -> TopicIndex:
+        """Embed each topic and learn its model against ``background`` (``siblings``: see TopicVectors)."""
+        tvs = TopicVectors.build_many(topics, embedder, siblings)
+        return cls([(tv, fit(tv, background)) for tv in tvs], embedder.dim)
 
     def position(self, topic_id: str) -> int:
         """The column of ``topic_id``; raises KeyError when it is not indexed."""
@@ -182,7 +184,7 @@ class TopicIndex:
         if len(tv.counters):
             csims = tv.counters @ vector
             k = int(np.argmax(csims))
-            counter, margin = topic.counter_examples[k], sim - float(csims[k])
+            counter, margin = tv.counter_of[k], sim - float(csims[k])
         hits = tv.rules.check(doc) if not tv.rules.empty else None
         return Evidence(
             closest=closest, closest_kind=kind, similarity=round(sim, 4), counter_example=counter,

@@ -156,18 +156,19 @@ def replay(classifier: Classifier, store: TopicStore, topics: Sequence[Topic], d
     trace = Trace(data.stream.name, seed, n, tail_start, {t.id: [] for t in topics}, [])
 
     def alerts(index: TopicIndex, lo: int, hi: int) -> NDArray[np.bool_]:
+        # What production alerts on: at threshold, not vetoed and, in a desk, the article's best topic.
         s = index.score(vec[lo:hi], docs[lo:hi])
-        return np.asarray((s.scores >= index.thresholds[None, :]) & ~s.excluded)
+        hit = (s.scores >= index.thresholds[None, :]) & ~s.excluded
+        return np.asarray(hit if s.outranked is None else hit & ~s.outranked)
 
     def measure(tid: str, p: int, kind: str, pos: int, version: int, changed: bool) -> None:
+        # The topic set in force, as a worker runs it: in a desk a topic's alerts depend on the other topics.
         index = classifier.index
-        # The judged topic alone, as the classifier has it in force (index_for reuses its fitted model): the
-        # other topics' columns would cost as much and are measured when they are judged.
-        one = classifier.index_for([index.topics[index.position(tid)]])
-        a_tail = alerts(one, tail_start, n)[:, 0]
+        col = index.position(tid)
+        a_tail = alerts(index, tail_start, n)[:, col]
         rest = None
         if editors[tid].count in checkpoints:
-            a_rest = np.concatenate([alerts(one, p, tail_start)[:, 0], a_tail])
+            a_rest = np.concatenate([alerts(index, p, tail_start)[:, col], a_tail])
             rest = PRF.of(a_rest, truth[tid][p:])
         trace.points[tid].append(Point(editors[tid].count, kind, pos, ids[pos] if pos >= 0 else "", version,
                                        changed, tail=PRF.of(a_tail, truth[tid][tail_start:]), rest=rest))

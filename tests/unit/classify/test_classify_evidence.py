@@ -16,6 +16,7 @@ from classify.model import (
     FEATURES,
     Background,
     TopicVectors,
+    desk_siblings,
     fit,
     headline,
     is_short,
@@ -206,3 +207,25 @@ def test_background_keyword_features_agree_with_checking_each_article_on_its_own
         assert tuple(got[i, :3]) == tv.rules.check(doc).features(), texts[i]
         assert got[i, 3] == float(bool(tv.names.check(doc).any_hits)), texts[i]
         assert got[i, 4] == float(is_short(doc))
+
+
+def test_desk_topics_learn_from_each_others_examples_and_refit_when_a_sibling_changes(
+        background: Background) -> None:
+    emb = fake_embedder()
+    a = SIEGE.model_copy(update={"desk": "world"})
+    b = MARKETS.model_copy(update={"desk": "world"})
+    lone = Topic(id="lone", name="Lone", examples=("a lone example",))
+    siblings = desk_siblings([a, b, lone])
+    assert siblings == {"siege": MARKETS.examples, "markets": SIEGE.examples}
+    c = Classifier(emb, background)
+    index = c.index_for([a, b, lone])
+    tv = index.entries[index.position("markets")][0]
+    assert len(tv.counters) == len(SIEGE.examples) and tv.counter_of == SIEGE.examples
+    texts = ["Grain market: wheat dearer at Vardenburg"]
+    batch = c.classify([article(texts[0])], index=index)
+    ev = index.evidence(batch.vectors[0], batch.docs[0], index.position("markets"), batch.scores, 0)
+    assert ev.counter_example in SIEGE.examples
+    changed = a.model_copy(update={"examples": (*a.examples, "Shelling of Vardenburg resumes\nguns")})
+    again = c.index_for([changed, b, lone])
+    assert again.entries[again.position("markets")][1] is not index.entries[index.position("markets")][1]
+    assert again.entries[again.position("lone")][1] is index.entries[index.position("lone")][1]
