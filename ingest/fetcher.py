@@ -174,15 +174,23 @@ class HttpFetcher:
         """Close pooled connections."""
         await self._client.aclose()
 
-    async def fetch(self, url: str, conditional: Conditional = Conditional()) -> FetchResult:
-        """See :class:`Fetcher`. The whole exchange, redirects included, ends by ``fetch_timeout_s``."""
+    async def fetch(self, url: str, conditional: Conditional = Conditional(), *, accept: str | None = None,
+                    max_bytes: int | None = None, timeout_s: float | None = None) -> FetchResult:
+        """See :class:`Fetcher`. The whole exchange, redirects included, ends by ``fetch_timeout_s``.
+
+        Article pages and robots.txt come through here too, with their own ``accept`` header, a byte cap
+        (``max_bytes`` on transfer and decoded size, each at most the feed caps) and a deadline.
+        """
         started = time.monotonic()
         state = _Hops(url)
+        deadline = timeout_s or self.cfg.fetch_timeout_s
+        caps = _Caps(min(max_bytes or self.cfg.max_bytes, self.cfg.max_bytes),
+                     min(max_bytes or self.cfg.max_decompressed_bytes, self.cfg.max_decompressed_bytes))
         try:
-            async with asyncio.timeout(self.cfg.fetch_timeout_s):
-                result = await self._follow(state, conditional)
+            async with asyncio.timeout(deadline):
+                result = await self._follow(state, conditional, accept, caps)
         except TimeoutError:
-            result = state.fail(Outcome.TIMEOUT, f"no complete answer within {self.cfg.fetch_timeout_s:g}s")
+            result = state.fail(Outcome.TIMEOUT, f"no complete answer within {deadline:g}s")
         except httpx.TimeoutException as exc:
             result = state.fail(Outcome.TIMEOUT, f"{type(exc).__name__}: {exc}"[:300])
         except TooLarge as exc:
@@ -195,12 +203,12 @@ class HttpFetcher:
             result = state.fail(Outcome.NETWORK, f"{type(exc).__name__}: {exc}"[:300])
         return _with_elapsed(result, time.monotonic() - started)
 
-    async def _follow(self, hops: _Hops, conditional: Conditional) -> FetchResult:
+    async def _follow(self, hops: _Hops, conditional: Conditional, accept: str | None, caps: _Caps) -> FetchResult:
         while True:
             reason = check_url(hops.url)
             if reason:
                 return hops.fail(Outcome.BAD_URL, reason)
-            headers = {}
+            headers = {"Accept": accept} if accept else {}
             if conditional.etag:
                 headers["If-None-Match"] = conditional.etag
             if conditional.last_modified:
@@ -213,33 +221,39 @@ class HttpFetcher:
                         return problem
                     continue
                 if status == 200:
-                    body = await self._read(resp)
+                    body = await self._read(resp, caps)
                     return hops.done(Outcome.OK, status, body, resp.headers)
                 ra = retry_after(resp.headers.get("retry-after"))
                 outcome = _status_outcome(status)
                 return hops.done(outcome, status, b"", resp.headers, retry_after_s=ra,
                                  error="" if outcome is Outcome.NOT_MODIFIED else f"HTTP {status}")
 
-    async def _read(self, resp: httpx.Response) -> bytes:
+    async def _read(self, resp: httpx.Response, caps: _Caps) -> bytes:
         enc = resp.headers.get("content-encoding", "identity").strip().lower()
         if enc in ("x-gzip",):
             enc = "gzip"
         if enc not in ("identity", "", "gzip", "deflate"):
             raise BadEncoding(f"unsupported Content-Encoding {enc!r}")
         declared = resp.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.cfg.max_bytes:
-            raise TooLarge(f"Content-Length {declared} over the {self.cfg.max_bytes}-byte cap")
-        inflater = _Inflater(enc, self.cfg.max_decompressed_bytes) if enc in ("gzip", "deflate") else None
+        if declared.isdigit() and int(declared) > caps.transfer:
+            raise TooLarge(f"Content-Length {declared} over the {caps.transfer}-byte cap")
+        inflater = _Inflater(enc, caps.decoded) if enc in ("gzip", "deflate") else None
         received = 0
         parts: list[bytes] = []
         async for chunk in resp.aiter_raw():
             received += len(chunk)
-            if received > self.cfg.max_bytes:
-                raise TooLarge(f"body over the {self.cfg.max_bytes}-byte cap")
+            if received > caps.transfer:
+                raise TooLarge(f"body over the {caps.transfer}-byte cap")
             parts.append(inflater.feed(chunk) if inflater else chunk)
         if inflater:
             parts.append(inflater.flush())
         return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class _Caps:
+    transfer: int
+    decoded: int
 
 
 def _status_outcome(status: int) -> Outcome:

@@ -30,6 +30,8 @@ import redis
 
 from ingest.dedup import Fate, SeenStore
 from ingest.fetcher import Conditional, Fetcher, FetchResult, HttpFetcher, Outcome, check_url
+from ingest.fulltext import FullText, Page, RedisPageCache, wanted, with_page
+from ingest.hosts import HostSlots
 from ingest.normalize import Normalized, normalize
 from ingest.parser import ParsedFeed, ParseError, parse
 from ingest.scheduler import DueQueue, Observation, Policy, cache_hint
@@ -52,7 +54,7 @@ UNCHANGED_REREAD_S = 86400.0
 def config_feeds(feeds: Iterable[FeedConfig]) -> list[Feed]:
     """Feed records for the feeds declared in the config file (to seed the registry)."""
     return [Feed(id=make_feed_id(f.url), url=f.url, name=f.name or "", interval_s=f.interval_s, tags=f.tags,
-                 enabled=f.enabled) for f in feeds]
+                 enabled=f.enabled, full_text=f.full_text) for f in feeds]
 
 
 def in_shard(feed_id: str, index: int, count: int) -> bool:
@@ -102,8 +104,14 @@ class IngestWorker:
         self._io = ThreadPoolExecutor(4, thread_name_prefix="ingest-io")
         self._cpu = ThreadPoolExecutor(2, thread_name_prefix="ingest-parse")
         self._inflight: dict[str, asyncio.Task[Any]] = {}
-        self._host_active: dict[str, int] = {}
+        self.hosts = HostSlots(self.cfg.per_host_concurrency, on_free=self._host_freed)
         self._host_wait: dict[str, deque[str]] = {}
+        # Article pages go through the same HTTP client (and SSRF guard) as feeds when it is ours.
+        self._page_fetcher = self.fetcher if isinstance(self.fetcher, HttpFetcher) else None
+        pages = self._page_fetcher or HttpFetcher(self.cfg, allow=settings.api.url_allowlist)
+        self.fulltext = FullText(self.cfg, pages, RedisPageCache(self.client, settings), slot=self.hosts.slot,
+                                 io=self._io, cpu=self._cpu)
+        self._followups: set[asyncio.Task[None]] = set()
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -261,6 +269,7 @@ class IngestWorker:
                 send.append(n.article.model_copy(update={"update": True}) if fate is Fate.UPDATED else n.article)
                 done.append((n.article.id, n.digest))
         send.reverse()  # feeds list newest first; publish oldest first
+        send, later = await self._with_pages(feed, send)
         started = time.monotonic()
         try:
             await self.sink.publish(send)
@@ -271,6 +280,8 @@ class IngestWorker:
             flog.error("feed_publish_failed", error=f"{type(exc).__name__}: {exc}"[:300], items=len(send))
             return PollReport(feed.id, "publish_error", error=str(exc)), st
         await self._in(self._io, self.seen.commit, done)
+        for article, task in later:
+            self._spawn(self._follow_up(article, task))
         metrics.INGEST_PROCESS_SECONDS.observe(time.monotonic() - started + result.elapsed_s)
         if st.last_success_at:
             # Publication-to-fetch delay, for entries that are news to us (a feed's first read lists history).
@@ -304,6 +315,50 @@ class IngestWorker:
                   next_in_s=round(st.next_due - now, 1))
         return PollReport(feed.id, "200", counts[Fate.NEW], counts[Fate.UPDATED], counts[Fate.SEEN],
                           counts[Fate.BUSY], stale, invalid), st
+
+    # -- article pages ---------------------------------------------------------------------------------
+    async def _with_pages(self, feed: Feed, send: list[Article]) -> tuple[list[Article], list[tuple[Article, Any]]]:
+        """Hold ``send`` up to ``full_text_wait_s`` for the pages of its thin articles (docs/fulltext.md).
+
+        Returns the articles to publish now (with page text where it came in time) and, for each page still
+        on its way, the article as published and the task that will bring its page (published as an update).
+        """
+        want = [i for i, a in enumerate(send) if wanted(feed, a, self.cfg)][-self.cfg.full_text_max_per_poll:]
+        if not want or not self.cfg.full_text_max_per_poll:
+            return send, []
+        loop = asyncio.get_running_loop()
+        tasks = {i: loop.create_task(self.fulltext.page(send[i], revalidate=send[i].update)) for i in want}
+        started = time.monotonic()
+        if self.cfg.full_text_wait_s > 0:
+            await asyncio.wait(tasks.values(), timeout=self.cfg.full_text_wait_s)
+        metrics.INGEST_FULLTEXT_HELD_SECONDS.observe(time.monotonic() - started)
+        out, later = list(send), []
+        for i, task in tasks.items():
+            if task.done():
+                out[i] = with_page(out[i], task.result())
+            else:
+                later.append((out[i], task))
+        return out, later
+
+    async def _follow_up(self, article: Article, task: asyncio.Task[Page]) -> None:
+        """Publish ``article`` once more, as an update with its page text, when the page arrives usable."""
+        page = await task
+        if not page.usable:
+            return
+        try:
+            await self.sink.publish([with_page(article, page, update=True)])
+        except Exception as exc:  # noqa: BLE001 - the article is out with the feed's text; only the page is lost
+            metrics.INGEST_FULLTEXT_UPDATES.labels("failed").inc()
+            log.warning("fulltext_update_failed", feed_id=article.feed_id, article_id=article.id,
+                        error=f"{type(exc).__name__}: {exc}"[:300])
+            return
+        metrics.INGEST_FULLTEXT_UPDATES.labels("published").inc()
+        log.debug("fulltext_update_published", feed_id=article.feed_id, article_id=article.id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._followups.add(task)
+        task.add_done_callback(self._followups.discard)
 
     # -- feed set --------------------------------------------------------------------------------------
     def apply_feeds(self, records: Sequence[Feed], now: float | None = None) -> None:
@@ -361,10 +416,9 @@ class IngestWorker:
         if feed is None or fid in self._inflight:
             return
         host = self._host(feed)
-        if self._host_active.get(host, 0) >= self.cfg.per_host_concurrency:
+        if not self.hosts.try_take(host):
             self._host_wait.setdefault(host, deque()).append(fid)
             return
-        self._host_active[host] = self._host_active.get(host, 0) + 1
         task = asyncio.get_running_loop().create_task(self._guarded(feed, host), name=f"poll-{fid}")
         self._inflight[fid] = task
 
@@ -378,18 +432,20 @@ class IngestWorker:
                 last_error=f"internal: {type(exc).__name__}: {exc}"[:500], last_error_at=time.time())
         finally:
             self._inflight.pop(feed.id, None)
-            self._host_active[host] -= 1
             after = self.state.get(feed.id)
             if feed.id in self.feeds and after is not None and not after.disabled_reason:
                 self.queue.schedule(feed.id, after.next_due)
-            waiting = self._host_wait.get(host)
-            while waiting and not self._stop.is_set():
-                nxt = waiting.popleft()
-                if nxt in self.feeds and nxt not in self._inflight:
-                    self._start(nxt)
-                    break
+            self.hosts.release(host)
             if self._wakeup is not None:
                 self._wakeup.set()
+
+    def _host_freed(self, host: str) -> None:
+        waiting = self._host_wait.get(host)
+        while waiting and not self._stop.is_set():
+            nxt = waiting.popleft()
+            if nxt in self.feeds and nxt not in self._inflight:
+                self._start(nxt)
+                break
 
     def _waiting(self) -> int:
         return sum(len(q) for q in self._host_wait.values())
@@ -455,9 +511,16 @@ class IngestWorker:
         """Stop following the registry; release the HTTP client, the producer and the thread pools."""
         if self._watcher is not None:
             self._watcher.stop()
+        if self._followups:
+            # Pages still on their way: their articles are out already; give them the fetch deadline, no more.
+            await asyncio.wait(list(self._followups), timeout=self.cfg.full_text_timeout_s + 1)
+            for t in list(self._followups):
+                t.cancel()
         aclose = getattr(self.fetcher, "aclose", None)
         if aclose is not None:
             await aclose()
+        if self._page_fetcher is None:
+            await self.fulltext.aclose()
         await self.sink.aclose()
         self._io.shutdown(wait=False)
         self._cpu.shutdown(wait=False)

@@ -63,6 +63,24 @@ INGEST_FEEDS_QUIET = Gauge("wirewatch_ingest_feeds_quiet", "Feeds silent for muc
 INGEST_FEEDS_DISABLED = Counter("wirewatch_ingest_feeds_disabled_total", "Feeds disabled (410 Gone), by reason.",
                                 ["reason"])
 INGEST_URL_MOVES = Counter("wirewatch_ingest_url_moves_total", "Stored feed URLs updated after a permanent redirect.")
+INGEST_FULLTEXT = Counter(
+    "wirewatch_ingest_fulltext_total",
+    "Article pages wanted for their text, by outcome (ok, cached, not_modified, paywall, cookie_wall, consent, "
+    "too_large, timeout, not_html, blocked, robots_disallowed, robots_unreachable, http_error, network, empty, ...).",
+    ["outcome"],
+)
+INGEST_FULLTEXT_SECONDS = Histogram(
+    "wirewatch_ingest_fulltext_seconds", "One article page: robots check, fetch and extraction.",
+    buckets=LATENCY_BUCKETS,
+)
+INGEST_FULLTEXT_HELD_SECONDS = Histogram(
+    "wirewatch_ingest_fulltext_held_seconds", "How long a poll held its new articles waiting for their pages.",
+    buckets=LATENCY_BUCKETS,
+)
+INGEST_FULLTEXT_UPDATES = Counter(
+    "wirewatch_ingest_fulltext_updates_total",
+    "Articles produced again with their page text after the wait, by result (published, failed).", ["result"],
+)
 
 
 def serve(port: int | None, addr: str | None = None) -> int | None:

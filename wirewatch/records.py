@@ -164,6 +164,9 @@ class Feed(Record):
     tags: tuple[str, ...] = ()
     enabled: bool = True
     disabled_reason: str = ""
+    full_text: Literal["auto", "always", "never"] | None = None
+    """Fetch each entry's own page for its text: always, never, or (auto) when the summary is short; None =
+    ``ingest.full_text``."""
     owner: str | None = None
     updated_at: datetime | None = None
 

@@ -115,6 +115,7 @@ class FeedConfig(Section):
     interval_s: float | None = Field(default=None, gt=0, description="unset = adaptive")
     tags: tuple[str, ...] = ()
     enabled: bool = True
+    full_text: Literal["auto", "always", "never"] | None = Field(default=None, description="unset = ingest.full_text")
 
 
 class IngestSettings(Section):
@@ -146,6 +147,20 @@ class IngestSettings(Section):
     shard_index: int = Field(default=0, ge=0, description="this worker's share of the feeds (feed hash mod count)")
     shard_count: int = Field(default=1, ge=1)
     max_entries: int = Field(default=2000, ge=1, description="entries read per fetch (the newest first)")
+    full_text: Literal["auto", "always", "never"] = Field(
+        default="never", description="feeds' default: fetch entries' own pages always, never, or when the summary "
+                                     "is shorter than full_text_min_summary_chars (docs/fulltext.md)")
+    full_text_min_summary_chars: int = Field(default=200, ge=0, description="auto: a summary shorter is thin")
+    full_text_wait_s: float = Field(default=3.0, ge=0, description="how long a poll holds new articles for their "
+                                    "pages; later pages follow as an update")
+    full_text_timeout_s: float = Field(default=10.0, gt=0, description="one page fetch, redirects included")
+    full_text_max_bytes: int = Field(default=4 * 1024 * 1024, gt=0, description="page transfer (and decoded) cap")
+    full_text_min_chars: int = Field(default=250, ge=0, description="extracted text shorter is a teaser, not a page")
+    full_text_max_per_poll: int = Field(default=20, ge=0, description="pages fetched for one poll (newest first)")
+    full_text_cache_ttl_s: int = Field(default=7 * 86400, gt=0, description="a fetched page's text is reused this long")
+    full_text_retry_s: int = Field(default=3600, gt=0, description="a failed page is not tried again before this")
+    robots_ttl_s: float = Field(default=3600.0, gt=0, le=86400,
+                                description="robots.txt kept per host (RFC 9309: 24 h at most)")
 
 
 class ClassifySettings(Section):
