@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,6 +26,7 @@ from wirewatch.identity import feed_id
 from wirewatch.records import Feed
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
+FullTextMode = Literal["auto", "always", "never"]
 FeedId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 MAX_OPML_BYTES = 2 * 1024 * 1024
 
@@ -40,6 +41,9 @@ class FeedIn(BaseModel):
     interval_s: float | None = Field(default=None, gt=0, le=7 * 86400, description="unset = adaptive")
     tags: list[str] = Field(default_factory=list, max_length=50)
     enabled: bool = True
+    full_text: FullTextMode | None = Field(
+        default=None, description="read entries' own pages: always, never, auto (short summaries); unset = the "
+                                  "ingest default")
 
 
 class FeedPatch(BaseModel):
@@ -52,6 +56,7 @@ class FeedPatch(BaseModel):
     interval_s: float | None = Field(default=None, gt=0, le=7 * 86400)
     tags: list[str] | None = Field(default=None, max_length=50)
     enabled: bool | None = None
+    full_text: FullTextMode | None = Field(default=None, description="null = back to the ingest default")
 
 
 class ImportResult(BaseModel):
@@ -90,7 +95,7 @@ def router() -> APIRouter:
         url = _checked(ctx, body.url)
         check_cap(api_key, "feeds", owned_count(api_key, reg.all()))
         feed = Feed(id=feed_id(url), url=url, name=body.name, interval_s=body.interval_s, tags=tuple(body.tags),
-                    enabled=body.enabled, owner=api_key.id, updated_at=datetime.now(UTC))
+                    enabled=body.enabled, full_text=body.full_text, owner=api_key.id, updated_at=datetime.now(UTC))
         if not reg.put_if_absent(feed):
             raise HTTPException(409, f"feed {feed.id} ({url}) is already registered")
         return feed
@@ -163,7 +168,7 @@ def router() -> APIRouter:
             _checked(ctx, changes["url"])
         if "tags" in changes and changes["tags"] is not None:
             changes["tags"] = tuple(changes["tags"])
-        changes = {k: v for k, v in changes.items() if v is not None or k == "interval_s"}
+        changes = {k: v for k, v in changes.items() if v is not None or k in ("interval_s", "full_text")}
         if changes.get("enabled"):
             changes["disabled_reason"] = ""
 

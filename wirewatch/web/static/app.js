@@ -336,13 +336,26 @@ async function initFeeds() {
   let rows;
   try { rows = await api("/v1/feeds/health"); } catch (e) { WW.toast(e.message, true); return; }
   if (!rows.length) return;
-  const cols = ["Feed", "Status", "Last success", "Last error", "Errors in a row", "New items", "Rate / h", "Next check"];
+  const cols = ["Feed", "Status", "Full text", "Last success", "Last error", "Errors in a row", "New items", "Rate / h", "Next check"];
+  const fullText = (f) => {
+    const sel = h("select", { "aria-label": `Full text for ${f.name || f.url}`, "data-full-text": f.id },
+      ...[["", "default"], ["auto", "auto"], ["always", "always"], ["never", "never"]].map(([v, label]) =>
+        h("option", v === (f.full_text || "") ? { value: v, selected: "" } : { value: v }, label)));
+    sel.addEventListener("change", async () => {
+      try {
+        await api(`/v1/feeds/${encodeURIComponent(f.id)}`, { method: "PATCH", body: { full_text: sel.value || null } });
+        WW.toast("Saved");
+      } catch (e) { WW.toast(e.message, true); }
+    });
+    return sel;
+  };
   table.replaceChildren(
     h("thead", {}, h("tr", {}, ...cols.map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, ...rows.map((f) => h("tr", { class: `status-${f.status}`, "data-feed": f.id },
       h("td", {}, f.name || f.url, h("br"), h("code", { class: "muted" }, f.url)),
       h("td", {}, h("span", { class: `pill ${f.status === "ok" ? "ok" : f.status === "disabled" ? "bad" : "warn"}` },
         f.status), f.quiet ? " quiet" : "", f.disabled_reason ? h("div", { class: "muted" }, f.disabled_reason) : null),
+      h("td", {}, fullText(f)),
       h("td", {}, fmtTime(f.last_success) || "never"),
       h("td", {}, f.last_error ? [f.last_error, h("div", { class: "muted" }, fmtTime(f.last_error_at))] : "—"),
       h("td", {}, f.consecutive_errors ?? 0),
