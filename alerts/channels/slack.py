@@ -1,6 +1,7 @@
 """Slack incoming webhook with Block Kit.
 
-Feed text goes only into ``plain_text`` objects, which Slack renders literally: no ``<!channel>``, no
+Feed text goes only into ``plain_text`` objects and the top-level fallback ``text``, with ``&<>`` escaped in
+both (Slack parses them in the fallback, which is what notifications show): no ``<!channel>``, no
 ``<url|label>`` links, no mrkdwn from a headline. The one ``mrkdwn`` element carries our own link (a URL
 that passed :func:`safe_url`, with ``&<>`` escaped as Slack asks). Link unfurling is off. Incoming webhooks
 cannot thread replies, so follow-ups say "Update:" instead.
@@ -25,8 +26,23 @@ def mrkdwn_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def escaped(text: str, limit: int) -> str:
+    """Feed text as one clean line, ``&<>`` escaped, at most ``limit`` characters after escaping.
+
+    Slack parses ``&``, ``<`` and ``>`` in every text it shows, the message's top-level ``text`` included
+    (a ``<!channel>`` there notifies the whole channel), so they are escaped everywhere; the cut happens
+    before escaping so an entity is never split.
+    """
+    cut = clip(plain(text), limit)
+    out = mrkdwn_escape(cut)
+    while len(out) > limit:
+        cut = clip(cut, max(1, len(cut) - (len(out) - limit)))
+        out = mrkdwn_escape(cut)
+    return out
+
+
 def _pt(text: str, limit: int = TEXT_LIMIT) -> dict[str, Any]:
-    return {"type": "plain_text", "text": clip(plain(text), limit) or " ", "emoji": False}
+    return {"type": "plain_text", "text": escaped(text, limit) or " ", "emoji": False}
 
 
 def _item_blocks(item: Item, summary_limit: int) -> list[dict[str, Any]]:
@@ -54,7 +70,7 @@ def payload(n: Notification) -> dict[str, Any]:
         if n.reason:
             footer += f" · {n.reason}"
     blocks.append({"type": "context", "elements": [_pt(footer, 2000)]})
-    return {"text": clip(plain(n.heading), FALLBACK_LIMIT), "blocks": blocks[:MAX_BLOCKS],
+    return {"text": escaped(n.heading, FALLBACK_LIMIT), "blocks": blocks[:MAX_BLOCKS],
             "unfurl_links": False, "unfurl_media": False}
 
 
