@@ -39,6 +39,7 @@ from alerts.fingerprint import Print, similarity  # noqa: E402
 from alerts.outbox import Entry  # noqa: E402
 from alerts.storyindex import Member, TopicIndex  # noqa: E402
 from alerts.worker import AlertsWorker  # noqa: E402
+from bench import machine  # noqa: E402
 from wirewatch import bus, stack  # noqa: E402
 from wirewatch.bus import Outgoing, Producer  # noqa: E402
 from wirewatch.log import configure  # noqa: E402
@@ -119,7 +120,16 @@ def main() -> None:
     ap.add_argument("--send-workers", type=int, default=None, help="alerts.send_workers (default: the setting's)")
     ap.add_argument("--switch-interval-ms", type=float, default=None, help="sys.setswitchinterval for the worker")
     ap.add_argument("--fold-members", default="1000,5000,20000", help="members per topic for the folding table")
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (tables on stderr)")
     args = ap.parse_args()
+    with machine.tables_to_stderr(args.json):
+        doc = bench(args)
+    if args.json:
+        machine.dump(doc)
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    print(machine.line(), flush=True)
     if args.switch_interval_ms:
         sys.setswitchinterval(args.switch_interval_ms / 1000)
     configure("warning", "console")
@@ -138,19 +148,21 @@ def main() -> None:
             "subscriptions": subscriptions(args.subscriptions, args.topics, f"http://127.0.0.1:{recv_port}"),
             "metrics_port": None, **({"send_workers": args.send_workers} if args.send_workers else {})})
         bus.ensure_default_topics(settings)
-        run(settings, args, recv_port)
+        doc = run(settings, args, recv_port)
     finally:
         receiver.terminate()
         receiver.wait(10)
         stack.down(s0)
         shutil.rmtree(tmp, ignore_errors=True)
-    fold_scaling([int(n) for n in args.fold_members.split(",") if n.strip()])
+    doc["fold"] = fold_scaling([int(n) for n in args.fold_members.split(",") if n.strip()])
+    return doc
 
 
-def fold_scaling(sizes: list[int], queries: int = 40) -> None:
+def fold_scaling(sizes: list[int], queries: int = 40) -> list[dict[str, Any]]:
     """Closest-member search on one busy topic: the numpy index against the one-by-one scan."""
+    out: list[dict[str, Any]] = []
     if not sizes:
-        return
+        return out
     rng, nrng = random.Random(3), np.random.default_rng(3)
 
     def article() -> tuple[Print, np.ndarray]:
@@ -182,9 +194,11 @@ def fold_scaling(sizes: list[int], queries: int = 40) -> None:
         idx_ms, scan_ms = (t1 - t0) / queries * 1000, (t2 - t1) / queries * 1000
         print(f"{n:<28}{idx_ms:>16.3f}{scan_ms:>16.2f}{scan_ms / idx_ms:>9.0f}x{'yes' if same else 'NO':>6}",
               flush=True)
+        out.append({"members": n, "index_ms": idx_ms, "scan_ms": scan_ms, "speedup": scan_ms / idx_ms, "same": same})
+    return out
 
 
-def run(settings: Settings, args: argparse.Namespace, recv_port: int) -> None:
+def run(settings: Settings, args: argparse.Namespace, recv_port: int) -> dict[str, Any]:
     lat_added: list[float] = []
     lat_e2e: list[float] = []
     feeder = Feeder(args.topics)
@@ -253,6 +267,13 @@ def run(settings: Settings, args: argparse.Namespace, recv_port: int) -> None:
     thread.join(60)
     producer.close()
 
+    p99_ms = pct(lat_added, 99) * 1000
+    print()
+    print(f"{'alerts benchmark: ratios, same run':<48}{'value':>14}")
+    print("-" * 62)
+    print(f"{'handled / offered matches/s (latency run)':<48}{achieved / args.rate:>14.2f}")
+    print(f"{'added-latency p99 / 50 ms target':<48}{p99_ms / 50:>14.2f}")
+    print(f"{'notifications per match (throughput run)':<48}{sent_tp / args.matches:>14.2f}")
     print()
     print(f"{'alerts benchmark':<48}{'value':>14}")
     print("-" * 62)
@@ -278,6 +299,12 @@ def run(settings: Settings, args: argparse.Namespace, recv_port: int) -> None:
     ]
     for name, value in rows:
         print(f"{name:<48}{value:>14}")
+    return {"bench": "alerts", "subscriptions": args.subscriptions, "topics": args.topics,
+            "matches_per_s": args.matches / took, "notifications_per_s": sent_tp / took,
+            "cpu_ms_per_match": cpu_tp / args.matches * 1000, "offered_per_s": args.rate,
+            "handled_per_s": achieved, "handled_vs_offered": achieved / args.rate,
+            "added_p50_ms": pct(lat_added, 50) * 1000, "added_p99_ms": p99_ms, "p99_vs_target": p99_ms / 50,
+            "produce_to_ack_p99_ms": pct(lat_e2e, 99) * 1000, "load_avg": [load_before, load_after]}
 
 
 if __name__ == "__main__":

@@ -111,7 +111,25 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--events", type=int, default=20)
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (tables on stderr)")
     args = ap.parse_args()
+    from bench import machine
+
+    with machine.tables_to_stderr(args.json):
+        print(machine.line(), flush=True)
+        doc = bench(args)
+    if args.json:
+        machine.dump(doc)
+
+
+def _num(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     from api_support import match
 
@@ -214,6 +232,17 @@ def main() -> None:
         fo = asyncio.run(fanout(url, admin, args.clients, args.events, produce, admin))
         producer.close()
 
+        ops = [{"operation": name, "req_per_s": _num(a), "p50_ms": _num(b), "p99_ms": _num(c), "errors": d}
+               for name, a, b, c, d in rows]
+        one, many = ops[0], ops[1]
+        scaling = (many["req_per_s"] or 0) / max(one["req_per_s"] or 0, 1e-9)
+        p99_ratio = max(o["p99_ms"] or 0 for o in ops[:3]) / 100
+        print()
+        print(f"ratios, same run: listing req/s at {args.concurrency} clients vs 1 client {scaling:.2f}; worst "
+              f"listing p99 / 100 ms target {p99_ratio:.2f}; SSE delivered / expected "
+              f"{fo['delivered'] / max(fo['expected'], 1):.3f}")
+        doc = {"bench": "api", "operations": ops, "listing_scaling": scaling, "listing_p99_vs_target": p99_ratio,
+               "sse": fo}
         print()
         print(f"{'operation':<52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>8}")
         for name, a, b, c, d in rows:
@@ -232,6 +261,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 server.kill()
         stack.down(settings)
+    return doc
 
 
 def seed_articles(settings: Any, client: Any, n: int) -> bool:

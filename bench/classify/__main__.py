@@ -161,11 +161,16 @@ def child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     bbc_rows = rows[:: max(1, len(rows) // max(args.f1_articles, 1))][: args.f1_articles]
     items = [Labelled(r["id"], r["title"], r["text"], tuple(r["labels"]), True) for r in bbc_rows]
     t0 = time.perf_counter()
-    report = evaluate(Classifier(emb, shipped_background(emb)),
-                      load_topic_file(BBC_TOPICS), items)
+    scorer = Classifier(emb, shipped_background(emb))
+    bbc_topics = load_topic_file(BBC_TOPICS)
+    report = evaluate(scorer, bbc_topics, items)
+    # Feed items carry the title and a first sentence, not the article: measured apart, as a user sees them.
+    feed = evaluate(scorer, bbc_topics, items, shape="feed")
     out["f1_s"] = time.perf_counter() - t0
     out["f1"] = report.macro["f1"]
     out["best_f1"] = report.macro["best_f1"]
+    out["f1_feed"] = feed.macro["f1"]
+    out["best_f1_feed"] = feed.macro["best_f1"]
     out["cosine_f1"] = report.macro["cosine_best_f1"]
     out["keyword_f1"] = report.macro["keyword_f1"]
     out["rss_mb"] = rss_mb()
@@ -182,6 +187,7 @@ def main() -> None:
     ap.add_argument("--model-batch", type=int, default=None,
                     help="model batch for the worker path and F1 (default: classify.embed_batch_size)")
     ap.add_argument("--backends", nargs="+", default=None)
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (tables on stderr)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -195,9 +201,18 @@ def main() -> None:
         print(json.dumps(child(args.child, args)))
         return
 
+    from bench import machine
     from wirewatch.log import configure
 
     configure("warning", "console")
+    with machine.tables_to_stderr(args.json):
+        print(machine.line(), flush=True)
+        doc = run_all(args)
+    if args.json:
+        machine.dump(doc)
+
+
+def run_all(args: argparse.Namespace) -> dict[str, Any]:
     backends = args.backends
     if backends is None:
         backends = ["torch", "onnx", "onnx-int8"]
@@ -223,29 +238,79 @@ def main() -> None:
             continue
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     load_after = os.getloadavg()
-    report(results, args, load_before, load_after)
+    doc = summary(results, args, load_before, load_after)
+    report(results, args, load_before, load_after, doc)
+    return doc
+
+
+def summary(results: list[dict[str, Any]], args: argparse.Namespace, before: tuple[float, ...],
+            after: tuple[float, ...]) -> dict[str, Any]:
+    """The JSON figures: per backend, and the default backend's ratios to torch fp32 measured in this run.
+
+    ``speedup_vs_torch`` is the goal's ratio: the default backend's worker path (embed + score + evidence +
+    Match) with 100 topics (else the closest count) over sentence-transformers' own torch fp32 encode of the
+    same texts at its best model batch; ``_cpu`` variants divide per CPU-second instead of per second (steadier
+    when other work shares the cores). ``f1_delta_vs_torch`` is the worse of the full-article and feed-item
+    deltas in BBC macro-F1 at the topics' thresholds.
+    """
+    from classify.embedder import choose_backend
+
+    default = choose_backend("auto")
+    doc: dict[str, Any] = {"bench": "classify", "default_backend": default, "articles": args.articles,
+                           "f1_articles": args.f1_articles, "threads": args.threads, "model_batch": args.model_batch,
+                           "load_avg_before": [round(x, 2) for x in before],
+                           "load_avg_after": [round(x, 2) for x in after], "backends": results,
+                           "speedup_vs_torch": None, "speedup_vs_torch_cpu": None,
+                           "speedup_vs_torch_worker_path": None, "f1_delta_vs_torch": None,
+                           "f1_delta_vs_torch_full": None, "f1_delta_vs_torch_feed": None}
+    ref = next((r for r in results if r["backend"] == "torch"), None)
+    dflt = next((r for r in results if r["backend"] == default), None)
+    if not (ref and dflt and dflt["topics"]):
+        return doc
+    n = min(dflt["topics"], key=lambda k: abs(int(k) - 100))
+    doc["worker_topics"] = int(n)
+    w = dflt["topics"][n]
+    doc["speedup_vs_torch"] = w["articles_s"] / max(ref["embed"].values())
+    doc["speedup_vs_torch_cpu"] = w["articles_cpu_s"] / max(ref["embed_cpu"].values())
+    if n in ref["topics"]:
+        doc["speedup_vs_torch_worker_path"] = w["articles_s"] / ref["topics"][n]["articles_s"]
+    doc["f1_delta_vs_torch_full"] = dflt["f1"] - ref["f1"]
+    doc["f1_delta_vs_torch_feed"] = dflt["f1_feed"] - ref["f1_feed"]
+    doc["f1_delta_vs_torch"] = min(doc["f1_delta_vs_torch_full"], doc["f1_delta_vs_torch_feed"])
+    return doc
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace, before: tuple[float, ...],
-           after: tuple[float, ...]) -> None:
+           after: tuple[float, ...], doc: dict[str, Any]) -> None:
     from classify.embedder import choose_backend
 
     ref = next((r for r in results if r["backend"] == "torch"), None)
     print()
+    if doc["speedup_vs_torch"] is not None:
+        print(f"ratios, same run ({doc['default_backend']} = the default backend, against sentence-transformers "
+              f"torch fp32):")
+        print(f"  worker path with {doc['worker_topics']} topics / torch encode: {doc['speedup_vs_torch']:.2f}x "
+              f"per second, {doc['speedup_vs_torch_cpu']:.2f}x per CPU-second (goal >= 4x)")
+        if doc["speedup_vs_torch_worker_path"] is not None:
+            print(f"  worker path / torch worker path: {doc['speedup_vs_torch_worker_path']:.2f}x")
+        print(f"  BBC macro-F1 at threshold minus torch's: full articles {doc['f1_delta_vs_torch_full']:+.3f}, "
+              f"feed items {doc['f1_delta_vs_torch_feed']:+.3f} (goal within 0.01)")
     print(f"classify benchmark: {args.articles} title+summary articles, {args.threads} thread(s), "
           f"{os.cpu_count()} CPU(s); load average before {before[0]:.2f}, after {after[0]:.2f}")
     bs_cols = "".join(f"{'b' + str(b):>7}" for b in args.batch_sizes)
     print(f"\nembedding only, articles/s by model batch size (BBC F1 macro over {args.f1_articles} articles, "
           f"5 topics; 'best' = best threshold in hindsight)")
-    print(f"{'backend':<11}{bs_cols} {'/CPU-s':>7} {'F1@thr':>7} {'best':>6} {'dF1':>6} {'x fp32':>7} {'RSS MB':>7} "
-          f"{'load s':>7}")
+    print(f"{'backend':<11}{bs_cols} {'/CPU-s':>7} {'F1@thr':>7} {'best':>6} {'dF1':>6} {'feedF1':>7} {'dF1':>6} "
+          f"{'x fp32':>7} {'RSS MB':>7} {'load s':>7}")
     for r in results:
         best = max(r["embed"].values())
         per_cpu = max(r.get("embed_cpu", {0: 0}).values())
         speed = "".join(f"{v:>7.0f}" for v in r["embed"].values()) + f" {per_cpu:>7.0f}"
         d = r["f1"] - ref["f1"] if ref else float("nan")
+        df = r["f1_feed"] - ref["f1_feed"] if ref else float("nan")
         ratio = best / max(ref["embed"].values()) if ref else float("nan")
-        print(f"{r['backend']:<11}{speed} {r['f1']:>7.3f} {r['best_f1']:>6.3f} {d:>+6.3f} {ratio:>7.2f} "
+        print(f"{r['backend']:<11}{speed} {r['f1']:>7.3f} {r['best_f1']:>6.3f} {d:>+6.3f} {r['f1_feed']:>7.3f} "
+              f"{df:>+6.3f} {ratio:>7.2f} "
               f"{r['rss_mb']:>7.0f} {r['load_s']:>7.1f}")
     print(f"\nworker path (embed + score + evidence + Match), batches of {WORKER_BATCH} articles, model batch "
           f"{args.model_batch}; F1 above also at model batch {args.model_batch}")

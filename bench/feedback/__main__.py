@@ -31,6 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench import machine
+
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = ROOT.parent / "shared" / "eval" / "dev"
 SETS = {
@@ -117,7 +119,8 @@ def main() -> None:
     ap.add_argument("--reload-interval", type=float, default=0.01, help="registry watcher poll interval, s")
     ap.add_argument("--wait-s", type=float, default=10.0, help="longest wait for the classifier to reload a topic")
     ap.add_argument("--plot", type=Path, default=None, help="write the F1 curves here (PNG)")
-    ap.add_argument("--json", default=None, help="write the figures as JSON here ('-' = stdout, tables to stderr)")
+    ap.add_argument("--json", nargs="?", const="-", default=None,
+                    help="write the figures as JSON here (alone or '-': stdout, tables to stderr)")
     args = ap.parse_args()
     if not 0 < args.tail < 1:
         ap.error("--tail must be between 0 and 1")
@@ -184,6 +187,7 @@ def emit(args: argparse.Namespace, results: list[Any], model: dict[str, Any], el
     summaries = {r.name: summarize(r) for r in results}
     to_stdout = args.json != "-"
     out = sys.stdout if to_stdout else sys.stderr
+    print(machine.line(), file=out)
     print(f"feedback benchmark at {tree()}: {cpu_model()}, {os.cpu_count()} CPU(s), load average {load:.2f} at "
           f"start, {elapsed:.0f} s in all; model {model.get('name')} ({model.get('backend')})", file=out)
     print(tables(summaries, tail=args.tail, miss_every=args.miss_every), file=out)
@@ -195,7 +199,7 @@ def emit(args: argparse.Namespace, results: list[Any], model: dict[str, Any], el
         plot(results, summaries, args.plot)
         print(f"plot written to {args.plot}", file=out)
     if args.json:
-        doc = {"bench": "feedback", "tree": tree(), "cpu": cpu_model(), "cpus": os.cpu_count(),
+        doc = {"bench": "feedback", "tree": tree(), "cpu": machine.describe(), "cpus": os.cpu_count(),
                "seconds": round(elapsed, 1),
                "options": {"tail": args.tail, "checkpoints": args.checkpoints, "miss_every": args.miss_every,
                            "seeds": args.seeds, "seed": args.seed, "feed_chars": args.feed_chars},

@@ -31,6 +31,8 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from bench import machine
+
 ROOT = Path(__file__).resolve().parents[2]
 CLK = os.sysconf("SC_CLK_TCK")
 APPEARED = re.compile(r"appeared=(\d+\.\d+)")
@@ -116,7 +118,16 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--bootstrap", default=None, help="existing Kafka (default: a private local one)")
     ap.add_argument("--redis", default=None, help="existing Redis URL (default: a private local one)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (tables on stderr)")
     args = ap.parse_args()
+    with machine.tables_to_stderr(args.json):
+        doc = bench(args)
+    if args.json:
+        machine.dump(doc)
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    print(machine.line(), flush=True)
     steady_s = args.steady_s or args.cycle_s
     rate = args.publish_rate if args.publish_rate is not None else 0.03 * args.feeds / args.cycle_s
 
@@ -246,6 +257,21 @@ def main() -> None:
             ("fetch -> Kafka ack p50 / p99", f"{pct(lat_fetch, 0.5):.3f} / {pct(lat_fetch, 0.99):.3f} s",
              "the part ingest controls"),
         ]
+        core_share = steady_cpu / steady_el
+        delivered = len(lat_appear) / max(farm_stats["new_items"], 1)
+        print("\nratios, same run: steady CPU / half-core target "
+              f"{core_share / 0.5:.2f}; new items on Kafka / published {delivered:.3f}; "
+              f"304 share of fetches {n304 / max(fetches, 1):.3f}; first round items/s per CPU-s vs wall "
+              f"{(want / max(first_cpu, 1e-9)) / (want / first_round_s):.2f}")
+        doc = {"bench": "ingest", "feeds": args.feeds, "cycle_s": args.cycle_s,
+               "first_round_items_per_s": want / first_round_s, "items_per_cpu_s": want / max(first_cpu, 1e-9),
+               "steady_fetches_per_s": fetches / steady_el, "steady_core_share": core_share,
+               "core_share_vs_target": core_share / 0.5, "share_304": n304 / max(fetches, 1),
+               "cpu_s_per_1000_fetches": 1000 * steady_cpu / max(fetches, 1), "rss_mib": rss_now,
+               "rss_peak_mib": hwm, "new_items": farm_stats["new_items"], "new_items_on_kafka": len(lat_appear),
+               "repeats": dupes, "appear_to_ack_p50_s": pct(lat_appear, 0.5),
+               "appear_to_ack_p99_s": pct(lat_appear, 0.99), "fetch_to_ack_p50_s": pct(lat_fetch, 0.5),
+               "fetch_to_ack_p99_s": pct(lat_fetch, 0.99)}
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len(r[1]) for r in rows)
         print(f"\nIngest benchmark ({os.cpu_count()} cores, total {time.monotonic() - t0:.0f} s)")
@@ -268,6 +294,7 @@ def main() -> None:
                     p.kill()
         stack.down(s)  # stops only what it started; external servers are left alone
         shutil.rmtree(tmp, ignore_errors=True)
+    return doc
 
 
 if __name__ == "__main__":
