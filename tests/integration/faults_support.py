@@ -49,8 +49,10 @@ def channel_subs(urls: dict[str, str]) -> list[dict[str, Any]]:
 
 def pipeline_config(build: Callable[..., Settings], path: Path, *, subs: list[dict[str, Any]],
                     feeds: list[str] = (), ingest: dict[str, Any] | None = None,  # type: ignore[assignment]
-                    alerts: dict[str, Any] | None = None, **overrides: Any) -> tuple[Settings, Path]:
-    """Settings from ``build`` (a test's ``make_settings`` or a private stack's) written to ``path``."""
+                    alerts: dict[str, Any] | None = None, topics: bool = True,
+                    **overrides: Any) -> tuple[Settings, Path]:
+    """Settings from ``build`` (a test's ``make_settings`` or a private stack's) written to ``path``; the
+    Kafka topics are created unless ``topics`` is false (a private stack not started yet)."""
     ports = {r: stack.free_port() for r in ROLES}
     ing = {"min_interval_s": 1, "max_interval_s": 900, "default_interval_s": 600, "jitter": 0, "max_backoff_s": 600,
            "fetch_timeout_s": 8, "read_timeout_s": 3, "claim_lease_s": 5, "concurrency": 8,
@@ -67,7 +69,8 @@ def pipeline_config(build: Callable[..., Settings], path: Path, *, subs: list[di
                    "subscriptions": subs} | (alerts or {}),
     }
     settings = build(**(base | overrides))
-    bus.ensure_default_topics(settings)
+    if topics:
+        bus.ensure_default_topics(settings)
     path.write_text(tomli_w.dumps(settings.model_dump(mode="json", exclude_none=True)))
     return settings, path
 

@@ -1,0 +1,136 @@
+"""Soak: the whole pipeline at steady load for ``--minutes``, on a stack of its own.
+
+    python -m bench.soak --minutes 30
+
+Feeds serve new entries at ``--rate`` articles/s in total; ingest, classify and alerts run as processes and
+every article is notified to a local webhook. Every ``--sample-s`` the run records each stage's RSS, the
+error counters (failed fetches, dead letters, failed sends) and the lag (articles served but not yet
+notified). After the warm-up (a fifth of the run, at least two minutes) it checks RSS growth under 5 %,
+error counters flat and lag bounded, prints the samples and a verdict, and exits non-zero on a failed check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import tempfile
+import time
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+from tests.integration import faults_support as fs
+from tests.integration import ops_support as sup
+from tests.integration.alerts_support import Receiver
+from tests.integration.guarantee_support import private_stack, private_stack_settings
+from tests.integration.ingest_server import FeedServer, respond, rss
+from wirewatch import bus
+
+
+class SteadyFeed:
+    """The newest 30 of an endless run of entries, one every ``every_s`` since the first request."""
+
+    def __init__(self, n: int, every_s: float) -> None:
+        self.n, self.every_s, self.t0 = n, every_s, time.monotonic()
+
+    def served(self) -> int:
+        return int((time.monotonic() - self.t0) / self.every_s)
+
+    def __call__(self, h: BaseHTTPRequestHandler) -> None:
+        top = self.served()
+        items = [{"title": f"Soak {self.n}-{i} report on the markets", "link": f"https://soak.example/{self.n}/{i}",
+                  "description": f"Entry {i} of feed {self.n}.", "pubDate": formatdate(usegmt=True)}
+                 for i in range(top, max(-1, top - 30), -1)]
+        respond(h, 200, rss(items))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--rate", type=float, default=4.0, help="articles per second over all feeds")
+    ap.add_argument("--feeds", type=int, default=8)
+    ap.add_argument("--sample-s", type=float, default=30.0)
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="wirewatch-soak-"))
+    server = FeedServer().start()
+    feeds = [SteadyFeed(i, a.feeds / a.rate) for i in range(a.feeds)]
+    for i, f in enumerate(feeds):
+        server.routes[f"/s{i}"] = f
+    urls = [server.url(f"/s{i}") for i in range(a.feeds)]
+    build = functools.partial(private_stack_settings, work / "data")
+    samples: list[dict[str, float]] = []
+    alive: dict[str, bool] = {}
+    with Receiver() as rx:
+        s, cfg = fs.pipeline_config(build, work / "soak.toml", subs=fs.channel_subs({"webhook": rx.url}),
+                                    ingest={"default_interval_s": 2, "min_interval_s": 1, "max_interval_s": 3,
+                                            "feeds": [{"url": u, "interval_s": 2} for u in urls]}, topics=False)
+        with private_stack(s):
+            bus.ensure_default_topics(s)
+            w = fs.Workers(s, cfg, work / "logs")
+            try:
+                run(a, w, feeds, rx, samples)
+                alive = w.alive()
+            finally:
+                w.stop()
+    server.stop()
+    return report(a, samples, alive)
+
+
+def run(a: argparse.Namespace, w: fs.Workers, feeds: list[SteadyFeed], rx: Receiver,
+        samples: list[dict[str, float]]) -> None:
+    """Wait for the workers, then sample every ``a.sample_s`` for ``a.minutes``."""
+    if not sup.wait_until(w.ready, 120, every_s=0.5):
+        raise SystemExit(f"workers not ready; logs in {w.log_dir}")
+    start = time.monotonic()
+    for f in feeds:
+        f.t0 = start
+    end = start + a.minutes * 60
+    while time.monotonic() < end:
+        time.sleep(min(a.sample_s, max(0.0, end - time.monotonic())))
+        row: dict[str, float] = {"t_s": time.monotonic() - start}
+        for role in fs.ROLES:
+            row[f"rss_{role}"] = w.memory_mib(role)[0]
+        mi, mc, ma = w.metrics("ingest"), w.metrics("classify"), w.metrics("alerts")
+        row["fetch_errors"] = fs.total(mi, "wirewatch_ingest_fetches_total") - fs.total(
+            mi, "wirewatch_ingest_fetches_total", outcome="200") - fs.total(
+            mi, "wirewatch_ingest_fetches_total", outcome="304")
+        row["dlq"] = fs.total(mc, "wirewatch_bus_dlq_total") + fs.total(ma, "wirewatch_bus_dlq_total")
+        row["send_failures"] = sum(v for k, v in ma.items() if "failed" in k and k.endswith("_total")
+                                   or ("status=\"failed\"" in k))
+        served = sum(f.served() for f in feeds)
+        row["served"], row["notified"] = served, len(rx.accepted)
+        row["lag"] = served - len(rx.accepted)
+        samples.append(row)
+        print(" ".join(f"{k}={v:.0f}" for k, v in row.items()), flush=True)
+
+
+def report(a: argparse.Namespace, samples: list[dict[str, float]], alive: dict[str, bool]) -> int:
+    """Print the figures after the warm-up and the verdict; 0 when every check held."""
+    warm_s = max(120.0, a.minutes * 60 / 5)
+    after = [r for r in samples if r["t_s"] >= warm_s] or samples[-1:]
+    ok = all(alive.values())
+    print(f"\nsoak {a.minutes:g} min at {a.rate:g} articles/s over {a.feeds} feeds; warm-up {warm_s:.0f}s; "
+          f"workers alive {alive}")
+    for role in fs.ROLES:
+        first, last = after[0][f"rss_{role}"], after[-1][f"rss_{role}"]
+        peak = max(r[f"rss_{role}"] for r in after)
+        growth = (last - first) / first * 100 if first else 0.0
+        ok &= growth < 5
+        print(f"  RSS {role}: {first:.0f} MiB after warm-up -> {last:.0f} MiB at the end (peak {peak:.0f}), "
+              f"growth {growth:+.1f} %")
+    for k in ("fetch_errors", "dlq", "send_failures"):
+        flat = after[-1][k] == after[0][k]
+        ok &= flat
+        print(f"  {k}: {after[0][k]:.0f} after warm-up, {after[-1][k]:.0f} at the end ({'flat' if flat else 'GREW'})")
+    lags = [r["lag"] for r in after]
+    bounded = max(lags) <= max(50.0, 30 * a.rate)
+    ok &= bounded
+    print(f"  lag (served, not yet notified): max {max(lags):.0f}, last {lags[-1]:.0f} "
+          f"({'bounded' if bounded else 'UNBOUNDED'}); {samples[-1]['notified']:.0f} notifications in all")
+    print("verdict:", "PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
