@@ -13,10 +13,12 @@ import argparse
 import functools
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.integration import faults_support as fs
 from tests.integration.guarantee_support import private_stack, private_stack_settings
+from wirewatch.settings import Settings
 
 
 def main() -> int:
@@ -26,7 +28,7 @@ def main() -> int:
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wirewatch-faults-"))
     s0 = private_stack_settings(work / "data")
-    runs = {"redis-ingest": fs.redis_restart_under_ingest, "redis-alerts": fs.redis_restart_under_alerts,
+    runs: dict[str, Callable[[Callable[..., Settings], Path], fs.FaultResult]] = {"redis-ingest": fs.redis_restart_under_ingest, "redis-alerts": fs.redis_restart_under_alerts,
             "channel": functools.partial(fs.channel_down, down_s=a.channel_down_s), "stall": fs.feed_stall}
     results = []
     with private_stack(s0):
