@@ -28,7 +28,9 @@ def main() -> int:
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wirewatch-faults-"))
     s0 = private_stack_settings(work / "data")
-    runs: dict[str, Callable[[Callable[..., Settings], Path], fs.FaultResult]] = {"redis-ingest": fs.redis_restart_under_ingest, "redis-alerts": fs.redis_restart_under_alerts,
+    Scenario = Callable[[Callable[..., Settings], Path], fs.FaultResult]
+    runs: dict[str, Scenario] = {"redis-ingest": fs.redis_restart_under_ingest,
+                                 "redis-alerts": fs.redis_restart_under_alerts,
             "channel": functools.partial(fs.channel_down, down_s=a.channel_down_s), "stall": fs.feed_stall}
     results = []
     with private_stack(s0):
