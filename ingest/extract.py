@@ -53,9 +53,9 @@ def consent_url(url: str) -> bool:
 
 def main_text(body: bytes, url: str | None) -> str:
     """Trafilatura's main text of an HTML page (comments and tables left out), or ''."""
+    # Not deduplicate=True: its cache is process-wide, so a page read a second time would come back empty.
     try:
-        text = trafilatura.extract(body, url=url, include_comments=False, include_tables=False,
-                                   favor_precision=True, deduplicate=True)
+        text = trafilatura.extract(body, url=url, include_comments=False, include_tables=False, favor_precision=True)
     except Exception:  # noqa: BLE001 - a parser failure on hostile markup is an empty page, not a crash
         return ""
     return text or ""
