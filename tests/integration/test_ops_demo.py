@@ -127,11 +127,14 @@ def test_demo_shows_alerts_within_the_first_minute_and_ctrl_c_stops_everything(
     assert alerts and all("Aleppo" in line for line in alerts), out  # only the Aleppo story alerts
     headings = [line.split("] ", 2)[-1] for line in alerts]
     assert len(headings) == len(set(headings)), out  # no article alerted twice
-    # The wire story, its near-duplicate and its retitled copy are one story: whichever arrives first alerts,
-    # the other two fold into it.
+    # The wire story, its near-duplicate and its retitled copy are one story with the other outlets' reports of
+    # the evacuation: one of them heads the alert (which one depends on how the reports fall into batches), the
+    # others fold into it.
     copies = ("Ceasefire holds in Aleppo as evacuation of besieged districts",  # begins / starts
               "First buses leave eastern Aleppo under overnight truce")
-    assert sum(h.startswith(copies) for h in headings) == 1, out
+    assert sum(h.startswith(copies) for h in headings) <= 1, out
+    reports = [int(n) for n in re.findall(r"story \w+: (\d+) report\(s\) from", out)]
+    assert reports and max(reports) >= 5, out
     assert "article(s) from" in out and "source(s):" in out
     summary = out.split("Summary", 1)[1]
     fetched = int(re.search(r"(\d+) fetched", summary).group(1))  # type: ignore[union-attr]
