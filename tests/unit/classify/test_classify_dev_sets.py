@@ -59,5 +59,5 @@ def test_bbc_desk_on_feed_shaped_items(classifier: Classifier) -> None:
     report = evaluate(classifier, load_topic_file(ROOT / "examples" / "bbc_topics.toml"), items, shape="feed")
     m = report.macro
     assert m["f1"] is not None and m["keyword_f1"] is not None and m["desk_f1"] is not None
-    assert m["desk_f1"] >= 0.83 and m["f1"] >= 0.76
+    assert m["desk_f1"] >= 0.84 and m["f1"] >= 0.81
     assert m["f1"] > m["keyword_f1"] and m["desk_f1"] > m["f1"]
