@@ -196,7 +196,9 @@ class AlertsSettings(Section):
                     "different towns 0.54 (the name check lowers those)")
     claim_lease_s: float = Field(default=60.0, gt=0, description="a crashed sender's claim is retried after this")
     send_timeout_s: float = Field(default=10.0, gt=0)
-    max_attempts: int = Field(default=5, ge=1)
+    # Twelve attempts, doubling from 1 s up to 300 s with jitter, span about a quarter of an hour: a channel that
+    # is down for minutes (a Slack incident, a webhook being redeployed) still gets every notification.
+    max_attempts: int = Field(default=12, ge=1)
     backoff_initial_s: float = Field(default=1.0, gt=0, description="first retry delay (doubles, with jitter)")
     backoff_max_s: float = Field(default=300.0, gt=0)
     send_workers: int = Field(default=32, ge=1, le=512, description="concurrent channel sends per process")
