@@ -27,6 +27,11 @@ from tests.integration.guarantee_support import private_stack, private_stack_set
 from tests.integration.ingest_server import FeedServer, respond, rss
 from wirewatch import bus
 
+PER_FEED = 2500
+# Unrelated headlines (random real words), so that no two entries fold into one story and every entry is one
+# notification: the lag (served, not yet notified) then counts what the pipeline still owes.
+POOL = sup.texts(16 * PER_FEED)
+
 
 class SteadyFeed:
     """The newest 30 of an endless run of entries, one every ``every_s`` since the first request."""
@@ -34,13 +39,16 @@ class SteadyFeed:
     def __init__(self, n: int, every_s: float) -> None:
         self.n, self.every_s, self.t0 = n, every_s, time.monotonic()
 
+    def text(self, i: int) -> tuple[str, str]:
+        return POOL[(self.n * PER_FEED + i) % len(POOL)]
+
     def served(self) -> int:
         return int((time.monotonic() - self.t0) / self.every_s)
 
     def __call__(self, h: BaseHTTPRequestHandler) -> None:
         top = self.served()
-        items = [{"title": f"Soak {self.n}-{i} report on the markets", "link": f"https://soak.example/{self.n}/{i}",
-                  "description": f"Entry {i} of feed {self.n}.", "pubDate": formatdate(usegmt=True)}
+        items = [{"title": self.text(i)[0], "link": f"https://soak.example/{self.n}/{i}",
+                  "description": self.text(i)[1], "pubDate": formatdate(usegmt=True)}
                  for i in range(top, max(-1, top - 30), -1)]
         respond(h, 200, rss(items))
 
