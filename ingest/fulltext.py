@@ -212,7 +212,8 @@ class FullText:
     async def _resolve(self, article: Article, revalidate: bool) -> Page:
         assert article.url is not None
         cached = await self._run(self._io, self._cache.get, article.id)
-        if cached is not None and not (revalidate and cached.usable):
+        # Revalidate (an entry came back changed) only where the site gave validators: else the cached text stands.
+        if cached is not None and not (revalidate and cached.usable and (cached.etag or cached.last_modified)):
             return Page("cached", cached.text, cached.etag, cached.last_modified) if cached.usable else cached
         timeout = int(self.cfg.full_text_timeout_s + 1)
         if cached is None and not await self._run(self._io, self._cache.claim, article.id, timeout):
