@@ -1,0 +1,33 @@
+"""``bench.e2e`` on a tiny run: a few dozen articles through the real ingest, one classify and alerts process,
+on its own private Kafka and redis-server; nothing may be lost and the JSON keeps its keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_tiny_end_to_end_run_loses_nothing_and_reports_its_keys() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.e2e", "--articles", "30", "--feeds", "3", "--configs",
+                           "auto:1", "--latency-rate", "0", "--run-timeout", "150", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280,
+                          env=os.environ | {"HF_HUB_OFFLINE": "1"}, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    for key in ("articles_per_s", "p99_fetch_to_notify_s", "lost", "cpu", "runs", "duplicates"):
+        assert key in doc, key
+    assert doc["lost"] == 0, (doc["runs"][0]["lost_detail"], proc.stderr[-4000:])
+    assert doc["duplicates"] == 0
+    run = doc["runs"][0]
+    assert run["on_kafka"] == 30
+    assert run["articles_per_s"] > 0
+    assert set(run["hops"]) >= {"fetch_to_notify", "kafka_to_classified"}
+    assert "model" in doc["cpu"] and "AVX2" in doc["cpu"]["flags"]
