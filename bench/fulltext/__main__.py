@@ -137,6 +137,9 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from bench.fulltext.site import Route, Site, article_page
+    from wirewatch.log import configure
+
+    configure("warning", stream=sys.stderr)  # stdout is the figures (or the --json document) alone
 
     rows = [json.loads(line) for line in BBC.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = rows[:: max(1, len(rows) // args.articles)][: args.articles]  # every k-th: all five categories
