@@ -24,7 +24,7 @@ stories_app = typer.Typer(no_args_is_help=True, help="Stories: near-duplicate ar
 
 
 def _settings() -> Settings:
-    from wirewatch.cli import settings_of
+    from wirewatch.clistate import settings_of
 
     return settings_of()
 

@@ -43,7 +43,7 @@ from alerts.outbox import Entry, Outbox
 from alerts.recorder import Recorder, delivery_id
 from alerts.sendpolicy import Budget, WaitLine, backoff, destination
 from wirewatch import metrics
-from wirewatch.log import get_logger
+from wirewatch.log import describe_error, get_logger
 from wirewatch.records import ChannelSpec, Delivery, DeliveryStatus, Subscription, utcnow
 from wirewatch.settings import AlertsSettings, Settings
 
@@ -231,7 +231,7 @@ class Dispatcher:
         try:
             self._attempt(key, entry)
         except Exception as exc:  # noqa: BLE001 - the entry stays in the outbox; the poller tries again
-            log.error("delivery_attempt_error", key=key, error=f"{type(exc).__name__}: {exc}")
+            log.error("delivery_attempt_error", key=key, error=describe_error(exc))
             self._not_before[key] = time.monotonic() + 1.0
         finally:
             with self._lock:
@@ -341,7 +341,7 @@ class Dispatcher:
                     self._settle_q.put(w)
                 time.sleep(0.5)
             except Exception as exc:  # noqa: BLE001 - a bug must not stop settling; the poller retries the rest
-                log.error("settle_error", count=len(work), error=f"{type(exc).__name__}: {exc}")
+                log.error("settle_error", count=len(work), error=describe_error(exc))
 
     def _sent(self, acked: list[Acked]) -> None:
         self.ledger.done_many([([a.entry.key, *a.entry.marks], f"{self.owner}:{a.attempt}") for a in acked])
@@ -361,7 +361,7 @@ class Dispatcher:
                 log.info("notification_sent", subscription_id=n.subscription_id, story_id=n.story_id, kind=n.kind,
                          channel=kind, attempts=attempt)
             except Exception as exc:  # noqa: BLE001 - bookkeeping only: the send is done and is settled below
-                log.error("sent_bookkeeping_failed", key=n.key, error=f"{type(exc).__name__}: {exc}")
+                log.error("sent_bookkeeping_failed", key=n.key, error=describe_error(exc))
             self._settle(entry, DeliveryStatus.SENT, n.kind, response, attempts=attempt)
 
     def _remove(self, gone: list[Gone]) -> None:

@@ -25,7 +25,7 @@ from alerts.outbox import Entry, Outbox
 from alerts.rules import quiet_until
 from alerts.stories import Story, StoryFolder
 from wirewatch import metrics
-from wirewatch.log import get_logger
+from wirewatch.log import describe_error, get_logger
 from wirewatch.records import Subscription
 from wirewatch.settings import Settings
 from wirewatch.state import delete_if_ours, key
@@ -166,7 +166,7 @@ class DigestScheduler:
             except (redis.RedisError, OSError) as exc:
                 log.warning("digest_run_failed", error=str(exc))
             except Exception as exc:  # noqa: BLE001 - the thread is every digest's only way out: it must live
-                log.error("digest_run_error", error=f"{type(exc).__name__}: {exc}")
+                log.error("digest_run_error", error=describe_error(exc))
 
     def run_once(self, now: datetime) -> int:
         """Build every due digest; returns how many were handed over.
@@ -187,7 +187,7 @@ class DigestScheduler:
                 raise
             except Exception as exc:  # noqa: BLE001 - see the docstring
                 log.error("subscription_failed", subscription_id=sub_id, stage="digest",
-                          error=f"{type(exc).__name__}: {exc}")
+                          error=describe_error(exc))
                 metrics.ALERTS_SUBSCRIPTION_ERRORS.labels("digest").inc()
                 self.queue.postpone(sub_id, now + timedelta(seconds=RETRY_S))
             finally:

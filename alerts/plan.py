@@ -22,7 +22,7 @@ from alerts.recorder import delivery_id
 from alerts.rules import Action, Decision, judge, overflow_due
 from alerts.stories import Folded
 from wirewatch import metrics
-from wirewatch.log import get_logger
+from wirewatch.log import describe_error, get_logger
 from wirewatch.records import Delivery, DeliveryStatus, Match, Subscription
 from wirewatch.settings import Settings
 from wirewatch.state import RateLimiter, key
@@ -73,7 +73,7 @@ def _record(sub: Subscription, f: Folded, status: DeliveryStatus, reason: str) -
 def failed(sub: Subscription, stage: str, exc: Exception) -> Decision:
     """Log and count a subscription whose ``stage`` raised; its match is suppressed (and audited), no one else's."""
     log.error("subscription_failed", subscription_id=sub.id, topic_id=sub.topic_id, stage=stage,
-              error=f"{type(exc).__name__}: {exc}")
+              error=describe_error(exc))
     metrics.ALERTS_SUBSCRIPTION_ERRORS.labels(stage).inc()
     return Decision(Action.SUPPRESS, FAILED)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import redis
 
 from wirewatch.bus import Outgoing, ProduceError, Producer
-from wirewatch.log import get_logger
+from wirewatch.log import describe_error, get_logger
 from wirewatch.records import Delivery, RecordError, decode, encode
 from wirewatch.settings import Settings
 from wirewatch.state import key
@@ -147,7 +147,7 @@ class Recorder:
                 try:
                     then()
                 except Exception as exc:  # noqa: BLE001 - the entry stays in the outbox and is settled again
-                    log.warning("delivery_settle_failed", error=f"{type(exc).__name__}: {exc}")
+                    log.warning("delivery_settle_failed", error=describe_error(exc))
         with self._idle:
             self._in_hand -= len(batch)
             self._idle.notify_all()

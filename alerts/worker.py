@@ -21,14 +21,14 @@ from alerts.plan import Planner
 from alerts.recorder import Recorder
 from alerts.stories import StoryFolder
 from wirewatch import registry, state
-from wirewatch.bus import Consumed, ConsumerLoop, Handler, LoopConfig, Producer
+from wirewatch.bus import ALERTS_GROUP, Consumed, ConsumerLoop, Handler, LoopConfig, Producer
 from wirewatch.heap import HeapKeeper
 from wirewatch.log import get_logger
 from wirewatch.records import Match, Subscription, Topic, decode
 from wirewatch.settings import Settings
 
 log = get_logger("alerts.worker")
-GROUP = "wirewatch-alerts"
+GROUP = ALERTS_GROUP
 
 
 def pipeline(stories: StoryFolder, planner: Planner, held: DigestQueue, recorder: Recorder,

@@ -19,7 +19,7 @@ topics_app = typer.Typer(no_args_is_help=True, help="Topics: list, try on text o
 
 
 def _settings() -> Settings:
-    from wirewatch.cli import settings_of
+    from wirewatch.clistate import settings_of
 
     return settings_of()
 

@@ -17,6 +17,7 @@ from classify.embedder import load_embedder
 from classify.recent import RecentStore
 from classify.topics import TopicStore
 from wirewatch import bus, metrics, registry, state
+from wirewatch.bus import REPLAY_HEADER, REPLAY_TOPIC_HEADER
 from wirewatch.heap import HeapKeeper
 from wirewatch.log import get_logger
 from wirewatch.records import Article, Match, Topic, decode, encode
@@ -24,9 +25,7 @@ from wirewatch.settings import Settings
 
 log = get_logger("classify.worker")
 
-GROUP = "wirewatch-classify"
-REPLAY_HEADER = "wirewatch.replay"
-REPLAY_TOPIC_HEADER = "wirewatch.replay.topic"
+GROUP = bus.CLASSIFY_GROUP
 
 
 def decode_article(raw: bytes) -> Article:

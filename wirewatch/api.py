@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wirewatch import __version__, metrics, state
 from wirewatch.auth import AdminKey, ApiContext, ApiKey, current_key
-from wirewatch.log import get_logger
+from wirewatch.log import describe_error, get_logger
 from wirewatch.netguard import UnsafeURLError
 from wirewatch.records import RecordError
 from wirewatch.registry import Conflict, Contended
@@ -194,7 +194,7 @@ def _install_errors(app: FastAPI) -> None:
         return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
 
     async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
-        log.error("api_backend_unavailable", error=f"{type(exc).__name__}: {exc}")
+        log.error("api_backend_unavailable", error=describe_error(exc))
         return JSONResponse({"detail": f"a backend is unavailable ({type(exc).__name__}); retry later"}, 503,
                             headers={"Retry-After": "5"})
 

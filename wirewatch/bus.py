@@ -41,7 +41,7 @@ from kafka.structs import OffsetAndMetadata
 from wirewatch import metrics
 from wirewatch.faults import FATAL, TRANSIENT, ProduceError, WorkerFatal, fatal, kind_of
 from wirewatch.liveness import Liveness
-from wirewatch.log import get_logger
+from wirewatch.log import describe_error, get_logger
 from wirewatch.records import RecordError
 from wirewatch.settings import Settings
 
@@ -55,8 +55,21 @@ class DlqRatioExceeded(RuntimeError):
 
 __all__ = ["ProduceError", "WorkerFatal"]  # defined with the error kinds in wirewatch.faults
 
+# The consumer group of each consumer role; the workers join them and ops' watchdog and lag report read them.
+CLASSIFY_GROUP = "wirewatch-classify"
+ALERTS_GROUP = "wirewatch-alerts"
+ROLE_GROUPS = {"classify": CLASSIFY_GROUP, "alerts": ALERTS_GROUP}
 
-def _common(settings: Settings) -> dict[str, Any]:
+# Headers on the copies a replay produces (``wirewatch.ops.replay``): which replay, the original record
+# (``topic:partition:offset``) and, when the replay was for one topic, that topic's id (classify then scores
+# the copy against that topic only).
+REPLAY_HEADER = "wirewatch.replay"
+REPLAY_SOURCE_HEADER = "wirewatch.replay.source"
+REPLAY_TOPIC_HEADER = "wirewatch.replay.topic"
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """The connection options every Kafka client of ``settings`` shares: bootstrap servers, security, SASL."""
     k = settings.kafka
     conf: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers.split(","),
@@ -91,7 +104,7 @@ class Producer:
 
     def __init__(self, settings: Settings, *, client_id: str = "wirewatch", **overrides: Any) -> None:
         conf = (
-            _common(settings)
+            client_config(settings)
             | {
                 "client_id": f"{settings.kafka.client_id}-{client_id}",
                 "acks": "all",
@@ -133,7 +146,7 @@ class Producer:
         except KafkaError as exc:
             topics = sorted({i.topic for i in items})
             raise ProduceError(
-                f"Kafka did not acknowledge {len(items)} record(s) for {', '.join(topics)}: {type(exc).__name__}: {exc}"
+                f"Kafka did not acknowledge {len(items)} record(s) for {', '.join(topics)}: {describe_error(exc)}"
             ) from exc
         return len(futures)
 
@@ -149,7 +162,9 @@ class Producer:
 def ensure_topics(settings: Settings, topics: dict[str, int], *, timeout_s: float = 30.0) -> None:
     """Create each topic with its partition count if missing, and grow partitions that are too few."""
     admin = KafkaAdminClient(
-        **_common(settings), client_id=f"{settings.kafka.client_id}-admin", request_timeout_ms=int(timeout_s * 1000)
+        **client_config(settings),
+        client_id=f"{settings.kafka.client_id}-admin",
+        request_timeout_ms=int(timeout_s * 1000),
     )
     try:
         existing = set(admin.list_topics())
@@ -314,7 +329,7 @@ class ConsumerLoop(Generic[T]):
     def _make_consumer(self) -> KafkaConsumer:
         c = self.cfg
         consumer = KafkaConsumer(
-            **_common(self.settings),
+            **client_config(self.settings),
             group_id=self.group,
             client_id=f"{self.settings.kafka.client_id}-{self.group}-{socket.gethostname()}-{os.getpid()}",
             enable_auto_commit=False,
@@ -372,7 +387,7 @@ class ConsumerLoop(Generic[T]):
                     failures += 1
                     delay = min(self.cfg.max_backoff_s, 0.5 * 2 ** min(failures, 10))
                     log.warning("poll_failed", group=self.group, attempt=failures, delay_s=delay,
-                                error=f"{type(exc).__name__}: {exc}")
+                                error=describe_error(exc))
                     self._stop.wait(delay)
                     continue
                 failures = 0
@@ -464,16 +479,16 @@ class ConsumerLoop(Generic[T]):
                     group=self.group,
                     attempt=attempt,
                     delay_s=delay,
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=describe_error(exc),
                 )
                 if not self._wait_alive(delay):
                     return None
 
     def _find_poison(self, items: list[Consumed[T]], exc: Exception) -> list[_Rejected] | None:
         """A permanent error is a poison item in ``items``: retry them one by one; the ones that raise go to the DLQ."""
-        log.warning("batch_poison_suspected", group=self.group, size=len(items), error=f"{type(exc).__name__}: {exc}")
+        log.warning("batch_poison_suspected", group=self.group, size=len(items), error=describe_error(exc))
         if len(items) == 1:
-            return [self._reject(items[0], "handler", f"{type(exc).__name__}: {exc}")]
+            return [self._reject(items[0], "handler", describe_error(exc))]
         out: list[_Rejected] = []
         for item in items:
             sub = self._handle_with_retry([item])
@@ -589,7 +604,7 @@ class ConsumerLoop(Generic[T]):
                 metrics.BUS_DLQ_RETRIES.labels(self.group).inc()
                 delay = min(self.cfg.max_backoff_s, 0.5 * 2 ** min(attempt, 10))
                 log.warning("dlq_write_retry", group=self.group, size=len(bad), attempt=attempt, delay_s=delay,
-                            error=f"{type(exc).__name__}: {exc}")
+                            error=describe_error(exc))
                 if not self._wait_alive(delay):
                     log.info("dlq_write_abandoned", group=self.group, size=len(bad), attempts=attempt)
                     return False
@@ -643,7 +658,7 @@ class ConsumerLoop(Generic[T]):
                 metrics.BUS_COMMITS.labels(self.group, "retry").inc()
                 delay = min(self.cfg.max_backoff_s, 0.5 * 2 ** min(attempt, 10))
                 log.warning("commit_retry", group=self.group, attempt=attempt, delay_s=delay,
-                            error=f"{type(exc).__name__}: {exc}")
+                            error=describe_error(exc))
                 if not self._wait_alive(delay):
                     log.info("commit_abandoned", group=self.group, size=len(records))
                     return

@@ -14,38 +14,16 @@ from typing import Annotated
 import typer
 
 from wirewatch import __version__
-from wirewatch import log as logmod
-from wirewatch.settings import ConfigError, Settings, load_settings
+from wirewatch.clistate import State, settings_of
+from wirewatch.settings import ConfigError, load_settings
+
+__all__ = ["State", "app", "main", "settings_of"]  # State and settings_of live in wirewatch.clistate
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Wirewatch: streaming news monitoring.")
 stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka (KRaft) and redis-server.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(config_app, name="config")
-
-
-class State:
-    """What the global options chose; read through :func:`settings_of`."""
-
-    config: Path | None = None
-    log_level: str | None = None
-    log_format: str | None = None
-    _settings: Settings | None = None
-
-
-def settings_of(ctx: typer.Context | None = None) -> Settings:
-    """The process's settings, loaded once; a bad config exits 2 with the message naming the key."""
-    if State._settings is None:
-        overrides = {}
-        if State.log_level or State.log_format:
-            overrides["log"] = {"level": State.log_level or "info", "format": State.log_format or "auto"}
-        try:
-            State._settings = load_settings(State.config, **overrides)
-        except ConfigError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from exc
-        logmod.configure(State._settings.log.level, State._settings.log.format)
-    return State._settings
 
 
 @app.callback()
@@ -163,7 +141,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     # Run through the importable module, not this ``__main__`` copy: stages call
-    # ``wirewatch.cli.settings_of`` and must see the options parsed here.
+    # ``wirewatch.clistate.settings_of`` and must see the options parsed here.
     import wirewatch.cli
 
     wirewatch.cli.main()

@@ -72,3 +72,8 @@ def configure(level: str = "info", fmt: str = "auto", *, stream: Any = None) -> 
 def get_logger(name: str, **bound: Any) -> Any:
     """A structlog logger carrying ``component=name`` and any ``bound`` ids."""
     return structlog.get_logger(component=name, **bound)
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as the ``error`` field of a log event and in a status line: ``"TypeName: message"``."""
+    return f"{type(exc).__name__}: {exc}"

@@ -22,7 +22,7 @@ from typing import Generic, Literal, TypeVar
 import redis
 from pydantic import ValidationError
 
-from wirewatch.log import get_logger
+from wirewatch.log import describe_error, get_logger
 from wirewatch.records import Feed, Record, RecordError, Subscription, Topic, decode
 from wirewatch.settings import Settings
 from wirewatch.state import key
@@ -246,7 +246,7 @@ class Watcher(Generic[R]):
             self._on_change(records)
         except Exception as exc:  # noqa: BLE001 - a bad definition must not kill the worker
             log.error(
-                "registry_apply_failed", kind=self._registry.kind, revision=rev, error=f"{type(exc).__name__}: {exc}"
+                "registry_apply_failed", kind=self._registry.kind, revision=rev, error=describe_error(exc)
             )
         self._seen = rev
         log.info("registry_loaded", kind=self._registry.kind, revision=rev, count=len(records))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wirewatch.log import get_logger
+from wirewatch.log import describe_error, get_logger
 from wirewatch.settings import Settings
 
 log = get_logger("stack")
@@ -264,12 +264,12 @@ def _probe(admin_cls: Any, error_cls: Any, bootstrap: str, timeout_s: float) -> 
             bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), client_id="wirewatch-stack"
         )
     except (KafkaError, OSError, ValueError) as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return describe_error(exc)
     try:
         admin.list_topics()
         return None
     except (KafkaError, OSError) as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return describe_error(exc)
     finally:
         admin.close()
 
@@ -361,7 +361,7 @@ def _redis_version(url: str) -> tuple[str | None, str]:
         client.close()
         return str(info.get("redis_version", "?")), ""
     except (redis.RedisError, OSError) as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+        return None, describe_error(exc)
 
 
 def kafka_version(settings: Settings) -> str:

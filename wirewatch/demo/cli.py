@@ -21,6 +21,7 @@ import typer
 
 from wirewatch.demo.feeds import FeedServer
 from wirewatch.demo.receiver import Received, WebhookReceiver, describe
+from wirewatch.log import describe_error
 
 
 def _say(text: str = "") -> None:
@@ -194,7 +195,7 @@ def _feed_health(settings: Any, feeds: FeedServer) -> list[str]:
     try:
         status.collect_feeds(settings, report, time.time())
     except Exception as exc:  # noqa: BLE001 - the summary must not fail on an unreachable Redis
-        return [f"feed health unavailable: {type(exc).__name__}: {exc}"]
+        return [f"feed health unavailable: {describe_error(exc)}"]
     names = {url: name for name, url in feeds.feed_urls().items()}
     problems = [f"{names.get(f.url, f.url)}: {f.problem} ({f.detail[:90]})" for f in report.feeds]
     return [f"feeds needing a look ({len(problems)} of {report.feeds_total}): " + "; ".join(problems)] if problems \
@@ -224,7 +225,7 @@ def _stories_now(settings: Any, alerts: list[Received]) -> list[str]:
                 lines.append(f"story {sid}: {story.article_count} report(s) from {len(story.sources)} outlet(s): "
                              f"{', '.join(story.sources)}")
     except Exception as exc:  # noqa: BLE001 - the summary must not fail on an unreachable Redis
-        return [f"stories unavailable: {type(exc).__name__}: {exc}"]
+        return [f"stories unavailable: {describe_error(exc)}"]
     return lines
 
 

@@ -111,14 +111,14 @@ def cleanup(settings: Settings) -> list[str]:
     from kafka import KafkaAdminClient
 
     from wirewatch import state
-    from wirewatch.bus import _common
+    from wirewatch.bus import client_config
 
     removed: list[str] = []
     t = settings.kafka.topics
     names = [t.articles, t.matches, t.deliveries]
     names += [settings.dlq(n) for n in names]
     with contextlib.suppress(Exception):
-        admin = KafkaAdminClient(**_common(settings), client_id="wirewatch-demo", request_timeout_ms=10000)
+        admin = KafkaAdminClient(**client_config(settings), client_id="wirewatch-demo", request_timeout_ms=10000)
         try:
             existing = set(admin.list_topics())
             doomed = [n for n in names if n in existing]

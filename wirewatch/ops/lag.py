@@ -17,8 +17,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from wirewatch import metrics
-from wirewatch.bus import _common
-from wirewatch.log import get_logger
+from wirewatch.bus import client_config
+from wirewatch.log import describe_error, get_logger
 from wirewatch.settings import Settings
 
 log = get_logger("ops.lag")
@@ -52,7 +52,7 @@ class Broker:
     """A read-only view of topics and groups. Close it after use."""
 
     def __init__(self, settings: Settings, *, timeout_s: float = 10.0) -> None:
-        conf = _common(settings)
+        conf = client_config(settings)
         self._timeout_ms = int(timeout_s * 1000)
         self._admin = KafkaAdminClient(**conf, client_id=f"{settings.kafka.client_id}-ops",
                                        request_timeout_ms=self._timeout_ms)
@@ -186,7 +186,7 @@ def wait_for_leaders(settings: Settings, topics: Sequence[str], timeout_s: float
     nothing and keep that empty assignment until its next metadata refresh (minutes), so whoever creates
     topics and then starts consumers waits here first.
     """
-    admin = KafkaAdminClient(**_common(settings), client_id=f"{settings.kafka.client_id}-ops",
+    admin = KafkaAdminClient(**client_config(settings), client_id=f"{settings.kafka.client_id}-ops",
                              request_timeout_ms=10000)
     try:
         deadline = time.monotonic() + timeout_s
@@ -249,7 +249,7 @@ class LagExporter:
                 broker = broker or Broker(self._settings)
                 self.measure_once(broker)
             except (KafkaError, OSError, ValueError) as exc:
-                log.warning("lag_measure_failed", error=f"{type(exc).__name__}: {exc}")
+                log.warning("lag_measure_failed", error=describe_error(exc))
                 if broker is not None:
                     broker.close()
                 broker = None

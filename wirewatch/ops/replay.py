@@ -25,15 +25,12 @@ from datetime import UTC, datetime, timedelta
 from kafka import TopicPartition
 
 from wirewatch import bus
+from wirewatch.bus import REPLAY_HEADER, REPLAY_SOURCE_HEADER, REPLAY_TOPIC_HEADER
 from wirewatch.log import get_logger
 from wirewatch.ops.lag import Broker
 from wirewatch.settings import Settings
 
 log = get_logger("ops.replay")
-
-REPLAY_HEADER = "wirewatch.replay"
-REPLAY_SOURCE_HEADER = "wirewatch.replay.source"
-REPLAY_TOPIC_HEADER = "wirewatch.replay.topic"
 
 _RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from wirewatch import stack
+from wirewatch.log import describe_error
 from wirewatch.ops.lag import Broker, PartitionLag, pipeline_topics
 from wirewatch.records import Delivery, RecordError, decode
 from wirewatch.settings import Settings
@@ -83,7 +84,7 @@ def _section(report: Report, name: str, fn: Callable[[], None]) -> None:
     try:
         fn()
     except Exception as exc:  # noqa: BLE001 - Kafka, Redis, decode...: one bad section must not hide the rest
-        report.errors[name] = f"{type(exc).__name__}: {exc}"
+        report.errors[name] = describe_error(exc)
 
 
 def _lag_row(r: PartitionLag) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from wirewatch import metrics
-from wirewatch.log import get_logger
+from wirewatch.log import describe_error, get_logger
 
 log = get_logger("supervisor")
 
@@ -191,7 +191,7 @@ class Supervisor:
             slot.consecutive += 1
             delay = self.backoff.delay(slot.consecutive)
             slot.next_start = time.monotonic() + delay
-            log.error("worker_start_failed", role=slot.child.role, error=f"{type(exc).__name__}: {exc}",
+            log.error("worker_start_failed", role=slot.child.role, error=describe_error(exc),
                       restart_in_s=delay)
             return
         with self._lock:

@@ -29,15 +29,14 @@ from collections.abc import Mapping, Sequence
 from kafka.errors import KafkaError
 
 from wirewatch import metrics
-from wirewatch.log import get_logger
+from wirewatch.bus import ROLE_GROUPS
+from wirewatch.log import describe_error, get_logger
 from wirewatch.ops.lag import Broker, pipeline_topics
 from wirewatch.ops.supervisor import Supervisor
 from wirewatch.settings import Settings
 
 log = get_logger("ops.watchdog")
 
-# The consumer group of each consumer role (classify.worker.GROUP and alerts.worker.GROUP; a test checks).
-ROLE_GROUPS = {"classify": "wirewatch-classify", "alerts": "wirewatch-alerts"}
 
 
 def role_topics(settings: Settings) -> dict[str, tuple[str, ...]]:
@@ -136,7 +135,7 @@ class GroupWatchdog:
                 broker = broker or Broker(self._settings)
                 self.check_once(broker)
             except (KafkaError, OSError, ValueError) as exc:
-                log.warning("watchdog_check_failed", error=f"{type(exc).__name__}: {exc}")
+                log.warning("watchdog_check_failed", error=describe_error(exc))
                 if broker is not None:
                     broker.close()
                 broker = None

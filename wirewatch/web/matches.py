@@ -29,8 +29,8 @@ from kafka import KafkaConsumer, TopicPartition
 from redis import Redis
 
 from wirewatch import metrics
-from wirewatch.bus import _common
-from wirewatch.log import get_logger
+from wirewatch.bus import client_config
+from wirewatch.log import describe_error, get_logger
 from wirewatch.records import Match, RecordError, decode
 from wirewatch.settings import Settings
 from wirewatch.state import key
@@ -313,12 +313,12 @@ class MatchFollower:
             try:
                 self._follow()
             except Exception as exc:  # noqa: BLE001 - the reader must outlive broker and Redis outages
-                log.warning("api_matches_reader_failed", error=f"{type(exc).__name__}: {exc}")
+                log.warning("api_matches_reader_failed", error=describe_error(exc))
                 self.assigned.clear()
                 self._stop.wait(2.0)
 
     def _follow(self) -> None:
-        consumer = KafkaConsumer(**_common(self._settings), group_id=None, enable_auto_commit=False,
+        consumer = KafkaConsumer(**client_config(self._settings), group_id=None, enable_auto_commit=False,
                                  client_id=f"{self._settings.kafka.client_id}-api", consumer_timeout_ms=1000)
         self._consumer = consumer
         try:

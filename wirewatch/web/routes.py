@@ -203,11 +203,12 @@ def router() -> APIRouter:
             text = f"{text}\n{m.article.summary.strip()}"
         relevant = body.verdict == "relevant"
         changed = False
+        from classify.topics import apply_feedback  # the one rule for what a judgement does to a topic
 
         def judge(current: Topic) -> Topic:  # on the topic as stored now: a concurrent edit is never lost
             nonlocal changed
             changed = text not in (current.examples if relevant else current.counter_examples)
-            return _apply_feedback(current, text[:4000], relevant) if changed else current
+            return apply_feedback(current, text[:4000], relevant) if changed else current
 
         done = topics.update(body.topic_id, judge)
         if done is None:
@@ -227,18 +228,3 @@ def _may_judge(api_key: ApiKey, topic: Topic, ctx: ApiContext) -> bool:
         return True
     subs = registry.subscriptions(ctx.redis, ctx.settings).all()
     return any(s.topic_id == topic.id and s.owner == api_key.id for s in subs)
-
-
-def _apply_feedback(topic: Topic, text: str, relevant: bool) -> Topic:
-    try:
-        from classify.topics import apply_feedback
-    except ImportError:  # classify not installed with this API: same rule, kept here
-        from wirewatch.records import utcnow
-
-        examples = [e for e in topic.examples if e != text]
-        counters = [c for c in topic.counter_examples if c != text]
-        (examples if relevant else counters).append(text)
-        return topic.model_copy(update={"examples": tuple(examples), "counter_examples": tuple(counters),
-                                        "version": topic.version + 1, "updated_at": utcnow()})
-    return apply_feedback(topic, text, relevant)
-
