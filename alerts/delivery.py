@@ -8,8 +8,8 @@ process left behind). Per entry:
     claim in the ledger -> channel.send -> ledger done -> Delivery "sent" recorded -> outbox entry removed
 
 A send thread does only the channel call; what follows the acknowledgement runs in one settler thread
-that marks a burst of acknowledgements done in one round trip and takes settled entries out of the outbox
-in one more, so Redis costs a few round trips per batch instead of three per notification.
+(:mod:`alerts.settle`) that marks a burst of acknowledgements done in one round trip and takes settled
+entries out of the outbox in one more, so Redis costs a few round trips per batch instead of three per notification.
 
 Retries: timeouts, connection failures, 5xx and 429 are retried with exponential backoff and full
 jitter (never sooner than the server's Retry-After), up to ``alerts.max_attempts``; other 4xx and bad
@@ -24,54 +24,30 @@ an entry a dead process left behind.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
 
 import redis
 
 from alerts import channels
-from alerts.channels import Channel, Notification, PermanentSendError, RetryableSendError
+from alerts.channels import Channel, PermanentSendError, RetryableSendError
 from alerts.channels._http import POOL
 from alerts.ledger import NotificationLedger
 from alerts.outbox import Entry, Outbox
-from alerts.recorder import Recorder, delivery_id
+from alerts.recorder import Recorder
 from alerts.sendpolicy import Budget, WaitLine, backoff, destination
+from alerts.settle import OnSent, Settler, delivery_record
 from wirewatch import metrics
 from wirewatch.log import describe_error, get_logger
-from wirewatch.records import ChannelSpec, Delivery, DeliveryStatus, Subscription, utcnow
+from wirewatch.records import ChannelSpec, DeliveryStatus, Subscription
 from wirewatch.settings import AlertsSettings, Settings
 
 log = get_logger("alerts.delivery")
 ChannelBuilder = Callable[[ChannelSpec, AlertsSettings], Channel]
-OnSent = Callable[[Entry, float, float | None], None]
-"""Called after each acknowledgement with the entry, the ack time and the time its match was consumed
-(``time.monotonic()``; None for retries and entries picked up from the outbox)."""
-
-
-class Acked(NamedTuple):
-    """A send the channel acknowledged, waiting to be marked done, counted and recorded."""
-
-    entry: Entry
-    sub: Subscription
-    response: str
-    attempt: int
-    at: float
-
-
-class Gone(NamedTuple):
-    """A key the settler takes out of the outbox (its record is durable) and/or whose claim it gives back."""
-
-    key: str
-    remove: bool
-    release: bool
-
-
 class Dispatcher:
     """Sends outbox entries; see the module docstring. Thread-safe; ``start``/``stop`` run the poller."""
 
@@ -86,25 +62,23 @@ class Dispatcher:
         self.outbox = Outbox(client, settings)
         self._recorder = recorder
         self._build = build
-        self._on_sent = on_sent
         self._poll_s = poll_interval_s
         self._subs: dict[str, Subscription] = {}
         self._channels: dict[str, tuple[ChannelSpec, Channel]] = {}
         self._pool = ThreadPoolExecutor(settings.alerts.send_workers, thread_name_prefix="alerts-send")
         self._lock = threading.Lock()
         self._inflight: set[str] = set()
-        self._settling: set[str] = set()  # finished here, waiting for the audit record before leaving the outbox
         self._per_dest: Counter[str] = Counter()
         self._budgets: dict[str, Budget] = {}
         self._waiting = WaitLine()  # held back by their destination's limits
         self._not_before: dict[str, float] = {}
         self._consumed_at: dict[str, float] = {}
         self._claimed_at: dict[str, float] = {}  # claimed by accept(): the sender need not claim again
-        # the settler's work: acknowledged sends (Acked) and keys to take out of the outbox and/or release (Gone)
-        self._settle_q: queue.SimpleQueue[Acked | Gone] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="alerts-outbox", daemon=True)
-        self._settler = threading.Thread(target=self._settle_loop, name="alerts-settle", daemon=True)
+        self._settler = Settler(self.ledger, self.outbox, recorder, owner=self.owner, lock=self._lock,
+                                inflight=self._inflight, consumed_at=self._consumed_at,
+                                subscription=self.subscription, on_sent=on_sent, stop=self._stop)
 
     # -- control ----------------------------------------------------------------------------------------
     def set_subscriptions(self, subs: list[Subscription]) -> None:
@@ -152,7 +126,7 @@ class Dispatcher:
             taken = bool(claim[0])
             if not new:  # already waiting: the poller sends it when due, claiming it again then
                 if taken:
-                    self._settle_q.put(Gone(e.key, remove=False, release=True))  # the settler gives it back
+                    self._settler.give_back(e.key)
                 continue
             if not taken:  # sent or being sent elsewhere: the poller sorts it out
                 continue
@@ -180,7 +154,7 @@ class Dispatcher:
 
     def idle(self) -> bool:
         """True when nothing is in flight, settling or waiting for its destination here and nothing is due."""
-        return not self._inflight and not self._settling and not self._waiting and not self.outbox.due(1)
+        return not self._inflight and not self._settler.settling and not self._waiting and not self.outbox.due(1)
 
     # -- internals --------------------------------------------------------------------------------------
     def _poll_loop(self) -> None:
@@ -222,7 +196,7 @@ class Dispatcher:
 
     def _start(self, key: str, entry: Entry | None) -> None:
         with self._lock:
-            if key in self._inflight or key in self._settling:
+            if key in self._inflight or key in self._settler.settling:
                 return
             self._inflight.add(key)
         self._pool.submit(self._run, key, entry)
@@ -245,7 +219,7 @@ class Dispatcher:
         n = entry.notification
         sub = self._subs.get(n.subscription_id)
         if sub is None:
-            self._settle(entry, DeliveryStatus.SUPPRESSED, "subscription_deleted", "")
+            self._settler.settle(entry, DeliveryStatus.SUPPRESSED, "subscription_deleted", "")
             return
         dest = destination(sub.channel)
         with self._lock:
@@ -318,61 +292,7 @@ class Dispatcher:
             return
         finally:
             metrics.ALERTS_SEND_SECONDS.labels(kind).observe(time.monotonic() - started)
-        with self._lock:  # from here on the entry is the settler's: our poller must not pick it up again
-            self._settling.add(n.key)
-        self._settle_q.put(Acked(entry, sub, response, attempt, time.monotonic()))
-
-    def _settle_loop(self) -> None:
-        """Marks acknowledged sends done and takes settled entries out of the outbox, a burst at a time."""
-        while True:
-            work = _drain(self._settle_q, wait_s=0.2)  # wakes as soon as there is work
-            if not work and self._stop.is_set() and not self._inflight and not self._settling:
-                return
-            acked = [w for w in work if isinstance(w, Acked)]
-            gone = [w for w in work if isinstance(w, Gone)]
-            try:
-                if acked:
-                    self._sent(acked)
-                if gone:
-                    self._remove(gone)
-            except (redis.RedisError, OSError) as exc:  # keep them: nothing is sent twice while we retry
-                log.warning("settle_failed", count=len(work), error=str(exc))
-                for w in work:
-                    self._settle_q.put(w)
-                time.sleep(0.5)
-            except Exception as exc:  # noqa: BLE001 - a bug must not stop settling; the poller retries the rest
-                log.error("settle_error", count=len(work), error=describe_error(exc))
-
-    def _sent(self, acked: list[Acked]) -> None:
-        self.ledger.done_many([([a.entry.key, *a.entry.marks], f"{self.owner}:{a.attempt}") for a in acked])
-        for entry, sub, response, attempt, at in acked:
-            n, kind = entry.notification, sub.channel.type.value
-            try:
-                metrics.ALERTS_ATTEMPTS.labels(kind, "sent").inc()
-                consumed = self._consumed_at.pop(n.key, None)
-                if consumed is not None:
-                    metrics.ALERTS_LATENCY_SECONDS.observe(at - consumed)
-                    metrics.observe_hop("deliver", at - consumed)  # match consumed (after classification) to ack
-                lead = n.items[0] if n.items else None
-                if n.kind == "alert" and lead is not None and lead.published_at is not None:
-                    metrics.observe_hop("end_to_end", time.time() - lead.published_at.timestamp())
-                if self._on_sent is not None:
-                    self._on_sent(entry, at, consumed)
-                log.info("notification_sent", subscription_id=n.subscription_id, story_id=n.story_id, kind=n.kind,
-                         channel=kind, attempts=attempt)
-            except Exception as exc:  # noqa: BLE001 - bookkeeping only: the send is done and is settled below
-                log.error("sent_bookkeeping_failed", key=n.key, error=describe_error(exc))
-            self._settle(entry, DeliveryStatus.SENT, n.kind, response, attempts=attempt)
-
-    def _remove(self, gone: list[Gone]) -> None:
-        """Take settled entries out of the outbox and give back the claims that must be given back."""
-        keys = [g.key for g in gone if g.remove]
-        self.outbox.remove(keys)
-        for g in gone:
-            if g.release:
-                self.ledger.release(g.key, self.owner)
-        with self._lock:
-            self._settling.difference_update(keys)
+        self._settler.acked(entry, sub, response, attempt)  # from here on our poller must not pick it up again
 
     def _failed(self, entry: Entry, sub: Subscription, attempt: int, detail: str, *,
                 retry_after: float | None, retryable: bool) -> None:
@@ -386,7 +306,7 @@ class Dispatcher:
             metrics.ALERTS_ATTEMPTS.labels(kind, "retry").inc()
             log.warning("notification_retry", subscription_id=n.subscription_id, channel=kind, attempt=attempt,
                         delay_s=round(delay, 2), error=detail)
-            self._recorder.record(self._delivery(n, DeliveryStatus.FAILED, f"retry in {delay:.1f}s: {detail}",
+            self._recorder.record(delivery_record(n, DeliveryStatus.FAILED, f"retry in {delay:.1f}s: {detail}",
                                                  attempts=attempt, channel=kind))
             return
         outcome = "gave_up" if retryable else "permanent"
@@ -394,39 +314,4 @@ class Dispatcher:
         reason = (f"gave up after {attempt} attempts: {detail}" if retryable else f"permanent: {detail}")
         log.error("notification_failed", subscription_id=n.subscription_id, channel=kind, attempts=attempt,
                   error=detail)
-        self._settle(entry, DeliveryStatus.FAILED, reason, "", attempts=attempt, release=True)
-
-    def _settle(self, entry: Entry, status: DeliveryStatus, reason: str, response: str, attempts: int = 0,
-                release: bool = False) -> None:
-        """Record the outcome; once the record is durable, the entry leaves the outbox.
-
-        A failed entry's claim is given back then, so a later article of the story may try again. Until
-        then our live claim keeps other processes off it and ``_settling`` keeps our own poller off it.
-        """
-        n = entry.notification
-        sub = self._subs.get(n.subscription_id)
-        d = self._delivery(n, status, reason, attempts=attempts, response=response,
-                           channel=sub.channel.type.value if sub else "")
-        with self._lock:
-            self._settling.add(n.key)
-        self._recorder.record(d, then=lambda: self._settle_q.put(Gone(n.key, remove=True, release=release)))
-
-    @staticmethod
-    def _delivery(n: Notification, status: DeliveryStatus, reason: str, *, attempts: int = 0,
-                  response: str = "", channel: str = "") -> Delivery:
-        return Delivery(id=delivery_id(), subscription_id=n.subscription_id, topic_id=n.topic_id,
-                        story_id=n.story_id or ",".join(n.story_ids)[:500], article_ids=n.article_ids[:100],
-                        status=status, reason=reason[:1000], attempts=attempts, idempotency_key=n.key,
-                        sent_at=utcnow() if status == DeliveryStatus.SENT else None, response=response[:300],
-                        channel=channel)
-
-
-def _drain(q: queue.SimpleQueue[Any], wait_s: float = 0.0) -> list[Any]:
-    """Everything in ``q`` now, waiting up to ``wait_s`` for the first item."""
-    out: list[Any] = []
-    try:
-        out.append(q.get(timeout=wait_s) if wait_s else q.get_nowait())
-        while True:
-            out.append(q.get_nowait())
-    except queue.Empty:
-        return out
+        self._settler.settle(entry, DeliveryStatus.FAILED, reason, "", attempts=attempt, release=True)

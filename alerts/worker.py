@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alerts import channels
-from alerts.delivery import ChannelBuilder, Dispatcher, OnSent
+from alerts.delivery import ChannelBuilder, Dispatcher
 from alerts.digest import DigestQueue, DigestScheduler
 from alerts.plan import Planner
 from alerts.recorder import Recorder
+from alerts.settle import OnSent
 from alerts.stories import StoryFolder
 from wirewatch import registry, state
 from wirewatch.bus import ALERTS_GROUP, Consumed, ConsumerLoop, Handler, LoopConfig, Producer
