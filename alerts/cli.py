@@ -39,7 +39,7 @@ def alerts_command(ctx: typer.Context) -> None:
 
     s = _settings()
     bus.ensure_default_topics(s)
-    metrics.serve(s.alerts.metrics_port)
+    metrics.serve(s.alerts.metrics_port, s.ops.metrics_addr)
     worker = AlertsWorker(s)
     worker.loop.install_signal_handlers()  # SIGTERM: finish the batch, commit, drain sends, flush records
     worker.run()

@@ -117,7 +117,7 @@ def build(settings: Settings) -> Worker:
 
 def run(settings: Settings) -> None:
     """Run the worker until SIGTERM/SIGINT."""
-    metrics.serve(settings.classify.metrics_port)
+    metrics.serve(settings.classify.metrics_port, settings.ops.metrics_addr)
     worker = build(settings)
     worker.loop.install_signal_handlers()
     heap = HeapKeeper().start()  # after the model loaded: its objects are frozen once

@@ -16,7 +16,7 @@ feeds_app = typer.Typer(no_args_is_help=True, help="Feeds: list, add, remove, im
 
 
 def _settings() -> Any:
-    from wirewatch.cli import settings_of
+    from wirewatch.clistate import settings_of
 
     return settings_of()
 
@@ -47,7 +47,7 @@ def ingest_command(
     if once:
         asyncio.run(_once(worker))
         return
-    port = metrics.serve(s.ingest.metrics_port)
+    port = metrics.serve(s.ingest.metrics_port, s.ops.metrics_addr)
     if port:
         print(f"metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr)
     worker.install_signal_handlers()

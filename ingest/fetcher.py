@@ -19,6 +19,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from wirewatch import netguard
+from wirewatch.log import describe_error
 from wirewatch.retryafter import retry_after
 from wirewatch.settings import IngestSettings
 
@@ -192,7 +193,7 @@ class HttpFetcher:
         except TimeoutError:
             result = state.fail(Outcome.TIMEOUT, f"no complete answer within {deadline:g}s")
         except httpx.TimeoutException as exc:
-            result = state.fail(Outcome.TIMEOUT, f"{type(exc).__name__}: {exc}"[:300])
+            result = state.fail(Outcome.TIMEOUT, describe_error(exc)[:300])
         except TooLarge as exc:
             result = state.fail(Outcome.TOO_LARGE, str(exc))
         except (BadEncoding, zlib.error) as exc:
@@ -200,7 +201,7 @@ class HttpFetcher:
         except netguard.UnsafeURLError as exc:
             result = state.fail(Outcome.BAD_URL, f"refused: {exc}"[:300])
         except (httpx.HTTPError, OSError) as exc:
-            result = state.fail(Outcome.NETWORK, f"{type(exc).__name__}: {exc}"[:300])
+            result = state.fail(Outcome.NETWORK, describe_error(exc)[:300])
         return _with_elapsed(result, time.monotonic() - started)
 
     async def _follow(self, hops: _Hops, conditional: Conditional, accept: str | None, caps: _Caps) -> FetchResult:

@@ -31,7 +31,7 @@ from ingest.extract import Extraction, extract
 from ingest.fetcher import Conditional, Outcome, check_url
 from ingest.robots import PageFetcher, RobotsCache, Verdict
 from wirewatch import metrics
-from wirewatch.log import get_logger
+from wirewatch.log import describe_error, get_logger
 from wirewatch.records import Article, Feed
 from wirewatch.settings import IngestSettings, Settings
 from wirewatch.state import key
@@ -197,7 +197,7 @@ class FullText:
         try:
             page = await self._resolve(article, revalidate)
         except Exception as exc:  # noqa: BLE001 - Redis down, a bug: the article goes on with the feed's text
-            plog.error("fulltext_crashed", error=f"{type(exc).__name__}: {exc}"[:300])
+            plog.error("fulltext_crashed", error=describe_error(exc)[:300])
             page = Page("error")
         page = Page(page.outcome, page.text, page.etag, page.last_modified, time.monotonic() - started)
         metrics.INGEST_FULLTEXT.labels(page.outcome).inc()

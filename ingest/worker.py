@@ -41,7 +41,7 @@ from wirewatch import metrics
 from wirewatch import registry as regmod
 from wirewatch import state as wstate
 from wirewatch.identity import feed_id as make_feed_id
-from wirewatch.log import get_logger
+from wirewatch.log import describe_error, get_logger
 from wirewatch.records import Article, Feed
 from wirewatch.settings import FeedConfig, Settings
 
@@ -275,9 +275,9 @@ class IngestWorker:
             await self.sink.publish(send)
         except Exception as exc:  # noqa: BLE001 - any failure to confirm means nothing was published
             await self._in(self._io, self.seen.release, [a for a, _ in done])
-            st = self.policy.after_error(st, now).with_(last_error=f"publish: {type(exc).__name__}: {exc}"[:500],
+            st = self.policy.after_error(st, now).with_(last_error="publish: " + describe_error(exc)[:500],
                                                         last_error_at=now, last_outcome="publish_error")
-            flog.error("feed_publish_failed", error=f"{type(exc).__name__}: {exc}"[:300], items=len(send))
+            flog.error("feed_publish_failed", error=describe_error(exc)[:300], items=len(send))
             return PollReport(feed.id, "publish_error", error=str(exc)), st
         await self._in(self._io, self.seen.commit, done)
         for article, task in later:
@@ -350,7 +350,7 @@ class IngestWorker:
         except Exception as exc:  # noqa: BLE001 - the article is out with the feed's text; only the page is lost
             metrics.INGEST_FULLTEXT_UPDATES.labels("failed").inc()
             log.warning("fulltext_update_failed", feed_id=article.feed_id, article_id=article.id,
-                        error=f"{type(exc).__name__}: {exc}"[:300])
+                        error=describe_error(exc)[:300])
             return
         metrics.INGEST_FULLTEXT_UPDATES.labels("published").inc()
         log.debug("fulltext_update_published", feed_id=article.feed_id, article_id=article.id)
@@ -426,10 +426,10 @@ class IngestWorker:
         try:
             await self.poll(feed)
         except Exception as exc:  # noqa: BLE001 - Redis down, a bug: log, back off, keep the feed scheduled
-            log.error("feed_poll_crashed", feed_id=feed.id, error=f"{type(exc).__name__}: {exc}"[:500])
+            log.error("feed_poll_crashed", feed_id=feed.id, error=describe_error(exc)[:500])
             st = self._state_of(feed)
             self.state[feed.id] = self.policy.after_error(st, time.time()).with_(
-                last_error=f"internal: {type(exc).__name__}: {exc}"[:500], last_error_at=time.time())
+                last_error="internal: " + describe_error(exc)[:500], last_error_at=time.time())
         finally:
             self._inflight.pop(feed.id, None)
             after = self.state.get(feed.id)
