@@ -15,9 +15,11 @@ instant webhook subscription (min_score 0: every match is due); stories never fo
 so each due (subscription, article) must be notified exactly once.
 
 Lost = items the farm served that never reached Kafka + articles the classify group never committed + due
-notifications never received; it must be 0. Hops (per article, from the records): appear -> fetched (poll wait
-and fetch), fetched -> on Kafka (ingest), on Kafka -> classified (queue and embedding), classified -> notified
-(alerts and the webhook), and fetched -> notified, the part the pipeline controls.
+notifications neither received nor recorded as suppressed on the deliveries topic (the alerts rules' own
+decision, e.g. a story already notified, counted apart); it must be 0. Hops (per article, from the records):
+appear -> fetched (poll wait and fetch), fetched -> on Kafka (ingest), on Kafka -> classified (queue and
+embedding), classified -> notified (alerts and the webhook), and fetched -> notified, the part the pipeline
+controls.
 """
 
 from __future__ import annotations
@@ -119,11 +121,11 @@ def run_once(base: dict[str, Any], tmp: Path, receiver: WebhookReceiver, backend
         "ingest": {"feeds": [{"url": farm.url(i), "name": f"Farm {i}", "interval_s": args.poll_s}
                              for i in range(args.feeds)],
                    "min_interval_s": args.poll_s, "default_interval_s": args.poll_s, "max_interval_s": args.poll_s,
-                   "jitter": 0.0, "per_host_concurrency": 16, "metrics_port": None},
+                   "jitter": 0.0, "per_host_concurrency": 16, "metrics_port": 0},
         "classify": {"backend": backend, "topics": [t.model_dump(mode="json") for t in topics],
-                     "metrics_port": None, **({"threads": args.classify_threads} if args.classify_threads else {})},
-        "alerts": {"subscriptions": subs, "story_similarity": 1.0, "metrics_port": None},
-        "ops": {"metrics_port": None},
+                     "metrics_port": 0, **({"threads": args.classify_threads} if args.classify_threads else {})},
+        "alerts": {"subscriptions": subs, "story_similarity": 1.0, "metrics_port": 0},
+        "ops": {"metrics_port": 0},
     }
     settings = load_settings(None, **cfg_data)
     bus.ensure_default_topics(settings)
@@ -135,21 +137,39 @@ def run_once(base: dict[str, Any], tmp: Path, receiver: WebhookReceiver, backend
     procs: dict[str, subprocess.Popen[bytes]] = {}
     say(f"[{tag}] {backend} x{n_classify} classify: starting {len(roles)} processes ({len(items)} items, "
         f"{args.feeds} feeds{f', {rate:g}/s' if rate else ', all at once'})")
-    for role in roles:
-        out = (logs / f"{role}.log").open("wb")
+    restarts: Counter[str] = Counter()
+
+    def start(role: str) -> None:
+        out = (logs / f"{role}.log").open("ab")
         procs[role] = subprocess.Popen([*WIREWATCH, "--config", str(cfg), "--log-format", "json", "--log-level",
                                         "info", role.split("-")[0]], stdout=out, stderr=subprocess.STDOUT,
                                        cwd=ROOT, start_new_session=True)
+
+    def revive() -> None:
+        # As ``wirewatch run``'s supervisor does: a worker that exits (its liveness check gives up on a group
+        # that lost it, say) is started again; the restarts are reported.
+        for r, p in list(procs.items()):
+            if p.poll() is not None:
+                restarts[r] += 1
+                tail = (logs / f"{r}.log").read_bytes()[-600:].decode(errors="replace")
+                say(f"[{tag}] {r} exited ({p.returncode}); restarting. Its log ends:\n{tail}")
+                if restarts[r] > 5:
+                    raise SystemExit(f"[{tag}] {r} keeps exiting; logs in {logs}")
+                start(r)
+
+    for role in roles:
+        start(role)
     arts = Reader(settings, names["articles"], args.partitions)
     matches = Reader(settings, names["matches"], settings.kafka.partitions)
+    deliveries = Reader(settings, names["deliveries"], settings.kafka.partitions)
     result: dict[str, Any] = {"backend": backend, "classify_processes": n_classify, "articles": len(items),
                               "rate": rate, "timed_out": False}
     try:
         deadline = time.monotonic() + args.start_timeout
         while not all(assigned(logs / f"{r}.log") for r in roles if r != "ingest"):
-            dead = [r for r, p in procs.items() if p.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                raise SystemExit(f"[{tag}] workers not ready ({dead or 'timeout'}); logs in {logs}")
+            revive()
+            if time.monotonic() > deadline:
+                raise SystemExit(f"[{tag}] workers not ready (timeout); logs in {logs}")
             time.sleep(0.3)
         cpu0 = {r: proc_usage(p.pid)[0] for r, p in procs.items()}
         release = time.time() + 0.5
@@ -160,8 +180,10 @@ def run_once(base: dict[str, Any], tmp: Path, receiver: WebhookReceiver, backend
             last_say = 0.0
             deadline = time.monotonic() + args.run_timeout
             while time.monotonic() < deadline:
+                revive()
                 arts.poll()
                 matches.poll()
+                deliveries.poll()
                 seen = {r.key for r in arts.records}
                 lags = [x for x in broker.lags([names["articles"]], groups=[CLASSIFY_GROUP])
                         if x.topic == names["articles"]]
@@ -174,7 +196,8 @@ def run_once(base: dict[str, Any], tmp: Path, receiver: WebhookReceiver, backend
                     last_say = time.monotonic()
                     say(f"[{tag}] on Kafka {len(seen)}/{len(items)}, classify lag {lag}, "
                         f"notified {len(got)}/{len(due)}")
-                if classified_at is not None and set(got) >= due:
+                folded = suppressed(deliveries.records, arts.records, run)
+                if classified_at is not None and set(got) | set(folded) >= due:
                     break
                 time.sleep(0.25)
             else:
@@ -187,6 +210,7 @@ def run_once(base: dict[str, Any], tmp: Path, receiver: WebhookReceiver, backend
             time.sleep(args.settle_s)  # a late repeat would show up now
             arts.poll()
             matches.poll()
+            deliveries.poll()
             lags = [x for x in broker.lags([names["articles"]], groups=[CLASSIFY_GROUP])
                     if x.topic == names["articles"]]
         wall = time.time() - release
@@ -195,8 +219,9 @@ def run_once(base: dict[str, Any], tmp: Path, receiver: WebhookReceiver, backend
             cpu, hwm = proc_usage(p.pid)
             usage[r] = {"cpu_s": cpu - cpu0[r], "cpu_share": (cpu - cpu0[r]) / wall, "rss_peak_mib": hwm}
         result["processes"] = usage
+        result["restarts"] = dict(restarts)
         result |= account(items, farm, arts.records, matches.records, receiver, run, lags, release,
-                          classified_at, done_at)
+                          classified_at, done_at, suppressed(deliveries.records, arts.records, run))
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -208,6 +233,7 @@ def run_once(base: dict[str, Any], tmp: Path, receiver: WebhookReceiver, backend
                 os.killpg(p.pid, signal.SIGKILL)
         arts.close()
         matches.close()
+        deliveries.close()
         farm.stop()
     return result
 
@@ -228,6 +254,23 @@ def due_pairs(match_records: list[Any]) -> set[tuple[str, str]]:
     return out
 
 
+def suppressed(delivery_records: list[Any], art_records: list[Any], run: str) -> dict[tuple[str, str], str]:
+    """(topic id, article url) -> reason, for this run's deliveries the alerts worker suppressed (a story
+    already notified, say): accounted for, not lost."""
+    import json
+
+    url_of = {r.key.decode(): json.loads(r.value)["url"] for r in art_records if r.key}
+    out = {}
+    for r in delivery_records:
+        d = json.loads(r.value)
+        sub = str(d.get("subscription_id", ""))
+        if d.get("status") == "suppressed" and sub.startswith(f"{run}-"):
+            for aid in d.get("article_ids", []):
+                if aid in url_of:
+                    out[(sub[len(run) + 1:], url_of[aid])] = str(d.get("reason", ""))
+    return out
+
+
 def notified(receiver: WebhookReceiver, run: str) -> Counter[tuple[str, str]]:
     """(topic id, article url) -> notifications received for this run (distinct idempotency keys)."""
     got: Counter[tuple[str, str]] = Counter()
@@ -240,8 +283,8 @@ def notified(receiver: WebhookReceiver, run: str) -> Counter[tuple[str, str]]:
 
 
 def account(items: list[Any], farm: Farm, art_recs: list[Any], match_recs: list[Any], receiver: WebhookReceiver,
-            run: str, lags: list[Any], release: float, classified_at: float | None,
-            done_at: float) -> dict[str, Any]:
+            run: str, lags: list[Any], release: float, classified_at: float | None, done_at: float,
+            folded: dict[tuple[str, str], str]) -> dict[str, Any]:
     import json
 
     arts: dict[str, dict[str, Any]] = {}
@@ -274,7 +317,7 @@ def account(items: list[Any], farm: Farm, art_recs: list[Any], match_recs: list[
     due = due_pairs(match_recs)
     never_on_kafka = len(items) - len(arts)
     uncommitted = sum(x.lag for x in lags) if lags else len(arts)
-    missing = len(due - set(got))
+    missing = len(due - set(got) - set(folded))
     first_fetch = min((ts(a["fetched_at"]) for a in arts.values()), default=release)
     span = (classified_at or done_at) - first_fetch
     return {
@@ -282,7 +325,8 @@ def account(items: list[Any], farm: Farm, art_recs: list[Any], match_recs: list[
         "notified_articles_per_s": len(arts) / max(done_at - first_fetch, 1e-9),
         "seconds": done_at - release, "on_kafka": len(arts), "matches": len(match_recs), "due": len(due),
         "notifications": sum(got.values()), "duplicates": sum(n - 1 for n in got.values() if n > 1),
-        "repeats_same_key": receiver.repeats,
+        "repeats_same_key": receiver.repeats, "suppressed": len(due & set(folded)),
+        "suppressed_reasons": dict(Counter(folded[k] for k in due & set(folded))),
         "lost": never_on_kafka + uncommitted + missing,
         "lost_detail": {"never_on_kafka": never_on_kafka, "not_committed_by_classify": uncommitted,
                         "due_not_notified": missing},
@@ -391,11 +435,14 @@ def report(doc: dict[str, Any]) -> None:
         print(f"  default backend / torch fp32, 1 classify process: {doc['speedup_vs_torch']:.2f}x articles/s")
     for k, v in doc["scaling"].items():
         print(f"  {k} classify process(es) / 1: {v:.2f}x")
-    print(f"  articles lost: {doc['lost']} (must be 0); notified twice: {doc['duplicates']}")
+    print(f"  articles lost: {doc['lost']} (must be 0); notified twice: {doc['duplicates']}; due matches "
+          f"suppressed by the alerts rules (accounted for): {sum(r['suppressed'] for r in doc['runs'])}")
     print(f"\n{'config':<14}{'art/s':>7}{'→notif/s':>9}{'on Kafka':>9}{'matches':>8}{'notified':>9}{'lost':>5}"
           f"{'dup':>4}  CPU share (cores) / peak RSS MiB per process")
     for r in doc["runs"]:
         procs = "  ".join(f"{k} {v['cpu_share']:.2f}/{v['rss_peak_mib']:.0f}" for k, v in r["processes"].items())
+        if r.get("restarts"):
+            procs += f"  restarts {r['restarts']}"
         print(f"{r['backend'] + ':' + str(r['classify_processes']):<14}{r['articles_per_s']:>7.1f}"
               f"{r['notified_articles_per_s']:>9.1f}{r['on_kafka']:>9}{r['matches']:>8}{r['notifications']:>9}"
               f"{r['lost']:>5}{r['duplicates']:>4}  {procs}")
