@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ FLAGS = {
 
 
 def _cpuinfo() -> tuple[str, set[str]]:
-    model, flags = "unknown CPU", set()
+    model, flags = "unknown CPU", set[str]()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -75,3 +75,11 @@ def dump(doc: dict[str, Any]) -> None:
     doc.setdefault("cpu", describe())
     sys.__stdout__.write(json.dumps(doc, sort_keys=True, default=float) + "\n")  # type: ignore[union-attr]
     sys.__stdout__.flush()  # type: ignore[union-attr]
+
+
+def report(as_json: bool, bench: Callable[[], dict[str, Any]]) -> None:
+    """Run ``bench`` with its tables on stdout, or with ``as_json`` on stderr and its figures as one JSON object."""
+    with tables_to_stderr(as_json):
+        doc = bench()
+    if as_json:
+        dump(doc)

@@ -120,10 +120,7 @@ def main() -> None:
     ap.add_argument("--redis", default=None, help="existing Redis URL (default: a private local one)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (tables on stderr)")
     args = ap.parse_args()
-    with machine.tables_to_stderr(args.json):
-        doc = bench(args)
-    if args.json:
-        machine.dump(doc)
+    machine.report(args.json, lambda: bench(args))
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 import redis
 from kafka.errors import TopicAuthorizationFailedError
 
+from tests.integration.ops_support import wait_until
 from wirewatch import bus, metrics
 from wirewatch.ops.lag import Broker
 from wirewatch.settings import Settings
@@ -20,13 +21,6 @@ from wirewatch.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-def _wait(pred: Callable[[], bool], timeout_s: float, every_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(every_s)
-    return bool(pred())
 
 
 def _committed(settings: Settings, group: str, topic: str) -> dict[int, int]:
@@ -80,12 +74,12 @@ def test_a_dlq_that_cannot_be_written_holds_the_batch_uncommitted_until_it_can(s
                                      producer=loop_producer,
                                      config=bus.LoopConfig(max_backoff_s=1.0, dlq_min_count=1000)))
     try:
-        assert _wait(lambda: metrics.BUS_DLQ_RETRIES.labels(group)._value.get() >= retries_before + 3, 60), \
+        assert wait_until(lambda: metrics.BUS_DLQ_RETRIES.labels(group)._value.get() >= retries_before + 3, 60), \
             f"no DLQ retries seen; loop ended with {runner.error!r}"
         assert runner.thread.is_alive(), f"the loop died: {runner.error!r}"
         assert _committed(settings, group, topic).get(0, 0) <= 1, "committed past the poison record"
         bus.ensure_topics(settings, {settings.dlq(topic): 1})
-        assert _wait(lambda: _committed(settings, group, topic).get(0) == 3, 60), "never committed after the DLQ"
+        assert wait_until(lambda: _committed(settings, group, topic).get(0) == 3, 60), "never committed after the DLQ"
     finally:
         runner.stop()
         producer.close()
@@ -148,7 +142,7 @@ def test_a_redis_error_about_one_record_parks_that_record_and_the_others_go_on(s
 
     runner = Runner(_loop(settings, topic, group, handle, producer))
     try:
-        assert _wait(lambda: sum(_committed(settings, group, topic).values()) == 3, 30), \
+        assert wait_until(lambda: sum(_committed(settings, group, topic).values()) == 3, 30), \
             f"not all committed; loop ended with {runner.error!r}"
     finally:
         runner.stop()
@@ -215,14 +209,14 @@ def test_records_fetched_for_partitions_gained_in_a_rebalance_during_a_retry_wai
     a = Runner(loop("a"))
     b = Runner(loop("b"))
     try:
-        assert _wait(lambda: {"a", "b"} <= set(waits), 60), f"both members never waited: {waits}"
+        assert wait_until(lambda: {"a", "b"} <= set(waits), 60), f"both members never waited: {waits}"
         time.sleep(1.0)
         b.stop()  # leaves the group: A gets B's partitions while it waits
         time.sleep(12.0)
         redis_back.set()
-        assert _wait(lambda: set(handled) >= set(values), 60), \
+        assert wait_until(lambda: set(handled) >= set(values), 60), \
             f"{len(set(values) - set(handled))} of {len(values)} never handled"
-        assert _wait(lambda: sum(_committed(settings, group, topic).values()) == len(values), 30)
+        assert wait_until(lambda: sum(_committed(settings, group, topic).values()) == len(values), 30)
     finally:
         redis_back.set()
         a.stop()

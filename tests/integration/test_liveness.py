@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import structlog
 
+from tests.integration.ops_support import wait_until
 from wirewatch import bus, metrics
 from wirewatch.ops.lag import Broker
 from wirewatch.ops.supervisor import Backoff, Child, Supervisor
@@ -41,13 +42,6 @@ def _overrides(settings: Settings, **kafka: Any) -> str:
                        "redis": settings.redis.model_dump(mode="json")})
 
 
-def _wait(pred: Any, timeout_s: float, every_s: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(every_s)
-    return bool(pred())
 
 
 def _members(settings: Settings, group: str) -> int | None:
@@ -68,9 +62,9 @@ def test_a_worker_whose_heartbeats_stopped_exits_to_be_restarted_within_the_boun
     proc = subprocess.Popen([sys.executable, str(DEAF_CHILD), _overrides(settings, member_stall_s=5.0), topic,
                              group, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        assert _wait(lambda: (tmp_path / "deaf-since").exists(), 60), "the child never got a batch"
+        assert wait_until(lambda: (tmp_path / "deaf-since").exists(), 60), "the child never got a batch"
         deaf_at = time.monotonic()
-        assert _wait(lambda: _members(settings, group) == 0, 20), "the broker kept the deaf member"
+        assert wait_until(lambda: _members(settings, group) == 0, 20), "the broker kept the deaf member"
         evicted_after = time.monotonic() - deaf_at
         code = proc.wait(40)
         exited_after = time.monotonic() - deaf_at
@@ -105,7 +99,7 @@ def test_a_child_that_never_joins_a_group_that_never_committed_is_restarted(sett
         started = time.monotonic()
         watchdog.start()
         try:
-            restarted = _wait(lambda: sup.restarts().get("worker", 0) >= 1, 30, every_s=0.05)
+            restarted = wait_until(lambda: sup.restarts().get("worker", 0) >= 1, 30, every_s=0.05)
             after = time.monotonic() - started
         finally:
             watchdog.stop()
@@ -138,9 +132,9 @@ def test_the_demo_case_an_evicted_worker_that_never_committed_is_restarted_and_i
     runner.start()
     watchdog.start()
     try:
-        assert _wait(lambda: (tmp_path / "deaf-since").exists(), 60), "the child never got a batch"
+        assert wait_until(lambda: (tmp_path / "deaf-since").exists(), 60), "the child never got a batch"
         deaf_at = time.monotonic()
-        done = _wait(lambda: handled.exists() and len(set(handled.read_text().split())) >= 5, 60)
+        done = wait_until(lambda: handled.exists() and len(set(handled.read_text().split())) >= 5, 60)
         recovered_after = time.monotonic() - deaf_at
     finally:
         watchdog.stop()
