@@ -72,8 +72,13 @@ def content_hash(title: str, summary: str) -> str:
     return hashlib.blake2b(f"{title}\x1f{summary}".encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
+# Longer than any link a browser or server keeps (RFC 9110 asks for at least 8,000 octets); such a "link" is
+# not one, and a megabyte of it would make the article larger than a Kafka record may be.
+MAX_LINK_CHARS = 8192
+
+
 def _link(value: str | None) -> str | None:
-    if not value:
+    if not value or len(value) > MAX_LINK_CHARS:
         return None
     try:
         return canonical_url(value)

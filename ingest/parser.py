@@ -169,6 +169,24 @@ def defuse(data: bytes, headers: Mapping[str, str]) -> tuple[bytes, dict[str, st
     return text.encode("utf-8"), hdrs, entities
 
 
+_CHARREF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{1,16})|([0-9]{1,20}));")
+
+
+def _valid_charrefs(data: bytes) -> bytes:
+    """Numeric character references outside Unicode (``&#xFFFFFFFF;``, ``&#0;``) as U+FFFD.
+
+    feedparser calls ``chr()`` on them and raises OverflowError, losing the whole feed for one bad reference.
+    """
+    if b"&#" not in data:
+        return data
+
+    def fix(m: re.Match[bytes]) -> bytes:
+        value = int(m.group(1), 16) if m.group(1) else int(m.group(2))
+        return m.group(0) if 0 < value <= 0x10FFFF else b"&#xFFFD;"
+
+    return _CHARREF.sub(fix, data)
+
+
 # -- feedparser ------------------------------------------------------------------------------------------
 def struct_time_utc(parsed: Any) -> datetime | None:
     """A feedparser ``*_parsed`` time tuple (UTC) as a datetime; None when absent or impossible."""
@@ -231,8 +249,13 @@ def parse_xml(body: bytes, headers: Mapping[str, str], url: str, *, fast: bool =
     hdrs.setdefault("content-location", url)
     # No declared type (a file, a bare server): XML rules apply, the document's own declaration names its charset.
     hdrs.setdefault("content-type", "application/xml")
-    d = feedparser.parse(io.BytesIO(data), response_headers=hdrs, sanitize_html=False,
-                         resolve_relative_uris=False)
+    data = _valid_charrefs(data)
+    try:
+        d = feedparser.parse(io.BytesIO(data), response_headers=hdrs, sanitize_html=False,
+                             resolve_relative_uris=False)
+    except (ValueError, OverflowError, RecursionError, LookupError) as failure:
+        # feedparser's own bugs on hostile input are this feed's parse failure, never the worker's.
+        raise ParseError(f"not a feed: {type(failure).__name__}: {failure}"[:300]) from failure
     feed = d.get("feed") or {}
     lang = _text(feed.get("language")) or _text(hdrs.get("content-language")) or None
     problem = detail = None

@@ -7,9 +7,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from wirewatch import bus
+from wirewatch import bus, metrics
+from wirewatch.log import get_logger
 from wirewatch.records import Article
 from wirewatch.settings import Settings
+
+log = get_logger("ingest.sink")
+# Kafka's default largest record is 1 MiB, and a produce batch that holds one larger record is refused whole:
+# one such article would stop every feed whose articles share its batch. Normalized articles stay far below.
+MAX_RECORD_BYTES = 900_000
 
 
 class Sink(Protocol):
@@ -17,7 +23,9 @@ class Sink(Protocol):
 
     ``publish`` returns only once every article is durably accepted (for Kafka: acknowledged by the
     brokers); it raises :class:`wirewatch.bus.ProduceError` (or another exception) when that could not be
-    confirmed, in which case the caller must treat none of them as published.
+    confirmed, in which case the caller must treat none of them as published. An article whose record would
+    be larger than Kafka takes (:data:`MAX_RECORD_BYTES`) is counted invalid, logged and left out, so that it
+    cannot fail the batch of every other feed.
     """
 
     async def publish(self, articles: Sequence[Article]) -> None:
@@ -65,11 +73,20 @@ class KafkaSink:
 
     async def publish(self, articles: Sequence[Article]) -> None:
         """See :class:`Sink`."""
-        if not articles:
+        records = []
+        for article in articles:
+            record = self.outgoing(article)
+            if len(record.value) > MAX_RECORD_BYTES:
+                metrics.INGEST_ITEMS.labels("invalid").inc()
+                log.error("article_too_large", feed_id=article.feed_id, article_id=article.id,
+                          bytes=len(record.value), limit=MAX_RECORD_BYTES)
+                continue
+            records.append(record)
+        if not records:
             return
         wake = self._ensure_started()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(([self.outgoing(a) for a in articles], fut))
+        self._pending.append((records, fut))
         wake.set()
         await fut
 
