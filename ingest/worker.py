@@ -46,7 +46,6 @@ from wirewatch.records import Article, Feed
 from wirewatch.settings import FeedConfig, Settings
 
 log = get_logger("ingest")
-BIG_BODY_BYTES = 1024 * 1024
 T = TypeVar("T")
 BUSY_RETRY_S = 15.0
 UNCHANGED_REREAD_S = 86400.0
@@ -116,19 +115,11 @@ class IngestWorker:
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
-        self._big_parse: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self.polls = 0
         self.watch_interval_s = 1.0
         self._watcher: regmod.Watcher[Feed] | None = None
 
     # -- helpers ---------------------------------------------------------------------------------------
-    def _big_parse_lock(self) -> asyncio.Lock:
-        """The lock big bodies are parsed under, one per event loop (tests run a worker on several)."""
-        loop = asyncio.get_running_loop()
-        if self._big_parse is None or self._big_parse[0] is not loop:
-            self._big_parse = (loop, asyncio.Lock())
-        return self._big_parse[1]
-
     async def _in(self, pool: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
@@ -256,14 +247,7 @@ class IngestWorker:
             return PollReport(feed.id, "200", unchanged=True), st.with_(etag=result.etag,
                                                                         last_modified=result.last_modified)
         try:
-            if len(result.body) > BIG_BODY_BYTES:
-                # A parse takes several times its body in memory; two ten-megabyte feeds at once took the
-                # worker past 300 MiB on hostile input. Big bodies are parsed one at a time.
-                async with self._big_parse_lock():
-                    prepared = await self._in(self._cpu, self._prepare, feed, st, result, fetched)
-            else:
-                prepared = await self._in(self._cpu, self._prepare, feed, st, result, fetched)
-            parsed, items, fates, stale, invalid = prepared
+            parsed, items, fates, stale, invalid = await self._in(self._cpu, self._prepare, feed, st, result, fetched)
         except ParseError as exc:
             metrics.INGEST_FETCHES.labels("parse_error").inc()
             st = self.policy.after_error(st, now).with_(last_error=f"parse_error: {exc}"[:500], last_error_at=now,
