@@ -47,11 +47,18 @@ def _strip_tags(text: str) -> str:
     return _TAG.sub(" ", _INLINE_TAG.sub("", text))
 
 
+RAW_FACTOR = 64
+RAW_MIN = 65_536
+
+
 def plain_text(value: str, limit: int) -> str:
     """HTML or text to folded plain text of at most ``limit`` characters (cut at a word where possible)."""
     if not value:
         return ""
-    text = value
+    # Markup can be far longer than its text, but not without bound: a hostile 10 MB summary took the worker
+    # past 300 MiB in the regular expressions below, for a field that keeps 2,000 characters.
+    raw_cap = max(limit * RAW_FACTOR, RAW_MIN)
+    text = value[:raw_cap] if len(value) > raw_cap else value
     if "<" in text:
         text = _strip_tags(text)
     if "&" in text:

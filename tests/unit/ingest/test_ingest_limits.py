@@ -68,3 +68,10 @@ def test_an_article_kafka_would_refuse_is_counted_invalid_and_the_rest_still_go_
     asyncio.run(go())
     assert [r.key for r in producer.sent] == ["a1", "a2"]
     assert metrics.INGEST_ITEMS.labels("invalid")._value.get() == before + 1
+
+
+def test_a_ten_megabyte_summary_is_cut_before_its_markup_is_stripped() -> None:
+    huge = "<p>" + "word " * (2 << 20) + "</p>"
+    text = normalize.plain_text(huge, 2000)
+    assert len(text) <= 2000 and text.startswith("word word")
+    assert normalize.plain_text("<b>short</b> &amp; sweet", 2000) == "short & sweet"
