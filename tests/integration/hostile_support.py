@@ -158,13 +158,14 @@ def run(cases: list[Case], build: Callable[..., Settings], work: Path, *, timeou
                 return got
             while time.monotonic() < deadline and len(outcomes()) < len(cases):
                 time.sleep(1)
-            # The channels have gone quiet: the same count at every receiver for five seconds running.
+            # The channels have gone quiet: the same count, above zero, at every receiver for eight seconds
+            # running (zero is classify still loading its model).
             last, since = (-1, -1, -1), time.monotonic()
             while time.monotonic() < deadline:
                 now = tuple(len(r.accepted) for r in rx.values())
                 if now != last:
                     last, since = now, time.monotonic()  # type: ignore[assignment]
-                elif time.monotonic() - since > 8 and len(set(now)) == 1:
+                elif time.monotonic() - since > 8 and len(set(now)) == 1 and now[0] > 0:
                     break
                 time.sleep(1)
             got = outcomes()
