@@ -173,3 +173,22 @@ def read_deliveries(settings: Any, min_count: int, timeout_s: float = 20.0) -> l
     finally:
         consumer.close()
     return out
+
+
+class Hang:
+    """A receiver behaviour that holds every request until ``release`` is set, counting how many it holds."""
+
+    def __init__(self, wait_s: float = 10.0) -> None:
+        self.release = threading.Event()
+        self.now = self.max = 0
+        self._lock = threading.Lock()
+        self._wait_s = wait_s
+
+    def __call__(self, rx: Receiver, req: dict[str, Any]) -> tuple[int, dict[str, str]]:
+        with self._lock:
+            self.now += 1
+            self.max = max(self.max, self.now)
+        self.release.wait(self._wait_s)
+        with self._lock:
+            self.now -= 1
+        return 200, {}

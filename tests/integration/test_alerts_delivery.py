@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import json
-import threading
 import time
 from collections.abc import Callable
 from email import policy
@@ -19,7 +18,7 @@ from alerts.outbox import Entry
 from alerts.recorder import Recorder
 from alerts.worker import AlertsWorker
 from tests.integration import alerts_support as support
-from tests.integration.alerts_support import Receiver, match, produce, read_deliveries, running, webhook_sub
+from tests.integration.alerts_support import Hang, Receiver, match, produce, read_deliveries, running, webhook_sub
 from wirewatch import bus, stack, state
 from wirewatch.bus import Producer
 from wirewatch.records import ChannelKind, ChannelSpec, DeliveryStatus, Subscription
@@ -84,18 +83,7 @@ def test_other_4xx_is_not_retried(make_settings: Callable[..., Settings]) -> Non
 
 
 def test_a_hanging_receiver_never_delays_other_subscriptions(make_settings: Callable[..., Settings]) -> None:
-    release = threading.Event()
-    in_flight = {"now": 0, "max": 0}
-    lock = threading.Lock()
-
-    def hang(rx: Receiver, req: dict[str, Any]) -> tuple[int, dict[str, str]]:
-        with lock:
-            in_flight["now"] += 1
-            in_flight["max"] = max(in_flight["max"], in_flight["now"])
-        release.wait(10)
-        with lock:
-            in_flight["now"] -= 1
-        return 200, {}
+    hang = Hang()
 
     with Receiver(behaviour=hang) as stuck, Receiver(secret="s3cret") as fine:
         subs = [webhook_sub("stuck", stuck.url, secret=None), webhook_sub("fine", fine.url)]
@@ -110,11 +98,11 @@ def test_a_hanging_receiver_never_delays_other_subscriptions(make_settings: Call
             produce(s, stories)
             assert fine.wait_for(6, 20)
             took = max(r["at"] for r in fine.accepted) - started
-            release.set()
+            hang.release.set()
         print(f"healthy subscription got 6/6 in {took:.2f}s while the other destination hung "
-              f"(its sends in flight peaked at {in_flight['max']}, limit 2, timeout 1s)")
+              f"(its sends in flight peaked at {hang.max}, limit 2, timeout 1s)")
         assert took < 3.0
-        assert in_flight["max"] <= 2
+        assert hang.max <= 2
 
 
 class _Sink:

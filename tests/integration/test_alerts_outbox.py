@@ -8,18 +8,16 @@ due later, is a retry or what a dead process left behind; it must still go out w
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import pytest
 
 from alerts import delivery, testsend
 from alerts.outbox import Entry
 from alerts.recorder import Recorder
-from tests.integration.alerts_support import Receiver, webhook_sub
+from tests.integration.alerts_support import Hang, Receiver, webhook_sub
 from wirewatch import bus, state
 from wirewatch.bus import Producer
 from wirewatch.records import ChannelKind, ChannelSpec, Subscription
@@ -65,18 +63,7 @@ def _settings(make_settings: Callable[..., Settings], subs: list[Subscription]) 
 
 def test_a_backlog_for_a_hanging_destination_never_holds_back_another_subscriptions_retry(
         make_settings: Callable[..., Settings]) -> None:
-    release = threading.Event()
-    in_flight = {"now": 0, "max": 0}
-    lock = threading.Lock()
-
-    def hang(rx: Receiver, req: dict[str, Any]) -> tuple[int, dict[str, str]]:
-        with lock:
-            in_flight["now"] += 1
-            in_flight["max"] = max(in_flight["max"], in_flight["now"])
-        release.wait(10)
-        with lock:
-            in_flight["now"] -= 1
-        return 200, {}
+    hang = Hang()
 
     with Receiver(behaviour=hang) as stuck, Receiver(secret="s3cret") as fine:
         blocked, other = webhook_sub("stuck", stuck.url, secret=None), webhook_sub("fine", fine.url)
@@ -87,12 +74,12 @@ def test_a_backlog_for_a_hanging_destination_never_holds_back_another_subscripti
             d.start()
             got = fine.wait_for(1, 10)
             took = time.monotonic() - started
-            release.set()
+            hang.release.set()
             assert got, f"the retry never went out while {BACKLOG} entries waited for one hanging destination"
         print(f"retry out after {took:.2f}s behind {BACKLOG} entries for a hanging destination")
     assert fine.accepted[0]["headers"]["Idempotency-Key"] == "other-retry"
     assert took < 5.0
-    assert 1 <= in_flight["max"] <= 2, "the hanging destination's concurrency limit still holds"
+    assert 1 <= hang.max <= 2, "the hanging destination's concurrency limit still holds"
 
 
 def test_a_backlog_over_a_slack_channels_budget_never_holds_back_another_subscriptions_retry(
