@@ -3,13 +3,16 @@
 :func:`extract` never raises: a page that is not HTML, a consent or cookie wall, a paywall teaser or a page
 with no main text comes back as an :class:`Extraction` whose ``outcome`` says so and whose ``text`` is empty.
 The gates are told apart by markers on the page once the main text is found short, so an article that merely
-mentions cookies or subscriptions keeps its text.
+mentions cookies or subscriptions keeps its text. The page's own headline (its ``<h1>``, ``og:title`` or
+``<title>``), which trafilatura returns as the first line, is dropped: the classifier already embeds the
+article's title, and would otherwise read it twice.
 """
 
 from __future__ import annotations
 
+import html
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -25,6 +28,13 @@ _COOKIE = re.compile(rb"accept (?:all )?cookies|we use cookies|cookie (?:wall|po
                      re.IGNORECASE)
 _CONSENT = re.compile(rb"__tcfapi|consent-?(?:form|page|wall|management)|manage (?:your )?(?:privacy|consent)|"
                       rb"before you continue|i agree", re.IGNORECASE)
+_HEADLINE = re.compile(rb"<h1\b[^>]{0,300}>(.{0,1000}?)</h1\s*>|<title\b[^>]{0,300}>(.{0,1000}?)</title\s*>|"
+                       rb"<meta\s[^>]{0,300}?property=[\"']og:title[\"'][^>]{0,300}?content=[\"']([^\"']{0,1000})",
+                       re.IGNORECASE | re.DOTALL)
+# Headlines sit in the head and at the top of the body; bounded repeats keep hostile markup linear.
+_HEADLINE_SCAN = 256 * 1024
+_MARKUP = re.compile(r"<[^>]*>")
+_WORDS = re.compile(r"\w+")
 _CONSENT_URL = re.compile(r"(?:^|[./-])(?:consent|privacy-?gate|cookie-?wall|gdpr)(?:[./-]|$)", re.IGNORECASE)
 
 
@@ -61,13 +71,45 @@ def main_text(body: bytes, url: str | None) -> str:
     return text or ""
 
 
+def folded(text: str) -> str:
+    """Lower-cased words of ``text`` joined by single spaces (for comparing headlines)."""
+    return " ".join(_WORDS.findall(text.casefold()))
+
+
+def headlines(body: bytes) -> list[str]:
+    """The page's headline candidates (``<h1>``, ``<title>``, ``og:title``), folded."""
+    out = []
+    for m in _HEADLINE.finditer(body[:_HEADLINE_SCAN]):
+        raw = next(g for g in m.groups() if g is not None).decode("utf-8", "replace")
+        got = folded(html.unescape(_MARKUP.sub(" ", raw)))
+        if got:
+            out.append(got)
+    return out
+
+
+def without_headline(text: str, candidates: Iterable[str]) -> str:
+    """``text`` less its first line when that line is one of the headlines.
+
+    A ``<title>`` usually carries the site's name after the headline ("Bridge to close - Local News"), so a
+    first line that starts one (at least three words of it) counts too.
+    """
+    first, sep, rest = text.partition("\n")
+    line = folded(first)
+    if not sep or not line:
+        return text
+    for h in candidates:
+        if line == h or (line.count(" ") >= 2 and h.startswith(line + " ")):
+            return rest.lstrip("\n")
+    return text
+
+
 def extract(body: bytes, headers: Mapping[str, str], url: str, *, min_chars: int, max_chars: int) -> Extraction:
     """Classify a fetched page and take its main text; see the module docstring."""
     if consent_url(url):
         return Extraction("consent")
     if not is_html(headers, body):
         return Extraction("not_html")
-    text = plain_text(main_text(body, url), max_chars) if max_chars else ""
+    text = plain_text(without_headline(main_text(body, url), headlines(body)), max_chars) if max_chars else ""
     if len(text) >= min_chars and text:
         return Extraction("ok", text)
     if _PAYWALL.search(body):

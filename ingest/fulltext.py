@@ -2,14 +2,16 @@
 
 For one article (:meth:`FullText.page`)::
 
-    cache (by article id) -> robots.txt (per host, TTL) -> host slot (shared with feed polls)
-        -> conditional GET (SSRF guard, time and byte caps) -> extraction (CPU pool) -> cache
+    cache (by article id) -> robots.txt (per host, TTL) -> Crawl-delay turn (per host)
+        -> host slot (shared with feed polls) -> conditional GET (SSRF guard, time and byte caps)
+        -> extraction (CPU pool) -> cache
 
 Every way this can fail is an outcome (:class:`Page.outcome`, the ``outcome`` label of
 ``wirewatch_ingest_fulltext_total``), logged with the feed and article ids; nothing here raises for what a
 site did, and the article goes on with the feed's text. A page is fetched once however many feeds carry it:
 the article id derives from the canonical URL, and the result (text or failure) is cached under it in Redis,
-failures for ``full_text_retry_s`` only. Concurrent asks in one process share one fetch; across processes a
+failures for ``full_text_retry_s`` only (``busy`` and ``crawl_delay``, which say nothing about the page, are
+not cached). Concurrent asks in one process share one fetch; across processes a
 short claim key keeps a second worker from fetching the same page at the same moment.
 """
 
@@ -29,6 +31,7 @@ import redis
 
 from ingest.extract import Extraction, extract
 from ingest.fetcher import Conditional, Outcome, check_url
+from ingest.hosts import Pacer
 from ingest.robots import PageFetcher, RobotsCache, Verdict
 from wirewatch import metrics
 from wirewatch.log import describe_error, get_logger
@@ -39,6 +42,10 @@ from wirewatch.state import key
 log = get_logger("ingest.fulltext")
 ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
 USABLE = ("ok", "cached", "not_modified")
+TRANSIENT = ("busy", "crawl_delay")
+CRAWL_QUEUE_S = 60.0
+"""A page whose Crawl-delay turn is further away than this is not fetched (outcome ``crawl_delay``)."""
+_TITLE_JOINERS = " \t:|-\u2013\u2014\u00b7"
 _FETCH_OUTCOMES = {Outcome.TIMEOUT: "timeout", Outcome.TOO_LARGE: "too_large", Outcome.BAD_URL: "blocked",
                    Outcome.TOO_MANY_REDIRECTS: "redirects", Outcome.BAD_ENCODING: "bad_encoding",
                    Outcome.NETWORK: "network", Outcome.RATE_LIMITED: "http_error", Outcome.GONE: "http_error",
@@ -167,7 +174,8 @@ class FullText:
         self._slot = slot
         self._io = io
         self._cpu = cpu
-        self.robots = RobotsCache(fetcher, cfg.user_agent, cfg.robots_ttl_s)
+        self.robots = RobotsCache(fetcher, cfg.user_agent, cfg.robots_ttl_s, slot)
+        self.pacer = Pacer(CRAWL_QUEUE_S)
         self._inflight: dict[str, asyncio.Task[Page]] = {}
 
     async def aclose(self) -> None:
@@ -221,6 +229,8 @@ class FullText:
         page = await self._fetch(article.url, cached)
         if page.outcome == "not_modified" and cached is not None:
             page = Page("not_modified", cached.text, cached.etag, cached.last_modified)
+        if page.outcome in TRANSIENT:
+            return page  # the claim lapses on its own, shortly
         ttl = self.cfg.full_text_cache_ttl_s if page.usable else self.cfg.full_text_retry_s
         await self._run(self._io, self._cache.put, article.id, page, ttl)
         return page
@@ -241,8 +251,14 @@ class FullText:
             return Page("robots_disallowed")
         if verdict is Verdict.UNREACHABLE:
             return Page("robots_unreachable")
+        host = (urlsplit(url).hostname or "").lower()
+        wait = self.pacer.turn(host, self.robots.crawl_delay(url))
+        if wait is None:
+            return Page("crawl_delay")
+        if wait:
+            await asyncio.sleep(wait)
         conditional = Conditional(cached.etag, cached.last_modified) if cached is not None else Conditional()
-        async with self._slot((urlsplit(url).hostname or "").lower()):
+        async with self._slot(host):
             result = await self._fetcher.fetch(url, conditional, accept=ACCEPT, max_bytes=self.cfg.full_text_max_bytes,
                                                timeout_s=self.cfg.full_text_timeout_s)
         if result.outcome is Outcome.NOT_MODIFIED:
@@ -256,11 +272,25 @@ class FullText:
         return Page(got.outcome, got.text, result.etag, result.last_modified)
 
 
+def after_title(text: str, title: str) -> str:
+    """``text`` less a leading copy of ``title`` (the classifier embeds the title already; once is enough)."""
+    head = title.strip()
+    if head and text[: len(head)].casefold() == head.casefold():
+        rest = text[len(head):].lstrip(_TITLE_JOINERS)
+        if rest:
+            return rest
+    return text
+
+
 def with_page(article: Article, page: Page, *, update: bool | None = None) -> Article:
-    """``article`` carrying the page's text as its content (unchanged when the page is not usable)."""
+    """``article`` carrying the page's text as its content (unchanged when the page is not usable).
+
+    The page's own headline is gone already (:mod:`ingest.extract`); a feed title that still leads the text
+    is cut here, per article, since feeds carrying one page may title it differently.
+    """
     changes: dict[str, Any] = {}
     if page.usable:
-        changes["content"] = page.text
+        changes["content"] = after_title(page.text, article.title)
     if update is not None:
         changes["update"] = update
     return article.model_copy(update=changes) if changes else article

@@ -330,7 +330,8 @@ class IngestWorker:
         tasks = {i: loop.create_task(self.fulltext.page(send[i], revalidate=send[i].update)) for i in want}
         started = time.monotonic()
         if self.cfg.full_text_wait_s > 0:
-            await asyncio.wait(tasks.values(), timeout=self.cfg.full_text_wait_s)
+            async with self.hosts.lend(self._host(feed)):  # the feed's own request is over: pages may use its slot
+                await asyncio.wait(tasks.values(), timeout=self.cfg.full_text_wait_s)
         metrics.INGEST_FULLTEXT_HELD_SECONDS.observe(time.monotonic() - started)
         out, later = list(send), []
         for i, task in tasks.items():

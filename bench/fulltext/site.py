@@ -3,8 +3,9 @@
 Each path answers from :attr:`Site.routes` (a :class:`Route`: status, headers, body, delay before answering).
 :func:`standard_routes` sets up the cases ingest must survive: a real article, a paywall teaser, a cookie
 wall, a consent redirect, a huge page, a slow page, a PDF, a redirect to a private address, a page with no
-main text, a path robots.txt disallows, and a page with an ETag. The server counts hits per path and the
-most requests it ever had in flight at once.
+main text, a path robots.txt disallows, a page with an ETag and one with a Last-Modified (each answers 304
+to its validator). The server counts hits per path, notes when each request came in, and the most requests
+it ever had in flight at once.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def standard_routes() -> dict[str, Route]:
         "/news/ok": Route(body=article_page("Harbour bridge to close for six months", ARTICLE_TEXT)),
         "/news/etag": Route(body=article_page("Harbour bridge to close", ARTICLE_TEXT),
                             headers=HTML | {"ETag": '"p1"'}),
+        "/news/dated": Route(body=article_page("Harbour bridge to close", ARTICLE_TEXT),
+                             headers=HTML | {"Last-Modified": "Tue, 30 Apr 2024 08:00:00 GMT"}),
         "/news/paywall": Route(body=paywall),
         "/news/cookie": Route(body=cookie),
         "/news/consent": Route(302, headers={"Location": "/consent?continue=/news/consent"}),
@@ -93,6 +96,8 @@ class Site:
         self.routes: dict[str, Route] = routes or {}
         self.hits: dict[str, int] = {}
         self.requests: list[dict[str, str]] = []
+        self.started: list[tuple[str, float]] = []
+        """(path, time.monotonic()) of each request as it came in."""
         self.inflight = 0
         self.max_inflight = 0
         self._lock = threading.Lock()
@@ -133,15 +138,17 @@ class Site:
         with self._lock:
             self.hits[path] = self.hits.get(path, 0) + 1
             self.requests.append({"path": path} | {k: v for k, v in h.headers.items()})
+            self.started.append((path, time.monotonic()))
             self.inflight += 1
             self.max_inflight = max(self.max_inflight, self.inflight)
         try:
             route = self.routes.get(path) or Route(404, b"not found", {"Content-Type": "text/plain"})
             if route.delay_s:
                 time.sleep(route.delay_s)
-            etag = route.headers.get("ETag")
+            etag, modified = route.headers.get("ETag"), route.headers.get("Last-Modified")
             status, body = route.status, route.body
-            if etag and h.headers.get("If-None-Match") == etag:
+            if (etag and h.headers.get("If-None-Match") == etag) or (
+                    modified and h.headers.get("If-Modified-Since") == modified):
                 status, body = 304, b""
             h.send_response(status)
             for k, v in route.headers.items():
