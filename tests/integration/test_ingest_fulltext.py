@@ -20,9 +20,12 @@ from kafka import KafkaConsumer, TopicPartition
 from alerts.rules import Action, judge
 from alerts.stories import StoryFolder
 from bench.fulltext.site import Route, Site, article_page, standard_routes
+from ingest.fetcher import HttpFetcher
+from ingest.fulltext import FullText, RedisPageCache
+from ingest.hosts import HostSlots
 from ingest.worker import IngestWorker, config_feeds
 from tests.integration.alerts_support import webhook_sub
-from tests.unit.ingest.test_fulltext import count, info_logs
+from tests.unit.ingest.test_fulltext import art, count, info_logs
 from wirewatch import registry as regmod
 from wirewatch import state as wstate
 from wirewatch.auth import COOKIE
@@ -265,3 +268,22 @@ def test_the_setting_is_read_from_the_toml_and_shown_by_the_api_and_the_dashboar
     assert "<th scope=\"col\">Full text</th>" in page.text
     assert "<td>never</td>" in cells[thin.id] and "<td>default</td>" in cells[full.id]
     assert "<td>auto</td>" in cells[made.json()["id"]]
+
+
+def test_two_workers_asking_for_one_page_at_once_fetch_it_once(fsettings: Settings, site: Site) -> None:
+    site.routes["/news/shared"] = Route(body=article_page("Bridge to close", BODY), delay_s=0.5)
+    a = art(site.url("/news/shared"))
+
+    async def go() -> list[str]:
+        workers = [FullText(fsettings.ingest, HttpFetcher(fsettings.ingest, allow=["127.0.0.1"]),
+                            RedisPageCache(wstate.connect(fsettings), fsettings), slot=HostSlots(2).slot)
+                   for _ in range(2)]  # two processes' worth: no shared memory, one Redis
+        try:
+            got = await asyncio.gather(*(w.page(a) for w in workers))
+            return sorted(p.outcome for p in got if p.usable)
+        finally:
+            for w in workers:
+                await w.aclose()
+
+    assert asyncio.run(go()) == ["cached", "ok"]
+    assert site.hits["/news/shared"] == 1
