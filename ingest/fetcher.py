@@ -94,42 +94,74 @@ class BadEncoding(Exception):
     """A body whose Content-Encoding we cannot or would not decode."""
 
 
-class _Inflater:
-    """Streaming gzip/deflate with a cap on the output: a bomb stops at the cap, not at the end of memory."""
+# Output is produced in steps of this size, so one step never allocates much more than this.
+_INFLATE_STEP = 1 << 20
 
-    def __init__(self, encoding: str, cap: int) -> None:
+
+class _Inflater:
+    """Streaming gzip/deflate with a cap on the output: a bomb stops at the cap, not at the end of memory.
+
+    The output is counted, not kept, while the body streams in (``keep=False``): a body found over the cap
+    has cost only its compressed bytes and one step, never the cap itself. :func:`inflate` then decodes the
+    compressed bytes a second time, keeping the output, once they are known to fit.
+    """
+
+    def __init__(self, encoding: str, cap: int, keep: bool = False) -> None:
         self._encoding = encoding
         self._cap = cap
         self._out = 0
+        self._keep = keep
+        self.parts: list[bytes] = []
         # 47 = auto-detect zlib or gzip header; deflate may also come raw (no zlib header), tried on error.
         self._obj = zlib.decompressobj(47 if encoding == "gzip" else 15)
         self._started = False
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: bytes) -> None:
+        """Decode ``chunk``. Raises TooLarge past the cap, zlib.error on a corrupt stream."""
         try:
-            data = self._obj.decompress(chunk, self._cap - self._out + 1)
+            self._drain(chunk)
         except zlib.error:
             if self._started or self._encoding != "deflate":
                 raise
             self._obj = zlib.decompressobj(-15)
-            data = self._obj.decompress(chunk, self._cap - self._out + 1)
+            self._drain(chunk)
         self._started = True
-        self._out += len(data)
-        if self._out > self._cap or self._obj.unconsumed_tail:
-            raise TooLarge(f"decompressed body over {self._cap} bytes")
         # Concatenated gzip members (allowed by RFC 1952) continue after the first one's end.
         while self._obj.eof and self._obj.unused_data and self._encoding == "gzip":
             rest = self._obj.unused_data
             self._obj = zlib.decompressobj(47)
-            more = self._obj.decompress(rest, self._cap - self._out + 1)
-            self._out += len(more)
-            if self._out > self._cap or self._obj.unconsumed_tail:
-                raise TooLarge(f"decompressed body over {self._cap} bytes")
-            data += more
-        return data
+            self._drain(rest)
 
-    def flush(self) -> bytes:
-        return self._obj.flush()
+    def _drain(self, data: bytes) -> None:
+        while data:
+            out = self._obj.decompress(data, min(_INFLATE_STEP, self._cap - self._out + 1))
+            self._out += len(out)
+            if self._out > self._cap:
+                raise TooLarge(f"decompressed body over {self._cap} bytes")
+            if self._keep and out:
+                self.parts.append(out)
+            self._started = self._started or bool(out)
+            data = self._obj.unconsumed_tail
+            if not out and data:
+                break  # no progress: the stream needs more input than this chunk holds
+
+    def flush(self) -> None:
+        """Decode what the stream still holds at the end of the body."""
+        tail = self._obj.flush()
+        self._out += len(tail)
+        if self._out > self._cap:
+            raise TooLarge(f"decompressed body over {self._cap} bytes")
+        if self._keep and tail:
+            self.parts.append(tail)
+
+
+def inflate(encoding: str, chunks: Iterable[bytes], cap: int) -> bytes:
+    """The decoded body of compressed ``chunks``. Raises TooLarge past ``cap``, zlib.error when corrupt."""
+    inflater = _Inflater(encoding, cap, keep=True)
+    for chunk in chunks:
+        inflater.feed(chunk)
+    inflater.flush()
+    return b"".join(inflater.parts)
 
 
 def check_url(url: str) -> str | None:
@@ -245,9 +277,12 @@ class HttpFetcher:
             received += len(chunk)
             if received > caps.transfer:
                 raise TooLarge(f"body over the {caps.transfer}-byte cap")
-            parts.append(inflater.feed(chunk) if inflater else chunk)
+            if inflater:
+                inflater.feed(chunk)
+            parts.append(chunk)
         if inflater:
-            parts.append(inflater.flush())
+            inflater.flush()
+            return inflate(enc, parts, caps.decoded)
         return b"".join(parts)
 
 
