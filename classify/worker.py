@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from classify.classifier import Classifier
 from classify.embedder import load_embedder
+from classify.prefilter import FirstPass
 from classify.recent import RecentStore
 from classify.topics import TopicStore
 from wirewatch import bus, metrics, registry, state
@@ -44,11 +45,12 @@ class Handler:
     """The consumer loop's batch handler: classify, produce, remember."""
 
     def __init__(self, settings: Settings, classifier: Classifier, producer: bus.Producer,
-                 recent: RecentStore | None = None) -> None:
+                 recent: RecentStore | None = None, first_pass: FirstPass | None = None) -> None:
         self._topic = settings.kafka.topics.matches
         self._classifier = classifier
         self._producer = producer
         self._recent = recent
+        self._first_pass = first_pass
 
     def __call__(self, batch: list[bus.Consumed[Article]]) -> None:
         """Classify ``batch`` and produce its matches; returns once Kafka acknowledged them all."""
@@ -56,11 +58,15 @@ class Handler:
         plain = [c for c in batch if _header(c.headers, REPLAY_HEADER) is None]
         replays = [c for c in batch if _header(c.headers, REPLAY_HEADER) is not None]
         matches: list[Match] = []
-        if plain:
-            result = self._classifier.classify([c.value for c in plain])
+        articles = [c.value for c in plain]
+        if articles and self._first_pass is not None:
+            # The cheap first pass (classify/prefilter.py, off unless given): what it drops can match nothing.
+            articles = self._first_pass.survivors(articles, self._classifier)
+        if articles:
+            result = self._classifier.classify(articles)
             matches += result.matches
             if self._recent is not None:
-                self._recent.add([c.value for c in plain], result.vectors)
+                self._recent.add(articles, result.vectors)
         for c in replays:
             only = _header(c.headers, REPLAY_TOPIC_HEADER)
             matches += self._classifier.classify([c.value], only_topic=only, replay=True).matches
