@@ -152,27 +152,50 @@ def wait_until(cond: Callable[[], bool], timeout_s: float = 30.0) -> bool:
 
 
 def read_deliveries(settings: Any, min_count: int, timeout_s: float = 20.0) -> list[Any]:
-    """Every Delivery on the test's deliveries topic (waits for at least ``min_count``)."""
-    from kafka import KafkaConsumer
+    """Every Delivery on the test's deliveries topic (waits for at least ``min_count``).
+
+    Reads each partition from its start with an explicitly assigned consumer (no group, no rebalance). A
+    client that has read nothing for a while is replaced by a fresh one that starts over (records already
+    read are counted once, by partition and offset), so one stuck connection cannot stall the read.
+    """
+    from kafka import KafkaConsumer, TopicPartition
 
     from wirewatch.records import Delivery, decode
 
-    consumer = KafkaConsumer(settings.kafka.topics.deliveries, bootstrap_servers=settings.bootstrap_servers,
-                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=1000)
-    out: list[Any] = []
+    topic = settings.kafka.topics.deliveries
+    seen: dict[tuple[int, int], Any] = {}
     deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                out.extend(decode(Delivery, r.value) for r in batch)
-            if len(out) >= min_count:
-                # one more short poll so a late extra record is seen too
-                for batch in consumer.poll(timeout_ms=300).values():
-                    out.extend(decode(Delivery, r.value) for r in batch)
+    while time.monotonic() < deadline and len(seen) < min_count:
+        consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                                 auto_offset_reset="earliest")
+        try:
+            parts = None
+            while not parts and time.monotonic() < deadline:
+                parts = consumer.partitions_for_topic(topic)
+                if not parts:
+                    time.sleep(0.2)
+            if not parts:
                 break
-    finally:
-        consumer.close()
-    return out
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            quiet_until = time.monotonic() + 5.0
+            while time.monotonic() < min(deadline, quiet_until):
+                got = consumer.poll(timeout_ms=500)
+                for batch in got.values():
+                    for r in batch:
+                        seen[(r.partition, r.offset)] = decode(Delivery, r.value)
+                if got:
+                    quiet_until = time.monotonic() + 5.0
+                if len(seen) >= min_count:
+                    # one more short poll so a late extra record is seen too
+                    for batch in consumer.poll(timeout_ms=300).values():
+                        for r in batch:
+                            seen[(r.partition, r.offset)] = decode(Delivery, r.value)
+                    break
+        finally:
+            consumer.close()
+    return [seen[k] for k in sorted(seen)]
 
 
 class Hang:
