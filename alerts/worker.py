@@ -22,14 +22,13 @@ from alerts.recorder import Recorder
 from alerts.settle import OnSent
 from alerts.stories import StoryFolder
 from wirewatch import registry, state
-from wirewatch.bus import ALERTS_GROUP, Consumed, ConsumerLoop, Handler, LoopConfig, Producer
+from wirewatch.bus import Consumed, ConsumerLoop, Handler, LoopConfig, Producer, role_group
 from wirewatch.heap import HeapKeeper
 from wirewatch.log import get_logger
 from wirewatch.records import Match, Subscription, Topic, decode
 from wirewatch.settings import Settings
 
 log = get_logger("alerts.worker")
-GROUP = ALERTS_GROUP
 
 
 def pipeline(stories: StoryFolder, planner: Planner, held: DigestQueue, recorder: Recorder,
@@ -79,7 +78,7 @@ class AlertsWorker:
         handle = pipeline(self.stories, planner, held, self.recorder, self.dispatcher,
                           lambda: self._by_topic, lambda: self._names)
         self.loop: ConsumerLoop[Match] = ConsumerLoop(
-            settings, topics=[settings.kafka.topics.matches], group=GROUP,
+            settings, topics=[settings.kafka.topics.matches], group=role_group(settings, "alerts"),
             decode=lambda raw: decode(Match, raw), handle=handle, producer=self.producer,
             config=LoopConfig(batch_size=settings.alerts.batch_size, max_wait_ms=settings.alerts.max_wait_ms,
                               session_timeout_ms=settings.alerts.session_timeout_ms,

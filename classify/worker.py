@@ -26,8 +26,6 @@ from wirewatch.settings import Settings
 
 log = get_logger("classify.worker")
 
-GROUP = bus.CLASSIFY_GROUP
-
 
 def decode_article(raw: bytes) -> Article:
     """Decode one consumed value (raises RecordError for the DLQ)."""
@@ -115,8 +113,9 @@ def build(settings: Settings) -> Worker:
     producer = bus.Producer(settings, client_id="classify")
     handler = Handler(settings, classifier, producer, RecentStore(client, settings))
     loop: bus.ConsumerLoop[Article] = bus.ConsumerLoop(
-        settings, topics=[settings.kafka.topics.articles], group=GROUP, decode=decode_article, handle=handler,
-        producer=producer, config=bus.LoopConfig(batch_size=c.batch_size, max_wait_ms=c.max_wait_ms),
+        settings, topics=[settings.kafka.topics.articles], group=bus.role_group(settings, "classify"),
+        decode=decode_article, handle=handler, producer=producer,
+        config=bus.LoopConfig(batch_size=c.batch_size, max_wait_ms=c.max_wait_ms),
     )
     return Worker(loop, classifier, watcher, producer)
 

@@ -79,6 +79,9 @@ def make_settings(stack_base: dict[str, Any]) -> Callable[..., Settings]:
         "kafka": {
             "topics": {"articles": f"t{ns}.articles", "matches": f"t{ns}.matches", "deliveries": f"t{ns}.deliveries"},
             "partitions": 3,
+            # Its own consumer groups too: a worker another test killed stays a member of a shared group until
+            # its session times out, and every join there would wait for it.
+            "group_prefix": f"t{ns}",
         },
     }
 

@@ -46,6 +46,11 @@ class KafkaSettings(Section):
     partitions: int = Field(default=6, ge=1, le=1000)
     replication_factor: int = Field(default=1, ge=1, le=7)
     client_id: str = "wirewatch"
+    group_prefix: str = Field(
+        default="wirewatch", pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="consumer groups are <prefix>-classify and <prefix>-alerts; deployments sharing a Kafka "
+                    "cluster need their own (as they need their own topic names)",
+    )
     poll_stall_s: float = Field(
         default=60.0, gt=0,
         description="a consumer poll stuck this long makes a worker process exit to be restarted (nothing is lost)",

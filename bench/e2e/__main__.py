@@ -51,7 +51,6 @@ from wirewatch.settings import Settings, load_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPICS = ROOT / "examples" / "bbc_topics.toml"
-CLASSIFY_GROUP = "wirewatch-classify"
 HOPS = ("appear_to_fetched", "fetched_to_kafka", "kafka_to_classified", "classified_to_notified",
         "fetch_to_notify")
 
@@ -185,7 +184,7 @@ def run_once(base: dict[str, Any], tmp: Path, receiver: WebhookReceiver, backend
                 matches.poll()
                 deliveries.poll()
                 seen = {r.key for r in arts.records}
-                lags = [x for x in broker.lags([names["articles"]], groups=[CLASSIFY_GROUP])
+                lags = [x for x in broker.lags([names["articles"]], groups=[bus.role_group(settings, "classify")])
                         if x.topic == names["articles"]]
                 lag = sum(x.lag for x in lags)
                 if classified_at is None and len(seen) >= len(items) and lags and lag == 0:
@@ -211,7 +210,7 @@ def run_once(base: dict[str, Any], tmp: Path, receiver: WebhookReceiver, backend
             arts.poll()
             matches.poll()
             deliveries.poll()
-            lags = [x for x in broker.lags([names["articles"]], groups=[CLASSIFY_GROUP])
+            lags = [x for x in broker.lags([names["articles"]], groups=[bus.role_group(settings, "classify")])
                     if x.topic == names["articles"]]
         wall = time.time() - release
         usage = {}

@@ -16,7 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from classify.recent import RecentStore
 from classify.topics import TopicStore, load_topic_file
-from classify.worker import GROUP, build
+from classify.worker import build
 from wirewatch import bus, state
 from wirewatch.records import Article, Match, Topic, decode, encode
 from wirewatch.settings import Settings
@@ -100,7 +100,8 @@ def test_worker_produces_matches_dlqs_bad_records_and_commits(csettings: Setting
     # Offsets are committed once the batch's matches were acknowledged: all 4 records are done.
     deadline = time.monotonic() + 15
     committed = 0
-    consumer = KafkaConsumer(bootstrap_servers=csettings.bootstrap_servers, group_id=GROUP, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=csettings.bootstrap_servers,
+                             group_id=bus.role_group(csettings, "classify"), enable_auto_commit=False)
     try:
         parts = [TopicPartition(t.articles, p) for p in consumer.partitions_for_topic(t.articles) or ()]
         while time.monotonic() < deadline and committed < 4:

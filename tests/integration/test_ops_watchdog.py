@@ -10,6 +10,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import structlog
 
 from wirewatch import bus, metrics
 from wirewatch.ops.supervisor import Backoff, Child, Supervisor
-from wirewatch.ops.watchdog import ROLE_GROUPS, GroupWatchdog, member_pids
+from wirewatch.ops.watchdog import GroupWatchdog, member_pids
 from wirewatch.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -31,11 +32,19 @@ def test_member_pids_reads_this_hosts_pids_from_client_ids() -> None:
     assert member_pids(ids, host) == {123}
 
 
-def test_role_groups_match_the_stage_workers() -> None:
-    from alerts.worker import GROUP as ALERTS_GROUP
-    from classify.worker import GROUP as CLASSIFY_GROUP
+def test_role_groups_are_named_after_the_group_prefix_and_the_alerts_worker_joins_its_own(
+        make_settings: Callable[..., Settings]) -> None:
+    from alerts.worker import AlertsWorker
+    from wirewatch.bus import role_groups
 
-    assert ROLE_GROUPS == {"classify": CLASSIFY_GROUP, "alerts": ALERTS_GROUP}
+    assert role_groups(Settings()) == {"classify": "wirewatch-classify", "alerts": "wirewatch-alerts"}
+    s = make_settings(kafka={"group_prefix": "newsroom-b"}, alerts={"metrics_port": None})
+    assert role_groups(s) == {"classify": "newsroom-b-classify", "alerts": "newsroom-b-alerts"}
+    worker = AlertsWorker(s)
+    try:
+        assert worker.loop.group == "newsroom-b-alerts"
+    finally:
+        worker.producer.close()
 
 
 def _values(out: Path) -> list[str]:

@@ -28,25 +28,23 @@ from wirewatch.bus.consumed import Consumed, Handler
 from wirewatch.bus.deadletter import DlqRatioExceeded
 from wirewatch.bus.loop import ConsumerLoop
 from wirewatch.bus.names import (
-    ALERTS_GROUP,
-    CLASSIFY_GROUP,
     REPLAY_HEADER,
     REPLAY_SOURCE_HEADER,
     REPLAY_TOPIC_HEADER,
-    ROLE_GROUPS,
+    ROLES,
     client_config,
+    role_group,
+    role_groups,
 )
 from wirewatch.bus.produce import Outgoing, Producer
 from wirewatch.bus.topics import ensure_default_topics, ensure_topics
 from wirewatch.faults import ProduceError, WorkerFatal  # defined with the error kinds in wirewatch.faults
 
 __all__ = [
-    "ALERTS_GROUP",
-    "CLASSIFY_GROUP",
     "REPLAY_HEADER",
     "REPLAY_SOURCE_HEADER",
     "REPLAY_TOPIC_HEADER",
-    "ROLE_GROUPS",
+    "ROLES",
     "Consumed",
     "ConsumerLoop",
     "DlqRatioExceeded",
@@ -59,4 +57,6 @@ __all__ = [
     "client_config",
     "ensure_default_topics",
     "ensure_topics",
+    "role_group",
+    "role_groups",
 ]

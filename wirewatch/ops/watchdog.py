@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from kafka.errors import KafkaError
 
 from wirewatch import metrics
-from wirewatch.bus import ROLE_GROUPS
+from wirewatch.bus import role_groups as default_role_groups
 from wirewatch.log import describe_error, get_logger
 from wirewatch.ops.lag import Broker, pipeline_topics
 from wirewatch.ops.supervisor import Supervisor
@@ -64,7 +64,7 @@ class GroupWatchdog:
                  stall_s: float = 30.0) -> None:
         self._settings = settings
         self._sup = supervisor
-        self._groups = dict(role_groups or ROLE_GROUPS)
+        self._groups = dict(role_groups or default_role_groups(settings))
         self._reads = {role: tuple(ts) for role, ts in (role_reads or role_topics(settings)).items()}
         self._interval = interval_s
         self._stall = stall_s
