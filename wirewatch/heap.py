@@ -1,36 +1,87 @@
 """Garbage collection for long-running workers: keep full collections out of the latency path.
 
 CPython's generation-2 collection walks every tracked object. A worker keeps tens of thousands of
-long-lived ones (story members with their word sets, cached stories, subscriptions, channels), and one
-such pass stops every thread for 40-120 ms, several times a minute at a few hundred matches a second:
-that alone is more than the alerts latency budget. So the :class:`HeapKeeper`, after start-up and then
-every ``freeze_every_s``, runs a young collection and moves the survivors to the permanent generation
-(:func:`gc.freeze`), which collections no longer walk. Frozen objects are still freed by reference
-counting as soon as they are dropped; only reference cycles that turn into garbage after being frozen
-wait for the periodic full collection (``full_every_s``, one pause an hour by default, logged with its
-duration and how much it found).
+long-lived ones (the model's and libraries' objects from start-up, story members, cached stories,
+subscriptions, channels), and one such pass stops every thread for 40-120 ms, several times a minute at a
+few hundred matches a second: that alone is more than the alerts latency budget. So the
+:class:`HeapKeeper` moves what start-up left, and then every ``freeze_every_s`` what survived since, to the
+permanent generation (:func:`gc.freeze`), which collections no longer walk. Before each freeze it runs a
+full collection of what is not frozen yet: the survivors of the last ``freeze_every_s`` only, so its pause
+is that of a young collection's size, not of the heap's; CPython's own generation-2 collections between
+freezes walk only those too.
+
+Frozen objects are still freed by reference counting as soon as they are dropped; a reference cycle that
+turns into garbage after being frozen waits for the full collection every ``full_every_s`` (an hour by
+default). Worker cycles are mostly short-lived (a Kafka request's future, its timeout error and the frames
+its traceback holds), so a freeze catches only those alive at that instant: freezing every 5 s, as this
+module first did, caught so many that frozen garbage grew by 13-20 objects a second (a full collection after
+7 minutes of bench.soak found 8,523 in classify, 5,421 in alerts) until the hourly pass.
+
+Every ``freeze_every_s`` the keeper logs ``heap_frozen`` with the pause of its collection and the longest
+and count of the collector's own pauses by generation since the last one; ``heap_full_collection`` logs the
+hourly pause and how much it found.
+
+Set ``WIREWATCH_HEAP_TRACE`` to a directory to have each keeper write ``heap-<pid>.jsonl`` there: every
+``WIREWATCH_HEAP_TRACE_EVERY_S`` (60) seconds the RSS, the collector's counts, the tracked objects by type
+that grew most since ``WIREWATCH_HEAP_TRACE_BASE_AT_S`` (300) and, unless ``WIREWATCH_HEAP_TRACE_FRAMES`` is
+0, the allocation sites that grew most (tracemalloc); and once, after ``WIREWATCH_HEAP_TRACE_FULL_AT_S``
+(unset: never), a full collection that keeps what it found and counts it by type. A debugging aid:
+tracemalloc costs CPU and memory.
 """
 
 from __future__ import annotations
 
 import gc
+import json
+import os
+import sys
 import threading
 import time
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+from typing import Any
 
 from wirewatch.log import get_logger
 
 log = get_logger("wirewatch.heap")
 
 
+class Pauses:
+    """The collector's pauses by generation, from :data:`gc.callbacks`: count and longest since ``take``."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self.count = [0, 0, 0]
+        self.longest_ms = [0.0, 0.0, 0.0]
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        """The :data:`gc.callbacks` hook: ``start`` and ``stop`` of each collection."""
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        g = info["generation"]
+        self.count[g] += 1
+        self.longest_ms[g] = max(self.longest_ms[g], (time.perf_counter() - self._started) * 1000)
+
+    def take(self) -> dict[str, Any]:
+        """The figures since the last call, as log fields; starts counting again."""
+        out = {"collections": list(self.count), "longest_ms": [round(v, 1) for v in self.longest_ms]}
+        self.count, self.longest_ms = [0, 0, 0], [0.0, 0.0, 0.0]
+        return out
+
+
 class HeapKeeper:
     """Freezes the surviving heap periodically; see the module docstring. ``start``/``stop`` run it."""
 
-    def __init__(self, *, freeze_every_s: float = 5.0, full_every_s: float = 3600.0) -> None:
+    def __init__(self, *, freeze_every_s: float = 60.0, full_every_s: float = 3600.0) -> None:
         self._freeze_every = freeze_every_s
         self._full_every = full_every_s
         self._last_full = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heap-keeper", daemon=True)
+        self.pauses = Pauses()
+        self._trace = _Trace.from_env()
 
     def start(self) -> HeapKeeper:
         """Collect and freeze what start-up left (imports, settings, clients), then keep freezing."""
@@ -38,6 +89,7 @@ class HeapKeeper:
         gc.freeze()
         self._last_full = time.monotonic()
         log.info("heap_frozen", objects=gc.get_freeze_count())
+        gc.callbacks.append(self.pauses)
         self._thread.start()
         return self
 
@@ -46,16 +98,24 @@ class HeapKeeper:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
+        if self.pauses in gc.callbacks:
+            gc.callbacks.remove(self.pauses)
         gc.unfreeze()
 
-    def tick(self, now: float | None = None) -> None:
-        """One round: young collection and freeze; the full collection when it is due."""
+    def tick(self, now: float | None = None) -> int:
+        """One round: the full collection when it is due, else collect what is not frozen and freeze it.
+
+        Returns how many unreachable objects the collection found.
+        """
         now = time.monotonic() if now is None else now
         if now - self._last_full >= self._full_every:
-            self.full()
-            return
-        gc.collect(1)
+            return self.full()
+        started = time.perf_counter()
+        found = gc.collect()  # frozen objects are not walked: this is the survivors since the last freeze
         gc.freeze()
+        log.info("heap_frozen", objects=gc.get_freeze_count(), unreachable=found,
+                 pause_ms=round((time.perf_counter() - started) * 1000, 1), **self.pauses.take())
+        return found
 
     def full(self) -> int:
         """Unfreeze, collect everything, freeze again; returns how many unreachable objects were found."""
@@ -71,3 +131,95 @@ class HeapKeeper:
     def _run(self) -> None:
         while not self._stop.wait(self._freeze_every):
             self.tick()
+            if self._trace is not None:
+                self._trace.maybe_record(self)
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class _Trace:
+    """The ``WIREWATCH_HEAP_TRACE`` records (see the module docstring)."""
+
+    def __init__(self, directory: Path, every_s: float, base_at_s: float, full_at_s: float | None,
+                 frames: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"heap-{os.getpid()}.jsonl"
+        self.every_s, self.base_at_s, self.full_at_s = every_s, base_at_s, full_at_s
+        self.t0 = self.last = time.monotonic()
+        self.base: tracemalloc.Snapshot | None = None
+        self.census_base: Counter[str] | None = None
+        self.frames = frames
+        if frames:
+            tracemalloc.start(frames)
+        self.write({"argv": sys.argv, "rss_kib": _rss_kib()})
+
+    @classmethod
+    def from_env(cls) -> _Trace | None:
+        where, env = os.environ.get("WIREWATCH_HEAP_TRACE"), os.environ.get
+        if not where:
+            return None
+        full_at = env("WIREWATCH_HEAP_TRACE_FULL_AT_S")
+        return cls(Path(where), float(env("WIREWATCH_HEAP_TRACE_EVERY_S", "60")),
+                   float(env("WIREWATCH_HEAP_TRACE_BASE_AT_S", "300")), float(full_at) if full_at else None,
+                   int(env("WIREWATCH_HEAP_TRACE_FRAMES", "8")))
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+
+    def maybe_record(self, keeper: HeapKeeper) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s * 0.9:  # the keeper's rounds may be as long as the interval
+            return
+        self.last = now
+        row: dict[str, Any] = {"t_s": round(now - self.t0), "rss_kib": _rss_kib(), "gc_count": gc.get_count(),
+                               "frozen": gc.get_freeze_count(),
+                               "traced_kib": tracemalloc.get_traced_memory()[0] // 1024}
+        census = self.census()
+        if self.census_base is None and now - self.t0 >= self.base_at_s:
+            self.census_base = census
+            if self.frames:
+                self.base = tracemalloc.take_snapshot()
+        elif self.census_base is not None:
+            census.subtract(self.census_base)
+            row["types_grew"] = census.most_common(15)
+            if self.base is not None:
+                diff = tracemalloc.take_snapshot().compare_to(self.base, "traceback")
+                row["grew"] = [{"kib": d.size_diff // 1024, "count": d.count_diff,
+                                "at": d.traceback.format()[-16:]} for d in diff[:12]]
+        if self.full_at_s is not None and now - self.t0 >= self.full_at_s:
+            self.full_at_s = None
+            row |= self.full_saving(keeper)
+        self.write(row)
+
+    @staticmethod
+    def census() -> Counter[str]:
+        """Tracked objects by type, the frozen ones included (they are unfrozen for the count)."""
+        gc.unfreeze()
+        try:
+            return Counter(type(o).__qualname__ for o in gc.get_objects())
+        finally:
+            gc.freeze()
+
+    @staticmethod
+    def full_saving(keeper: HeapKeeper) -> dict[str, Any]:
+        """A full collection that keeps what it found in ``gc.garbage`` long enough to count it by type."""
+        before, started = _rss_kib(), time.monotonic()
+        gc.unfreeze()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            found = gc.collect()
+        finally:
+            gc.set_debug(0)
+        types = Counter(type(o).__qualname__ for o in gc.garbage).most_common(25)
+        gc.garbage.clear()
+        gc.collect()
+        gc.freeze()
+        keeper._last_full = time.monotonic()
+        return {"full_found": found, "full_types": types, "full_s": round(keeper._last_full - started, 3),
+                "rss_before_full_kib": before, "rss_after_full_kib": _rss_kib()}

@@ -1,16 +1,23 @@
-"""The heap keeper freezes survivors and still reclaims cycles frozen before they became garbage."""
+"""The heap keeper: survivors frozen out of the collector's way, short-lived cycles collected before they are
+frozen, frozen cycles still reclaimed by the full collection, and the collector's pauses measured."""
 
 from __future__ import annotations
 
 import gc
 import weakref
 
-from wirewatch.heap import HeapKeeper
+from wirewatch.heap import HeapKeeper, Pauses
 
 
 class _Node:
     def __init__(self) -> None:
         self.other: _Node | None = None
+
+
+def _cycle() -> weakref.ref[_Node]:
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
 
 
 def test_freezes_survivors_and_full_collection_reclaims_frozen_cycles() -> None:
@@ -37,6 +44,26 @@ def test_freezes_survivors_and_full_collection_reclaims_frozen_cycles() -> None:
     assert gc.get_freeze_count() == 0
 
 
+def test_a_cycle_that_dies_between_two_freezes_is_collected_not_frozen() -> None:
+    keeper = HeapKeeper(freeze_every_s=3600, full_every_s=3600).start()
+    try:
+        gc.disable()  # only the keeper and this test collect, so what the keeper finds is what it would freeze
+        try:
+            a, b = _Node(), _Node()
+            a.other, b.other = b, a
+            gc.collect(1)  # it survives a young collection: in the old generation now, not frozen yet
+            alive = weakref.ref(a)
+            del a, b  # garbage before the next freeze (a young collection would not find it any more)
+            frozen = gc.get_freeze_count()
+            found = keeper.tick()
+        finally:
+            gc.enable()
+        assert alive() is None and found >= 2
+        assert gc.get_freeze_count() >= frozen  # and the freeze still ran
+    finally:
+        keeper.stop()
+
+
 def test_tick_runs_the_full_collection_when_due() -> None:
     keeper = HeapKeeper(freeze_every_s=3600, full_every_s=10).start()
     try:
@@ -51,3 +78,33 @@ def test_tick_runs_the_full_collection_when_due() -> None:
         assert alive() is None
     finally:
         keeper.stop()
+
+
+def test_pauses_count_and_time_each_generation_until_taken() -> None:
+    keeper = HeapKeeper(freeze_every_s=3600, full_every_s=3600).start()
+    try:
+        assert keeper.pauses in gc.callbacks
+        keeper.pauses.take()
+        junk = [[_Node() for _ in range(20_000)]]  # something for a full collection to walk
+        gc.collect(0)
+        gc.collect(2)
+        gc.collect(2)
+        got = keeper.pauses.take()
+        assert got["collections"][0] >= 1 and got["collections"][2] >= 2
+        assert got["longest_ms"][2] > 0
+        assert keeper.pauses.take()["collections"][2] == 0  # counting starts again
+        del junk
+    finally:
+        keeper.stop()
+    assert keeper.pauses not in gc.callbacks
+
+
+def test_pauses_keep_the_longest_not_the_last() -> None:
+    p = Pauses()
+    for g, ms in ((2, 30.0), (2, 5.0), (1, 2.0)):
+        p("start", {"generation": g})
+        p._started -= ms / 1000
+        p("stop", {"generation": g, "collected": 0, "uncollectable": 0})
+    got = p.take()
+    assert got["collections"] == [0, 1, 2]
+    assert 30.0 <= got["longest_ms"][2] < 31 and 2.0 <= got["longest_ms"][1] < 3
