@@ -62,7 +62,11 @@ SET_ASIDE_MIN_BACKGROUND = 200
 # (margin in cosine units): at a margin of -0.05 about a quarter is left, at -0.15 almost nothing.
 GATE_SCALE = 0.05
 SMOOTHING = 0.5
+# Counter-examples weigh a fifth of the background each, up to four times the background in all: the
+# counters of a desk topic (its siblings' examples, twenty for five topics) or of a topic an editor has
+# judged for a while are the hard negatives its stream really holds, which everyday news is not.
 COUNTERS_FULL_WEIGHT = 5
+COUNTERS_MAX_WEIGHT = 4.0
 Array = NDArray[np.float64]
 
 
@@ -425,9 +429,10 @@ def training_set(tv: TopicVectors, background: Background) -> TrainingSet:
     weights: list[float] = []
     n_ex, n_cx = len(tv.examples), len(tv.counters)
     # Positives and negatives weigh the same in total. Counter-examples, chosen by a person, weigh as much as
-    # the whole background once there are a few of them; a single one (a topic's first false alarm, say)
-    # weighs a fifth of that, so one judgement cannot drag the whole topic after it.
-    cx_total = min(1.0, n_cx / COUNTERS_FULL_WEIGHT)
+    # the whole background once there are five of them, and more as they grow (see COUNTERS_MAX_WEIGHT); a
+    # single one (a topic's first false alarm, say) weighs a fifth of that, so one judgement cannot drag the
+    # whole topic after it.
+    cx_total = min(COUNTERS_MAX_WEIGHT, n_cx / COUNTERS_FULL_WEIGHT)
     neg_total = 1.0 + cx_total
     for shapes, own, label, total in (((tv.examples, tv.example_heads), "ex", 1.0, neg_total),
                                       ((tv.counters, tv.counter_heads), "cx", 0.0, cx_total)):
