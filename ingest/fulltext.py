@@ -72,7 +72,8 @@ class PageCache(Protocol):
     """Pages by article id, shared by every feed (and, in Redis, every worker).
 
     ``get`` returns None for an unknown id; ``put`` keeps a page ``ttl_s``; ``claim`` returns True for the
-    one caller that should fetch (until ``ttl_s`` passes or ``put`` lands). Each may block (run it off the loop).
+    one caller that should fetch (until ``ttl_s`` passes, ``put`` lands or that caller calls ``release``).
+    Each may block (run it off the loop).
     """
 
     def get(self, article_id: str) -> Page | None:
@@ -85,6 +86,10 @@ class PageCache(Protocol):
 
     def claim(self, article_id: str, ttl_s: int) -> bool:
         """True when nobody else is fetching this page now."""
+        ...
+
+    def release(self, article_id: str) -> None:
+        """Give up a claim without a result (the page was not fetched, for a reason that is not the page's)."""
         ...
 
 
@@ -122,6 +127,10 @@ class MemoryPageCache:
         self._claims[article_id] = now + ttl_s
         return True
 
+    def release(self, article_id: str) -> None:
+        """See :class:`PageCache`."""
+        self._claims.pop(article_id, None)
+
 
 class RedisPageCache:
     """A :class:`PageCache` in Redis: ``ft:<article id>`` (the page JSON) and ``ft:claim:<article id>``."""
@@ -145,6 +154,10 @@ class RedisPageCache:
     def claim(self, article_id: str, ttl_s: int) -> bool:
         """See :class:`PageCache`."""
         return bool(self._r.set(key(self._s, "ft", "claim", article_id), b"1", nx=True, ex=max(1, ttl_s)))
+
+    def release(self, article_id: str) -> None:
+        """See :class:`PageCache`."""
+        self._r.delete(key(self._s, "ft", "claim", article_id))
 
 
 def wanted(feed: Feed, article: Article, cfg: IngestSettings) -> bool:
@@ -224,13 +237,16 @@ class FullText:
         if cached is not None and not (revalidate and cached.usable and (cached.etag or cached.last_modified)):
             return Page("cached", cached.text, cached.etag, cached.last_modified) if cached.usable else cached
         timeout = int(self.cfg.full_text_timeout_s + 1)
-        if cached is None and not await self._run(self._io, self._cache.claim, article.id, timeout):
+        claimed = cached is None
+        if claimed and not await self._run(self._io, self._cache.claim, article.id, timeout):
             return await self._wait_for_other(article.id)
         page = await self._fetch(article.url, cached)
         if page.outcome == "not_modified" and cached is not None:
             page = Page("not_modified", cached.text, cached.etag, cached.last_modified)
         if page.outcome in TRANSIENT:
-            return page  # the claim lapses on its own, shortly
+            if claimed:  # nothing learnt about the page: the next ask (here or in another worker) tries afresh
+                await self._run(self._io, self._cache.release, article.id)
+            return page
         ttl = self.cfg.full_text_cache_ttl_s if page.usable else self.cfg.full_text_retry_s
         await self._run(self._io, self._cache.put, article.id, page, ttl)
         return page

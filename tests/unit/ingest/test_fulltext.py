@@ -202,6 +202,24 @@ def test_crawl_delay_of_our_own_group_wins_and_a_turn_too_far_away_is_an_outcome
     assert sum(site.hits.get(f"/news/c{i}", 0) for i in range(2)) == 1
 
 
+def test_a_page_refused_for_crawl_delay_is_neither_cached_nor_left_claimed(site: Site) -> None:
+    (a,) = crawl_site(site, "User-agent: *\nCrawl-delay: 100\n", 1)
+
+    async def go() -> list[str]:
+        c = cfg()
+        ft = FullText(c, HttpFetcher(c, allow=["127.0.0.1"]), cache, slot=HostSlots(2).slot)
+        try:
+            other = art(site.url("/news/ok"))
+            return [(await ft.page(x)).outcome for x in (other, a, a)]
+        finally:
+            await ft.aclose()
+
+    cache = MemoryPageCache()
+    started = time.monotonic()
+    assert asyncio.run(go()) == ["ok", "crawl_delay", "crawl_delay"]  # asked again: refused again, not "busy"
+    assert time.monotonic() - started < 3 and cache.get(a.id) is None and cache.claim(a.id, 5)
+
+
 def test_pacer_turns_are_delay_apart_and_refused_past_the_queue_bound() -> None:
     p = Pacer(max_wait_s=25)
     waits = [p.turn("h", 10) for _ in range(4)]
