@@ -6,8 +6,13 @@ per model revision; it is never downloaded. A text is then the mean of its token
 per second on one core, against a few hundred for the transformer.
 
 Every topic gets a second model in the static space, learned exactly as the full one is (the same features,
-the same background, the same keyword evidence; see :mod:`classify.model`). An article goes on to the
-transformer when, for some topic, its static logit comes within ``margin`` of the logit of that topic's
+the same background, the same keyword evidence; see :mod:`classify.model`). Both models score the same
+background articles when they are fitted, and that is what sets how far the static score may fall short: per
+topic, among the background articles the full model rates highest, how many logits the static model rates them
+below it (a high quantile of the gap), plus a fixed ``slack``. A topic whose two models agree (a named event:
+places, actors) gets a small margin and lets most articles skip; one the static model reads poorly gets a wide
+margin and lets almost everything through, which costs speed, not matches. An article goes on to the
+transformer when, for some topic, its static logit comes within that margin of the logit of the topic's
 threshold and no ``exclude`` rule vetoes it; every other article matches nothing, since the first pass only
 ever removes articles. Skipped articles also get no vector, so the recent-article store (previews, calibration)
 sees only the articles that went through.
@@ -44,10 +49,14 @@ log = get_logger("classify.prefilter")
 
 STATIC_CACHE = Path("~/.cache/wirewatch/static")
 PCA_DIMS = 256
-# Measured with `python -m bench.classify --prefilter` (docs/performance.md): at 3 logits no match of the full
-# classifier was lost on the dev streams; closer margins start to lose the rare match that only the
-# transformer's reading of an ambiguous headline places in the topic.
-DEFAULT_MARGIN = 3.0
+# Per topic, the gap is measured on the TOP_K background articles the full model rates highest, at quantile
+# GAP_QUANTILE, and SLACK logits are added. Chosen with `python -m bench.classify.prefilter` on the dev streams
+# (docs/performance.md): with these, no match of the full classifier was lost on the Kobani, BBC or synthetic
+# topic sets. FALLBACK_MARGIN applies when the two backgrounds differ (a classifier given its own background).
+TOP_K = 20
+GAP_QUANTILE = 0.9
+SLACK = 1.0
+FALLBACK_MARGIN = 4.0
 Bools = NDArray[np.bool_]
 
 
@@ -129,20 +138,19 @@ def logit(p: NDArray[np.float64]) -> NDArray[np.float64]:
 class FirstPass:
     """Tells which articles could reach some topic's threshold, from static embeddings and keywords.
 
-    ``static`` is any :class:`~classify.embedder.Embedder`; in production :func:`distilled`'s model.
-
-    :meth:`keep` follows the topics of whatever :class:`~classify.scorer.TopicIndex` it is given: their static
-    models are learned on first sight and kept while their definitions do not change.
+    ``static`` is any :class:`~classify.embedder.Embedder`; in production :func:`distilled`'s model. :meth:`keep`
+    follows the topics of whatever :class:`~classify.scorer.TopicIndex` it is given: their static models are
+    learned on first sight and kept while their definitions do not change.
     """
 
-    def __init__(self, static: Embedder, *, margin: float = DEFAULT_MARGIN,
-                 background: Background | None = None) -> None:
+    def __init__(self, static: Embedder, *, slack: float = SLACK, background: Background | None = None) -> None:
         self.static = static
-        self.margin = margin
+        self.slack = slack
         self.background = background if background is not None else shipped_background(static)
         self._lock = threading.Lock()
         self._key: tuple[str, ...] = ()
         self._index = TopicIndex([], static.dim)
+        self._gaps: tuple[TopicIndex, NDArray[np.float64]] | None = None
 
     def index_for(self, topics: Sequence[Topic]) -> TopicIndex:
         """The static-space index of ``topics`` (rebuilt only when the topic definitions changed)."""
@@ -160,17 +168,32 @@ class FirstPass:
         s = index.score(self.static.embed(texts), [Doc.of(t) for t in texts])
         return s.scores, s.excluded
 
-    def gate(self, thresholds: NDArray[np.float64], margin: float | None = None) -> NDArray[np.float64]:
-        """Per topic, the static score an article needs to go on: ``margin`` logits under the threshold."""
-        m = self.margin if margin is None else margin
-        return np.asarray(1.0 / (1.0 + np.exp(-(logit(thresholds) - m))), dtype=np.float64)
+    def gaps(self, index: TopicIndex) -> NDArray[np.float64]:
+        """Per topic of the full ``index``, how far the static logit falls below the full one where it matters."""
+        if self._gaps is not None and self._gaps[0] is index:
+            return self._gaps[1]
+        static = self.index_for(index.topics)
+        out = np.full(len(index.topics), FALLBACK_MARGIN - self.slack)
+        for col, ((_, full), (_, mine)) in enumerate(zip(index.entries, static.entries, strict=True)):
+            f, s = full.background_scores, mine.background_scores
+            if len(f) != len(s) or not len(f):
+                continue
+            top = np.argsort(-f)[:TOP_K]
+            out[col] = max(0.0, float(np.quantile(logit(f[top]) - logit(s[top]), GAP_QUANTILE)))
+        self._gaps = (index, out)
+        return out
+
+    def gate(self, index: TopicIndex, slack: float | None = None) -> NDArray[np.float64]:
+        """Per topic of ``index``, the static score an article needs to go on."""
+        margin = self.gaps(index) + (self.slack if slack is None else slack)
+        return np.asarray(1.0 / (1.0 + np.exp(-(logit(index.thresholds) - margin))), dtype=np.float64)
 
     def keep(self, texts: Sequence[str], index: TopicIndex) -> Bools:
         """One boolean per text: could it reach the threshold of some topic of ``index``?"""
         if not len(texts) or not index.topics:
             return np.zeros(len(texts), dtype=bool)
         scores, excluded = self.scores(texts, index.topics)
-        passed = (scores >= self.gate(index.thresholds)[None, :]) & ~excluded
+        passed = (scores >= self.gate(index)[None, :]) & ~excluded
         return np.asarray(passed.any(axis=1), dtype=bool)
 
     def survivors(self, articles: Sequence[Article], classifier: Any) -> list[Article]:

@@ -1,7 +1,7 @@
 """Classify benchmark: embedding backends side by side, with their F1 on the BBC set, and topic scaling.
 
     .venv/bin/python -m bench.classify [--threads 2] [--articles 384] [--f1-articles 2225] [--backends ...]
-        [--levers] [--json]
+        [--levers] [--prefilter] [--json]
 
 Each backend runs in its own child process (so RSS is its own): it embeds ``--articles`` distinct
 title+summary texts (from ../shared/eval/dev/bbc_topics.jsonl: the title and the article's first sentences,
@@ -10,7 +10,9 @@ on batches of 64 with 10, 100 and 1,000 topics for articles/s and p50/p99 batch 
 set against examples/bbc_topics.toml for F1 (full articles and feed-shaped items). The embedding cache is off:
 every text is new. In the default backend's process, its worker path and torch's encode then alternate batch
 by batch (``--pair-torch``, the ratio the goal names); ``--levers`` measures each tuning of the ONNX embedder
-(token budget per model call, length sorting, token cap, threads, graph optimisation) beside the shipped one.
+(token budget per model call, length sorting, token cap, threads, graph optimisation) beside the shipped one;
+``--prefilter`` measures the static first pass there too (bench/classify/prefilter.py: share of articles that
+skip the transformer, matches lost, F1 delta and speed-up, per topic count).
 Target: >= 300 articles/s with 100 topics on the default backend on 2 cores.
 """
 
@@ -185,6 +187,10 @@ def child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         out["paired"] = paired(classifier, paired_index, speed_set, args)
     if args.levers and backend.startswith("onnx"):
         out["levers"] = levers(backend, args, speed_set, bbc_rows, f1=(out["f1"], out["f1_feed"]))
+    if args.prefilter and args.pair_torch:
+        from bench.classify import prefilter
+
+        out["prefilter"] = prefilter.measure(classifier, args)
     return out
 
 
@@ -314,8 +320,13 @@ def main() -> None:
                     help="in the default backend's process, alternate its worker path with torch's encode")
     ap.add_argument("--pair-rounds", type=int, default=3)
     ap.add_argument("--pair-batch", type=int, default=16, help="torch's model batch in the paired rounds")
+    ap.add_argument("--prefilter", action="store_true",
+                    help="also measure the static first pass in the default backend's process")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (tables on stderr)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    from bench.classify import prefilter
+
+    prefilter.add_arguments(ap)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.model_batch is None:
@@ -361,6 +372,9 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                "--batch-sizes", *map(str, args.batch_sizes), "--topic-counts", *map(str, args.topic_counts),
                "--model-batch", str(args.model_batch), "--lever-rounds", str(args.lever_rounds),
                *(["--levers"] if args.levers else []), "--pair-rounds", str(args.pair_rounds),
+               *(["--prefilter", "--slacks", *map(str, args.slacks), "--bbc-items", str(args.bbc_items),
+                  "--speed-articles", str(args.speed_articles), "--rounds", str(args.rounds)]
+                 if args.prefilter else []),
                "--pair-batch", str(args.pair_batch),
                *(["--pair-torch"] if args.pair_torch and b == choose_backend("auto") else ["--no-pair-torch"])]
         env = os.environ | {"WIREWATCH_LOG__LEVEL": "warning"}
@@ -414,6 +428,10 @@ def summary(results: list[dict[str, Any]], args: argparse.Namespace, before: tup
     doc["f1_delta_vs_torch_full"] = dflt["f1"] - ref["f1"]
     doc["f1_delta_vs_torch_feed"] = dflt["f1_feed"] - ref["f1_feed"]
     doc["f1_delta_vs_torch"] = min(doc["f1_delta_vs_torch_full"], doc["f1_delta_vs_torch_feed"])
+    if dflt.get("prefilter"):
+        from bench.classify import prefilter
+
+        doc["prefilter"] = prefilter.headline(dflt["prefilter"])
     return doc
 
 
@@ -482,6 +500,11 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, before: tupl
             print(f"{name:<28}{v['feed']:>8.0f}{v['feed_cpu']:>8.0f}{v['feed_cpu'] / ship['feed_cpu']:>7.2f}"
                   f"{v['full']:>8.0f}{v['full_cpu']:>8.0f}{v['full_cpu'] / ship['full_cpu']:>7.2f}"
                   f"{'' if d1 is None else format(d1, '+.3f'):>9}{'' if d2 is None else format(d2, '+.3f'):>9}")
+    for r in results:
+        if r.get("prefilter"):
+            from bench.classify import prefilter
+
+            prefilter.report(r["prefilter"])
     print("target: >= 300 articles/s with 100 topics on the default backend (2 cores)")
     print("/CPU-s = articles per CPU-second of the benchmark process (all its threads): the cost of a backend "
           "independent of other load; a dedicated machine gives at most threads x that per second")

@@ -42,19 +42,19 @@ def classifier() -> Classifier:
     return c
 
 
-def first_pass(margin: float = prefilter.DEFAULT_MARGIN) -> FirstPass:
-    static = BagOfWordsEmbedder()
-    return FirstPass(static, margin=margin, background=Background.build(BACKGROUND, static))
+def first_pass(slack: float = prefilter.SLACK, static: Any = None) -> FirstPass:
+    static = static or BagOfWordsEmbedder()
+    return FirstPass(static, slack=slack, background=Background.build(BACKGROUND, static))
 
 
 def test_near_articles_go_on_and_far_ones_skip() -> None:
-    c, fp = classifier(), first_pass(margin=0.0)
+    c, fp = classifier(), first_pass(slack=0.0)
     keep = fp.keep(["rail strike cancels trains across the north", "cup final won on penalties"], c.index)
     assert keep.tolist() == [True, False]
 
 
 def test_keyword_evidence_counts_and_exclude_vetoes() -> None:
-    c, fp = classifier(), first_pass(margin=0.0)
+    c, fp = classifier(), first_pass(slack=0.0)
     # The static similarity alone is far, but the topic's own keyword rule fires.
     quake = c.index.position("quake")
     with_rule, far = fp.scores(["Richter reading of seven", "reading of seven"], c.index.topics)[0][:, quake]
@@ -63,11 +63,26 @@ def test_keyword_evidence_counts_and_exclude_vetoes() -> None:
     assert excluded[0, quake] and scores[0, quake] == 0.0  # "drill" vetoes the quake topic
 
 
-def test_a_wider_margin_never_skips_more() -> None:
+def test_more_slack_never_skips_more() -> None:
     c = classifier()
     texts = [*BACKGROUND[:20], "rail strike cancels trains", "earthquake shakes capital", "union calls rail strike"]
     kept = [int(first_pass(m).keep(texts, c.index).sum()) for m in (0.0, 1.0, 3.0, 6.0)]
     assert kept == sorted(kept) and kept[-1] > kept[0]
+
+
+class OtherWords(BagOfWordsEmbedder):
+    """A static model that reads texts differently from the full one: every word has another direction."""
+
+    def _word(self, word: str) -> Any:
+        return super()._word(word + "\x00other")
+
+
+def test_a_static_model_that_disagrees_gets_a_wider_margin() -> None:
+    c = classifier()
+    agreeing = first_pass(static=BagOfWordsEmbedder()).gaps(c.index)
+    assert np.allclose(agreeing, 0.0, atol=1e-6)  # the same reading as the full model: nothing to allow for
+    disagreeing = first_pass(static=OtherWords()).gaps(c.index)
+    assert (disagreeing > agreeing).all()
 
 
 def test_no_topics_means_nothing_goes_on() -> None:
@@ -98,7 +113,7 @@ def test_the_worker_classifies_and_remembers_only_what_goes_on() -> None:
             return True
 
     recent, p = Remember(), ListProducer()
-    h = Handler(load_settings(None), c, p, recent, first_pass(margin=0.0))  # type: ignore[arg-type]
+    h = Handler(load_settings(None), c, p, recent, first_pass(slack=0.0))  # type: ignore[arg-type]
     h([consumed(1, "Rail strike: train drivers strike over pay"), consumed(2, "Cup final won on penalties")])
     assert recent.added == ["id-1"]
     assert {decode(Match, o.value).topic_id for o in p.sent} == {"rail"}
