@@ -34,6 +34,7 @@ def feed_health(feed: Feed, st: FeedState | None, policy: Policy, now: float) ->
         "url": feed.url,
         "enabled": feed.enabled,
         "full_text": feed.full_text,
+        "full_text_default": policy.cfg.full_text,  # what an unset full_text means here (ingest.full_text)
         "status": status,
         "disabled_reason": feed.disabled_reason or st.disabled_reason or None,
         "last_success": _iso(st.last_success_at),

@@ -257,6 +257,9 @@ def test_the_setting_is_read_from_the_toml_and_shown_by_the_api_and_the_dashboar
     assert c.patch(f"/v1/feeds/{thin.id}", json={"full_text": "never"}, headers=h).json()["full_text"] == "never"
     assert c.patch(f"/v1/feeds/{full.id}", json={"name": "Full"}, headers=h).json()["full_text"] is None
     assert c.get(f"/v1/feeds/{thin.id}/health", headers=h).json()["full_text"] == "never"
+    unset = c.get(f"/v1/feeds/{full.id}/health", headers=h).json()
+    assert unset["full_text"] is None and unset["full_text_default"] == api.settings.ingest.full_text == "never"
+    assert {r["id"]: r["full_text_default"] for r in c.get("/v1/feeds/health", headers=h).json()}[full.id] == "never"
     stored = regmod.feeds(wstate.connect(api.settings), api.settings).get(thin.id)
     assert stored is not None and stored.full_text == "never"  # what the workers read
 

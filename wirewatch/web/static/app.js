@@ -339,7 +339,8 @@ async function initFeeds() {
   const cols = ["Feed", "Status", "Full text", "Last success", "Last error", "Errors in a row", "New items", "Rate / h", "Next check"];
   const fullText = (f) => {
     const sel = h("select", { "aria-label": `Full text for ${f.name || f.url}`, "data-full-text": f.id },
-      ...[["", "default"], ["auto", "auto"], ["always", "always"], ["never", "never"]].map(([v, label]) =>
+      ...[["", f.full_text_default ? `default (${f.full_text_default})` : "default"], ["auto", "auto"],
+        ["always", "always"], ["never", "never"]].map(([v, label]) =>
         h("option", v === (f.full_text || "") ? { value: v, selected: "" } : { value: v }, label)));
     sel.addEventListener("change", async () => {
       try {
