@@ -10,7 +10,9 @@ examples a free fit is fragile, so weights are pulled towards a prior and keep t
 score, similarity to a counter-example lowers it).
 
 Feeds deliver a headline and a sentence, often only a headline, so every example, counter-example and
-background article is also presented headline-only, and the model learns from both shapes.
+background article is also presented headline-only, and the model learns from both shapes. A headline alone
+has lower cosines to everything than the same story with its summary, so headline-only items get weights of
+their own, fitted on the headline-only rows alone: 0.5 then means the same for both shapes.
 
 Keyword rules are not a learned weight (examples nearly always carry a topic's keywords and everyday news
 never does, so a free weight grows without bound): they add a log-likelihood ratio measured on the topic's own
@@ -28,7 +30,7 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -310,7 +312,11 @@ def keyword_evidence(tv: TopicVectors, background: Background, bg_kw: Array | No
 
 @dataclass(frozen=True)
 class TopicModel:
-    """Learned weights of one topic: ``score = sigmoid(sims @ weights + bias + keyword evidence)``."""
+    """Learned weights of one topic: ``score = sigmoid(sims @ weights + bias + keyword evidence)``.
+
+    Headline-only items are scored with ``head_weights`` and ``head_bias`` instead (the same as ``weights``
+    and ``bias`` when the topic has too few examples to fit them apart).
+    """
 
     weights: Array
     """Over :data:`SIM_NAMES`."""
@@ -323,10 +329,21 @@ class TopicModel:
     keywords: KeywordEvidence = KeywordEvidence()
     set_aside: int = 0
     """Background articles the first fit placed in the topic, left out of the second."""
+    head_weights: Array | None = None
+    """Over :data:`SIM_NAMES`, for headline-only items (None: ``weights``)."""
+    head_bias: float | None = None
+
+    def shape_weights(self, short: bool) -> tuple[Array, float]:
+        """The weights and bias for headline-only (``short``) or longer items."""
+        if short and self.head_weights is not None:
+            return self.head_weights, self.bias if self.head_bias is None else self.head_bias
+        return self.weights, self.bias
 
     def logits(self, x: Array) -> Array:
         """Raw logits for feature rows ``x`` (shape ``(n, F)``)."""
-        return np.asarray(x[:, :SIM_FEATURES] @ self.weights + self.bias + x[:, KW_LOGIT], dtype=np.float64)
+        (w_long, b_long), (w_head, b_head) = self.shape_weights(False), self.shape_weights(True)
+        lin = np.where(x[:, SHORT] > 0.5, x[:, :SIM_FEATURES] @ w_head + b_head, x[:, :SIM_FEATURES] @ w_long + b_long)
+        return np.asarray(lin + x[:, KW_LOGIT], dtype=np.float64)
 
     def percentile_threshold(self, q: float) -> float:
         """The score that ``q`` percent of the background stays under."""
@@ -414,12 +431,20 @@ def shipped_background_texts() -> list[str]:
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """Similarity features, labels and sample weights of one topic; ``background`` marks background rows."""
+    """Similarity features, labels and sample weights of one topic.
+
+    ``background`` marks background rows, ``short`` the rows that stand for headline-only items.
+    """
 
     x: Array
     y: Array
     w: Array
     background: NDArray[np.bool_]
+    short: NDArray[np.bool_]
+
+    def subset(self, rows: NDArray[np.bool_]) -> TrainingSet:
+        """The rows where ``rows`` is true."""
+        return TrainingSet(self.x[rows], self.y[rows], self.w[rows], self.background[rows], self.short[rows])
 
 
 def training_set(tv: TopicVectors, background: Background) -> TrainingSet:
@@ -427,6 +452,7 @@ def training_set(tv: TopicVectors, background: Background) -> TrainingSet:
     rows: list[Array] = []
     labels: list[float] = []
     weights: list[float] = []
+    short: list[bool] = []
     n_ex, n_cx = len(tv.examples), len(tv.counters)
     # Positives and negatives weigh the same in total. Counter-examples, chosen by a person, weigh as much as
     # the whole background once there are five of them, and more as they grow (see COUNTERS_MAX_WEIGHT); a
@@ -434,25 +460,28 @@ def training_set(tv: TopicVectors, background: Background) -> TrainingSet:
     # whole topic after it.
     cx_total = min(COUNTERS_MAX_WEIGHT, n_cx / COUNTERS_FULL_WEIGHT)
     neg_total = 1.0 + cx_total
-    for shapes, own, label, total in (((tv.examples, tv.example_heads), "ex", 1.0, neg_total),
-                                      ((tv.counters, tv.counter_heads), "cx", 0.0, cx_total)):
+    for shapes, texts, own, label, total in (
+            ((tv.examples, tv.example_heads), tv.topic.examples, "ex", 1.0, neg_total),
+            ((tv.counters, tv.counter_heads), tv.counter_of, "cx", 0.0, cx_total)):
         count = n_ex if own == "ex" else n_cx
-        for vecs in shapes:
+        for as_head, vecs in enumerate(shapes):
             for i in range(count):
                 examples = np.delete(tv.examples, i, axis=0) if own == "ex" else tv.examples
                 counters = np.delete(tv.counters, i, axis=0) if own == "cx" else tv.counters
                 rows.append(sim_features(vecs[i:i + 1], tv.desc, examples, counters)[0])
                 labels.append(label)
                 weights.append(total / (count * len(shapes)))
+                short.append(bool(as_head) or is_short(Doc.of(texts[i])))
     n_bg = len(background.vectors)
     if n_bg:
         rows.extend(sim_features(background.vectors, tv.desc, tv.examples, tv.counters))
         labels.extend([0.0] * n_bg)
         weights.extend([1.0 / n_bg] * n_bg)
+        short.extend(is_short(d) for d in background.docs)
     mask = np.zeros(len(rows), dtype=bool)
     mask[len(rows) - n_bg:] = True
     return TrainingSet(np.asarray(rows, dtype=np.float64).reshape(-1, SIM_FEATURES), np.asarray(labels),
-                       np.asarray(weights), mask)
+                       np.asarray(weights), mask, np.asarray(short, dtype=bool))
 
 
 def _fit_logistic(z: Array, y: Array, w: Array, prior: Array, lam: Array) -> tuple[Array, float]:
@@ -506,16 +535,15 @@ def _balanced(ts: TrainingSet, keep: NDArray[np.bool_]) -> Array:
     return w
 
 
-def fit(tv: TopicVectors, background: Background, *, lam: float = LAMBDA) -> TopicModel:
-    """Learn one topic's model. Fewer than two examples: fixed prior weights, calibrated on the background."""
-    ts = training_set(tv, background)
+def _fit_rows(ts: TrainingSet, n_pos: int, lam: float) -> tuple[Array, float, str, int]:
+    """Weights and bias (in raw feature units) learned from ``ts``, their kind and the rows set aside."""
     x, y = ts.x, ts.y
     neg = x[y == 0]
     mu = neg.mean(axis=0) if len(neg) else np.zeros(SIM_FEATURES)
     sd = neg.std(axis=0) if len(neg) > 1 else np.ones(SIM_FEATURES)
     sd[sd < 1e-3] = 1.0
     z = (x - mu) / sd
-    n_pos, set_aside = len(tv.examples), 0
+    set_aside = 0
     if n_pos >= 2 and len(neg) >= 2:
         penalty = np.full(SIM_FEATURES, lam)
         coef, intercept = _fit_logistic(z, y, ts.w, PRIOR_WEIGHTS, penalty)
@@ -530,17 +558,34 @@ def fit(tv: TopicVectors, background: Background, *, lam: float = LAMBDA) -> Top
         bg_logits = z[y == 0] @ coef
         intercept = -float(np.quantile(bg_logits, PRIOR_BACKGROUND_QUANTILE)) if len(bg_logits) else -2.0
         kind = "prior"
-    weights = coef / sd
-    bias = intercept - float((mu / sd) @ coef)
+    return coef / sd, intercept - float((mu / sd) @ coef), kind, set_aside
+
+
+def fit(tv: TopicVectors, background: Background, *, lam: float = LAMBDA) -> TopicModel:
+    """Learn one topic's model. Fewer than two examples: fixed prior weights, calibrated on the background.
+
+    Longer items are scored by a fit on every row (both shapes); headline-only items by a second fit on the
+    headline-only rows alone, when they hold at least two positives and two negatives.
+    """
+    ts = training_set(tv, background)
+    n_pos = len(tv.examples)
+    weights, bias, kind, set_aside = _fit_rows(ts, n_pos, lam)
+    head_weights, head_bias = None, None
+    heads = ts.subset(ts.short)
+    if kind == "learned" and int((heads.y == 1).sum()) >= 2 and int((heads.y == 0).sum()) >= 2:
+        head_weights, head_bias, _, _ = _fit_rows(heads, n_pos, lam)
     bg_kw = keyword_features(tv, background.docs, background.hits)
     evidence = keyword_evidence(tv, background, bg_kw)
-    bg_scores = np.zeros(0)
+    model = TopicModel(weights, bias, kind, n_pos, int(len(tv.counters) + len(background.vectors)), np.zeros(0),
+                       evidence, set_aside, head_weights, head_bias)
     if len(background.vectors):
-        bg_sims = x[ts.background]
-        kw = evidence.logit(bg_kw, bg_sims[:, 4], bool(len(tv.counters)))
-        bg_scores = sigmoid(bg_sims @ weights + bias + kw)
-    return TopicModel(weights, bias, kind, n_pos, int(len(tv.counters) + len(background.vectors)), bg_scores,
-                      evidence, set_aside)
+        bg_sims = ts.x[ts.background]
+        rows = np.zeros((len(bg_sims), F))
+        rows[:, :SIM_FEATURES] = bg_sims
+        rows[:, SHORT] = ts.short[ts.background]
+        rows[:, KW_LOGIT] = evidence.logit(bg_kw, bg_sims[:, 4], bool(len(tv.counters)))
+        model = replace(model, background_scores=sigmoid(model.logits(rows)))
+    return model
 
 
 def describe(model: TopicModel) -> dict[str, Any]:
@@ -548,5 +593,8 @@ def describe(model: TopicModel) -> dict[str, Any]:
     return {"kind": model.kind, "bias": round(model.bias, 3), "positives": model.positives,
             "negatives": model.negatives, "background_set_aside": model.set_aside,
             "weights": {n: round(float(w), 3) for n, w in zip(SIM_NAMES, model.weights, strict=True)},
+            "headline": {"bias": round(model.shape_weights(True)[1], 3),
+                         "weights": {n: round(float(w), 3)
+                                     for n, w in zip(SIM_NAMES, model.shape_weights(True)[0], strict=True)}},
             "keywords": {"hit": [round(h, 2) for h in model.keywords.hit],
                          "miss": [round(m, 2) for m in model.keywords.miss]}}

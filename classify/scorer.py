@@ -95,8 +95,10 @@ class TopicIndex:
         self._cent = np.stack([centroid(tv.desc, tv.examples) for tv in tvs]) if tvs else self._desc
         self._ex, self._ex_starts, self._has_ex = _segments([tv.examples for tv in tvs], dim)
         self._cx, self._cx_starts, self._has_cx = _segments([tv.counters for tv in tvs], dim)
-        self._w = np.stack([m.weights for _, m in self.entries]) if tvs else np.zeros((0, F))
-        self._b = np.array([m.bias for _, m in self.entries])
+        # Per topic, the weights for longer items (row 0) and for headlines alone (row 1).
+        shaped = [(m.shape_weights(False), m.shape_weights(True)) for _, m in self.entries]
+        self._w = np.array([[w for w, _ in s] for s in shaped]).reshape(-1, 2, SIM_FEATURES)
+        self._b = np.array([[b for _, b in s] for s in shaped]).reshape(-1, 2)
         self._kw = KeywordIndex([tv.rules for tv in tvs])
         self._names = KeywordIndex([tv.names for tv in tvs])
         models = [m for _, m in self.entries]
@@ -146,7 +148,9 @@ class TopicIndex:
         short = np.array([is_short(d) for d in docs])
         feats[:, :, SIM_FEATURES + 4] = short[:, None]
         feats[:, :, KW_LOGIT] = self._keyword_logits(feats, short)
-        logits = np.einsum("ntf,tf->nt", feats[:, :, :SIM_FEATURES], self._w) + self._b[None, :] + feats[:, :, KW_LOGIT]
+        shape = short.astype(np.intp)
+        logits = (np.einsum("ntf,ntf->nt", feats[:, :, :SIM_FEATURES], self._w[:, shape].transpose(1, 0, 2))
+                  + self._b[:, shape].T + feats[:, :, KW_LOGIT])
         scores = np.where(excluded, 0.0, sigmoid(logits))
         return Scores(scores, feats, excluded, self._outranked(scores, excluded))
 

@@ -145,3 +145,19 @@ def test_unchanged_topics_are_not_refitted_on_reload() -> None:
     again = {tv.topic.id: m for tv, m in c.index.entries}
     assert again["trains"] is first["trains"]
     assert again["food"] is not first["food"] and c.index.topics[0].version == 2
+
+
+def test_headlines_alone_are_scored_by_weights_fitted_on_headlines() -> None:
+    emb = fake_embedder()
+    bg = Background.build([f"{t}\nofficials said on monday the figures were published" for t in BACKGROUND], emb)
+    topic = TRAINS.model_copy(update={"examples": tuple(f"{e}\ncommuters faced delays" for e in TRAINS.examples)})
+    index = TopicIndex.build([topic], emb, bg)
+    _, model = index.entries[0]
+    assert model.head_weights is not None and not np.allclose(model.head_weights, model.weights)
+    texts = ["train drivers strike over pay", "train drivers strike over pay\ncommuters faced delays"]
+    docs = [Doc.of(t) for t in texts]
+    batch = index.score(emb.embed(texts), docs)
+    assert batch.features[:, 0, FEATURES.index("short")].tolist() == [1.0, 0.0]
+    # The index and the model agree on both shapes: each row went through its own shape's weights.
+    assert np.allclose(batch.scores[:, 0], 1 / (1 + np.exp(-model.logits(batch.features[:, 0]))), atol=1e-9)
+    assert abs(float(batch.scores[0, 0] - batch.scores[1, 0])) > 1e-6
