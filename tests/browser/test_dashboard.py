@@ -278,4 +278,6 @@ def test_delivery_log_and_feed_health_pages_show_their_rows(live_api: Api, brows
     WebDriverWait(browser, 10).until(lambda d: "Last success" in d.find_element(By.ID, "feeds-table").text)
     text = browser.find_element(By.ID, "feeds-table").text
     assert "news.example.com" in text and "pending" in text and "never" in text
+    unset = browser.find_element(By.CSS_SELECTOR, "#feeds-table select[data-full-text]")
+    assert unset.find_element(By.CSS_SELECTOR, "option:checked").text == "default (never)"
     _shot(browser, "feeds-health")
