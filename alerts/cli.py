@@ -34,6 +34,9 @@ def alerts_command(ctx: typer.Context) -> None:
     """Run the alerts worker: matches in, notifications out (until SIGTERM/SIGINT)."""
     if ctx.invoked_subcommand is not None:
         return
+    from wirewatch.startup import exit_cleanly_until_running
+
+    exit_cleanly_until_running()  # until the worker's own handlers are in (below)
     from alerts.worker import AlertsWorker
     from wirewatch import bus, metrics
 

@@ -73,6 +73,9 @@ def _find_topic(settings: Settings, topic_id: str, topics_file: Path | None) -> 
 
 def classify_command() -> None:
     """Run the classify worker: articles in, matches out (until SIGTERM/SIGINT)."""
+    from wirewatch.startup import exit_cleanly_until_running
+
+    exit_cleanly_until_running()  # while the model loads; the worker installs its own handlers when it runs
     from classify.embedder import EmbedderError
     from classify.worker import run
 

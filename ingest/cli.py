@@ -38,6 +38,9 @@ def ingest_command(
     once: Annotated[bool, typer.Option("--once", help="Poll every feed once, then exit.")] = False,
 ) -> None:
     """Run the ingest worker: poll feeds, publish new entries to Kafka (SIGTERM stops it gracefully)."""
+    from wirewatch.startup import exit_cleanly_until_running
+
+    exit_cleanly_until_running()  # until the worker's own handlers are in (below)
     from ingest.worker import IngestWorker
     from wirewatch import bus, metrics
 

@@ -152,7 +152,7 @@ def wait_until(cond: Callable[[], bool], timeout_s: float = 30.0) -> bool:
 
 
 def read_deliveries(settings: Any, min_count: int, timeout_s: float = 20.0) -> list[Any]:
-    """Every Delivery on the test's deliveries topic (waits for at least ``min_count``).
+    """Every Delivery on the test's deliveries topic: waits for at least ``min_count``, then reads to its end.
 
     Reads each partition from its start with an explicitly assigned consumer (no group, no rebalance). A
     client that has read nothing for a while is replaced by a fresh one that starts over (records already
@@ -188,7 +188,13 @@ def read_deliveries(settings: Any, min_count: int, timeout_s: float = 20.0) -> l
                 if got:
                     quiet_until = time.monotonic() + 5.0
                 if len(seen) >= min_count:
-                    # one more short poll so a late extra record is seen too
+                    # then everything the topic holds now, and one more short poll for a late extra record
+                    ends = consumer.end_offsets(tps)
+                    until = time.monotonic() + 10.0
+                    while time.monotonic() < until and any(consumer.position(tp) < ends[tp] for tp in tps):
+                        for batch in consumer.poll(timeout_ms=300).values():
+                            for r in batch:
+                                seen[(r.partition, r.offset)] = decode(Delivery, r.value)
                     for batch in consumer.poll(timeout_ms=300).values():
                         for r in batch:
                             seen[(r.partition, r.offset)] = decode(Delivery, r.value)

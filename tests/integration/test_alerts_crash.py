@@ -120,6 +120,7 @@ def test_kill_9_at_random_points_loses_nothing_and_repeats_only_with_the_same_ke
         expected = {(f"s{i}", title) for i in range(SUBS) for title in firsts}
         proc = _start(env, log)
         try:
+            assert _wait_assigned(log, ROUNDS, 60), f"the draining run got no partitions: {log.read_text()[-2000:]}"
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and len(_arrived(rx)) < len(expected):
                 time.sleep(0.2)
