@@ -236,9 +236,10 @@ class FullText:
         # Revalidate (an entry came back changed) only where the site gave validators: else the cached text stands.
         if cached is not None and not (revalidate and cached.usable and (cached.etag or cached.last_modified)):
             return Page("cached", cached.text, cached.etag, cached.last_modified) if cached.usable else cached
-        timeout = int(self.cfg.full_text_timeout_s + 1)
+        # The claim outlives the longest this fetch can take, a Crawl-delay turn included.
+        hold = int(self.cfg.full_text_timeout_s + 1 + CRAWL_QUEUE_S)
         claimed = cached is None
-        if claimed and not await self._run(self._io, self._cache.claim, article.id, timeout):
+        if claimed and not await self._run(self._io, self._cache.claim, article.id, hold):
             return await self._wait_for_other(article.id)
         page = await self._fetch(article.url, cached)
         if page.outcome == "not_modified" and cached is not None:
