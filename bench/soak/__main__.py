@@ -116,16 +116,15 @@ def heap_figures(w: fs.Workers) -> list[str]:
     """What the heap keepers of classify and alerts logged: their collections' pauses and what they found."""
     out = []
     for role in ("classify", "alerts"):
-        rounds = [e for e in w.events(role, "heap_frozen") if "pause_ms" in e]  # not start-up's
-        if not rounds:
+        reports = [e for e in w.events(role, "heap_frozen") if "rounds" in e]  # not start-up's
+        if not reports:
             continue
-        pauses = sorted(float(e["pause_ms"]) for e in rounds)
-        gen2 = max(float(e["longest_ms"][2]) for e in rounds)
-        found = sorted(int(e["unreachable"]) for e in rounds)
-        out.append(f"  heap {role}: {len(rounds)} freezes, each after a collection of the unfrozen objects: pause "
-                   f"median {pauses[len(pauses) // 2]:.1f} ms, max {pauses[-1]:.1f} ms; the collector's own "
-                   f"longest generation-2 pause {gen2:.1f} ms; unreachable found median {found[len(found) // 2]}, "
-                   f"max {found[-1]}; {sum(int(e['collections'][2]) for e in rounds)} generation-2 collections")
+        rounds = sum(int(e["rounds"]) for e in reports)
+        gen2 = max(float(e["longest_ms"][2]) for e in reports)
+        out.append(f"  heap {role}: {rounds} freezes, each after collecting the unfrozen objects: longest pause "
+                   f"{max(float(e['pause_ms']) for e in reports):.1f} ms, {sum(int(e['unreachable']) for e in reports)}"
+                   f" unreachable found in all; the collector's own {sum(int(e['collections'][2]) for e in reports)} "
+                   f"generation-2 collections, longest {gen2:.1f} ms")
         for e in w.events(role, "heap_full_collection"):
             out.append(f"  heap {role}: full collection, pause {e['pause_ms']} ms, {e['unreachable']} unreachable")
     return out
