@@ -108,3 +108,19 @@ def test_pauses_keep_the_longest_not_the_last() -> None:
     got = p.take()
     assert got["collections"] == [0, 1, 2]
     assert 30.0 <= got["longest_ms"][2] < 31 and 2.0 <= got["longest_ms"][1] < 3
+
+
+def test_by_default_frozen_garbage_waits_at_most_ten_minutes() -> None:
+    keeper = HeapKeeper().start()
+    try:
+        a, b = _Node(), _Node()
+        a.other, b.other = b, a
+        alive = weakref.ref(a)
+        keeper.tick()  # frozen while referenced
+        del a, b
+        keeper.tick(now=keeper._last_full + 9 * 60)
+        assert alive() is not None
+        keeper.tick(now=keeper._last_full + 10 * 60)
+        assert alive() is None
+    finally:
+        keeper.stop()
