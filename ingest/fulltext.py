@@ -2,7 +2,7 @@
 
 For one article (:meth:`FullText.page`)::
 
-    cache (by article id) -> robots.txt (per host, TTL) -> Crawl-delay turn (per host)
+    cache (by article id) -> robots.txt (per host, TTL) -> Crawl-delay turn (per host, in the cache)
         -> host slot (shared with feed polls) -> conditional GET (SSRF guard, time and byte caps)
         -> extraction (CPU pool) -> cache
 
@@ -92,6 +92,14 @@ class PageCache(Protocol):
         """Give up a claim without a result (the page was not fetched, for a reason that is not the page's)."""
         ...
 
+    def turn(self, host: str, delay_s: float, max_wait_s: float) -> float | None:
+        """Reserve the next Crawl-delay turn for ``host``: seconds to wait for it, or None.
+
+        None: the turn is more than ``max_wait_s`` away, and nothing is reserved. Turns are ``delay_s`` apart
+        across every user of the cache.
+        """
+        ...
+
 
 def _dump(page: Page) -> str:
     return json.dumps({"o": page.outcome, "t": page.text, "e": page.etag, "m": page.last_modified})
@@ -108,6 +116,7 @@ class MemoryPageCache:
     def __init__(self) -> None:
         self._pages: dict[str, tuple[str, float]] = {}
         self._claims: dict[str, float] = {}
+        self._pacers: dict[float, Pacer] = {}
 
     def get(self, article_id: str) -> Page | None:
         """See :class:`PageCache`."""
@@ -131,13 +140,34 @@ class MemoryPageCache:
         """See :class:`PageCache`."""
         self._claims.pop(article_id, None)
 
+    def turn(self, host: str, delay_s: float, max_wait_s: float) -> float | None:
+        """See :class:`PageCache`."""
+        return self._pacers.setdefault(max_wait_s, Pacer(max_wait_s)).turn(host, delay_s)
+
+
+# The next free turn of a host, on Redis's clock so that every worker agrees; a turn too far away is refused.
+_TURN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local delay, most = tonumber(ARGV[1]), tonumber(ARGV[2])
+local at = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+if at - now > most then return false end
+redis.call('SET', KEYS[1], string.format('%.6f', at + delay), 'PX', math.ceil((at + delay - now) * 1000) + 1000)
+return string.format('%.6f', at - now)
+"""
+
 
 class RedisPageCache:
-    """A :class:`PageCache` in Redis: ``ft:<article id>`` (the page JSON) and ``ft:claim:<article id>``."""
+    """A :class:`PageCache` in Redis, shared by every worker.
+
+    Keys: ``ft:<article id>`` (the page JSON), ``ft:claim:<article id>`` and ``ft:turn:<host>`` (the host's
+    next Crawl-delay turn).
+    """
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self._r = client
         self._s = settings
+        self._turn = client.register_script(_TURN)
 
     def get(self, article_id: str) -> Page | None:
         """See :class:`PageCache`."""
@@ -158,6 +188,11 @@ class RedisPageCache:
     def release(self, article_id: str) -> None:
         """See :class:`PageCache`."""
         self._r.delete(key(self._s, "ft", "claim", article_id))
+
+    def turn(self, host: str, delay_s: float, max_wait_s: float) -> float | None:
+        """See :class:`PageCache`."""
+        got = self._turn(keys=[key(self._s, "ft", "turn", host)], args=[f"{delay_s:.6f}", f"{max_wait_s:.6f}"])
+        return None if got is None else float(got)
 
 
 def wanted(feed: Feed, article: Article, cfg: IngestSettings) -> bool:
@@ -188,7 +223,6 @@ class FullText:
         self._io = io
         self._cpu = cpu
         self.robots = RobotsCache(fetcher, cfg.user_agent, cfg.robots_ttl_s, slot)
-        self.pacer = Pacer(CRAWL_QUEUE_S)
         self._inflight: dict[str, asyncio.Task[Page]] = {}
 
     async def aclose(self) -> None:
@@ -269,7 +303,8 @@ class FullText:
         if verdict is Verdict.UNREACHABLE:
             return Page("robots_unreachable")
         host = (urlsplit(url).hostname or "").lower()
-        wait = self.pacer.turn(host, self.robots.crawl_delay(url))
+        delay = self.robots.crawl_delay(url)
+        wait = await self._run(self._io, self._cache.turn, host, delay, CRAWL_QUEUE_S) if delay > 0 else 0.0
         if wait is None:
             return Page("crawl_delay")
         if wait:

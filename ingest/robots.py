@@ -10,7 +10,7 @@ What a host's robots.txt answer means for its pages:
 Each host's verdict is kept ``robots_ttl_s`` (RFC 9309 caps caching at 24 hours); concurrent asks for one
 host share a single fetch. ``Crawl-delay`` (and ``Request-rate``, as seconds per request) in the group that
 applies to us is kept with the rules and re-read with them: :meth:`RobotsCache.crawl_delay` says how far
-apart this host's page fetches must start (:class:`ingest.hosts.Pacer` keeps them so).
+apart this host's page fetches must start (the page cache keeps the turns: ``ingest.fulltext.PageCache.turn``).
 """
 
 from __future__ import annotations

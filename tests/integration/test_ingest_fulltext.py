@@ -290,3 +290,28 @@ def test_two_workers_asking_for_one_page_at_once_fetch_it_once(fsettings: Settin
 
     assert asyncio.run(go()) == ["cached", "ok"]
     assert site.hits["/news/shared"] == 1
+
+
+def test_crawl_delay_turns_are_shared_by_every_worker_through_redis(fsettings: Settings, site: Site) -> None:
+    site.routes["/robots.txt"] = Route(body=b"User-agent: *\nCrawl-delay: 1\n", headers={"Content-Type": "text/plain"})
+    for i in range(3):
+        site.routes[f"/news/d{i}"] = Route(body=article_page(f"Story {i}", BODY))
+
+    async def go() -> list[str]:
+        workers = [FullText(fsettings.ingest, HttpFetcher(fsettings.ingest, allow=["127.0.0.1"]),
+                            RedisPageCache(wstate.connect(fsettings), fsettings), slot=HostSlots(4).slot)
+                   for _ in range(2)]
+        try:  # worker 0 reads two of the pages, worker 1 the third, all at once
+            asks = [workers[i % 2].page(art(site.url(f"/news/d{i}"))) for i in range(3)]
+            return [p.outcome for p in await asyncio.gather(*asks)]
+        finally:
+            for w in workers:
+                await w.aclose()
+
+    assert asyncio.run(go()) == ["ok"] * 3
+    starts = sorted(t for path, t in site.started if path.startswith("/news/d"))
+    assert len(starts) == 3 and all(b - a >= 0.95 for a, b in zip(starts, starts[1:], strict=False))
+    cache = RedisPageCache(wstate.connect(fsettings), fsettings)
+    waits = [cache.turn("slow.example", 10, 25) for _ in range(4)]
+    assert waits[0] == 0.0 and waits[1] == pytest.approx(10, abs=0.2) and waits[2] == pytest.approx(20, abs=0.2)
+    assert waits[3] is None and cache.turn("other.example", 10, 25) == 0.0  # refused, nothing reserved
