@@ -59,7 +59,10 @@ class Handler:
         articles = [c.value for c in plain]
         if articles and self._first_pass is not None:
             # The cheap first pass (classify/prefilter.py, off unless given): what it drops can match nothing.
+            before = len(articles)
             articles = self._first_pass.survivors(articles, self._classifier)
+            metrics.CLASSIFY_FIRST_PASS.labels("passed").inc(len(articles))
+            metrics.CLASSIFY_FIRST_PASS.labels("skipped").inc(before - len(articles))
         if articles:
             result = self._classifier.classify(articles)
             matches += result.matches
@@ -94,6 +97,15 @@ class Worker:
         self.producer.close()
 
 
+def first_pass_of(settings: Settings) -> FirstPass | None:
+    """The first pass ``classify.first_pass`` asks for (the static model distilled from ``classify.model``)."""
+    if not settings.classify.first_pass:
+        return None
+    from classify.prefilter import distilled
+
+    return FirstPass(distilled(settings.classify.model))
+
+
 def build(settings: Settings) -> Worker:
     """Assemble the worker: model, topics (seeded, watched), recent store, producer and consumer loop."""
     from threadpoolctl import threadpool_limits
@@ -111,7 +123,7 @@ def build(settings: Settings) -> Worker:
     store.seed()
     watcher = store.watch(classifier.set_topics, interval_s=c.reload_interval_s)
     producer = bus.Producer(settings, client_id="classify")
-    handler = Handler(settings, classifier, producer, RecentStore(client, settings))
+    handler = Handler(settings, classifier, producer, RecentStore(client, settings), first_pass_of(settings))
     loop: bus.ConsumerLoop[Article] = bus.ConsumerLoop(
         settings, topics=[settings.kafka.topics.articles], group=bus.role_group(settings, "classify"),
         decode=decode_article, handle=handler, producer=producer,

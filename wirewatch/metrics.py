@@ -170,6 +170,8 @@ API_FEEDBACK = Counter("wirewatch_api_feedback_total", "Feedback received on mat
 
 # --- classify: embedding and topic scoring ----------------------------------------------------------------
 CLASSIFY_ARTICLES = Counter("wirewatch_classify_articles_total", "Articles embedded and scored.")
+CLASSIFY_FIRST_PASS = Counter("wirewatch_classify_first_pass_total",
+                              "Articles the first pass sent on to the model (passed) or skipped.", ["outcome"])
 CLASSIFY_MATCHES = Counter("wirewatch_classify_matches_total", "Matches produced, by topic id.", ["topic"])
 CLASSIFY_BATCH_SECONDS = Histogram("wirewatch_classify_batch_seconds",
                                    "Time to embed, score and produce one batch (acks included).",

@@ -124,7 +124,7 @@ def test_the_worker_classifies_and_remembers_only_what_goes_on() -> None:
 
 
 def test_the_distilled_model_is_built_once_and_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model2vec = pytest.importorskip("model2vec")
+    import model2vec
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import Whitespace
@@ -147,3 +147,30 @@ def test_the_distilled_model_is_built_once_and_read_back(tmp_path: Path, monkeyp
     v = again.embed(["rail strike", ""])
     assert v.shape == (2, 8) and first.dim == 8 and again.backend == "static"
     assert abs(float(np.linalg.norm(v[0])) - 1.0) < 1e-5
+
+
+def test_the_setting_turns_the_first_pass_on_and_the_metric_counts_what_skips(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import REGISTRY
+
+    from classify import worker
+
+    assert worker.first_pass_of(load_settings(None)) is None  # off by default
+    asked: list[str] = []
+
+    def fake_distilled(model: str) -> Any:
+        asked.append(model)
+        return BagOfWordsEmbedder()
+
+    monkeypatch.setattr(prefilter, "distilled", fake_distilled)
+    fp = worker.first_pass_of(load_settings(None, classify={"first_pass": True, "model": "/models/local-st"}))
+    assert isinstance(fp, FirstPass) and asked == ["/models/local-st"]
+
+    def count(outcome: str) -> float:
+        return REGISTRY.get_sample_value("wirewatch_classify_first_pass_total", {"outcome": outcome}) or 0.0
+
+    before = count("passed"), count("skipped")
+    h = Handler(load_settings(None), classifier(), ListProducer(), None, first_pass(slack=0.0))  # type: ignore[arg-type]
+    h([consumed(1, "Rail strike: train drivers strike over pay"), consumed(2, "Cup final won on penalties"),
+       consumed(3, "Museum opens its doors")])
+    assert (count("passed") - before[0], count("skipped") - before[1]) == (1.0, 2.0)
