@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from wirewatch.records import Feed
 from wirewatch.settings import Settings
 from wirewatch.state import key
 
@@ -68,6 +69,19 @@ class FeedState:
     def with_(self, **changes: Any) -> FeedState:
         """A copy with ``changes``."""
         return replace(self, **changes)
+
+
+def state_for(feed: Feed, known: FeedState | None) -> FeedState:
+    """The state to poll ``feed`` with: ``known`` (or a fresh one), at the URL the registry gives now."""
+    st = known
+    if st is None:
+        st = FeedState(feed_id=feed.id, url=feed.url, identity_url=feed.url)
+    elif st.url != feed.url and not st.identity_url:
+        st = st.with_(identity_url=st.url)
+    if st.url != feed.url:
+        # The registry says the feed lives elsewhere now (an edit, or our own move): fresh validators.
+        st = st.with_(url=feed.url, etag=None, last_modified=None)
+    return st
 
 
 class StateStore:
