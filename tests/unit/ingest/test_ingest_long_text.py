@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ingest import normalize, parser
-from ingest.parser import MAX_TEXT_BYTES, cut_long_text
+from ingest.defuse import MAX_TEXT_BYTES, cut_long_text
 from wirewatch.settings import IngestSettings
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)

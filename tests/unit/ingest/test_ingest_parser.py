@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.parser import ParseError, defuse, find_doctype, parse
+from ingest.defuse import defuse, find_doctype
+from ingest.parser import ParseError, parse
 
 FEEDS = Path(__file__).resolve().parents[2] / "fixtures" / "feeds"
 URL = "https://feeds.example.com/feed.xml"
