@@ -1,18 +1,7 @@
-"""SSRF guard: feed and webhook URLs may only reach the public internet, unless an operator allows more.
+"""The SSRF policy: which addresses and URLs feed and webhook requests may reach (see :mod:`wirewatch.netguard`).
 
-Two checks, both driven by the same allow-list (``settings.api.url_allowlist``: CIDRs such as ``10.0.0.0/8``
-or ``127.0.0.1``, and host names such as ``hooks.internal`` or ``.corp.example`` for a whole domain):
-
-* :func:`check_url` when a URL is registered: http/https only, a host, no credentials, and no literal
-  address (in any spelling: ``127.1``, ``0x7f000001``, ``[::ffff:127.0.0.1]``) in a refused range.
-* :func:`resolve_and_check` at every use, after DNS resolution: every address the name resolves to must be
-  allowed, so a public name that points at ``169.254.169.254`` is refused.
-
-HTTP clients get the second check on every connection, redirects included, by using
-:func:`guarded_transport` / :func:`guarded_async_transport`: their network backend resolves the host,
-checks every address, and connects to the checked address itself, so a DNS answer that changes between the
-check and the connection (rebinding) cannot slip through. Refusals raise :class:`UnsafeURLError`, a
-permanent error: retrying will not help until the operator changes the allow-list.
+:func:`check_url` judges a URL as registered; :func:`resolve_and_check` judges a host at every use, after
+DNS resolution. Both raise :class:`UnsafeURLError` naming the host, the address and why it is refused.
 """
 
 from __future__ import annotations
@@ -22,11 +11,7 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 from urllib.parse import urlsplit
-
-import httpcore
-import httpx
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -294,118 +279,3 @@ def check_request_url(url: str, allow: Iterable[str] | Allowlist | None = None,
     """Both checks for one hop: :func:`check_url` then :func:`resolve_and_check`; returns the addresses."""
     c = check_url(url, allow)
     return resolve_and_check(c.host, c.port, allow, resolver=resolver)
-
-
-class _GuardedSyncBackend(httpcore.SyncBackend):
-    def __init__(self, allow: Allowlist, resolver: Resolver | None) -> None:
-        self._allow = allow
-        self._resolver = resolver
-
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                    local_address: str | None = None, socket_options: Any = None) -> httpcore.NetworkStream:
-        addresses = resolve_and_check(host, port, self._allow, resolver=self._resolver)
-        last: Exception | None = None
-        for addr in addresses:
-            try:
-                return super().connect_tcp(addr, port, timeout=timeout, local_address=local_address,
-                                           socket_options=socket_options)
-            except httpcore.ConnectError as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Any = None) -> httpcore.NetworkStream:
-        raise UnsafeURLError("unix sockets are not reachable through the guarded transport")
-
-
-class _GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, allow: Allowlist, resolver: Resolver | None) -> None:
-        self._allow = allow
-        self._resolver = resolver
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
-        import anyio
-
-        addresses = await anyio.to_thread.run_sync(
-            lambda: resolve_and_check(host, port, self._allow, resolver=self._resolver))
-        last: Exception | None = None
-        for addr in addresses:
-            try:
-                return await self._inner.connect_tcp(addr, port, timeout=timeout, local_address=local_address,
-                                                     socket_options=socket_options)
-            except httpcore.ConnectError as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
-        raise UnsafeURLError("unix sockets are not reachable through the guarded transport")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def _hook(al: Allowlist) -> Callable[[httpx.Request], None]:
-    def hook(request: httpx.Request) -> None:
-        check_url(str(request.url), al)
-    return hook
-
-
-def guarded_transport(allow: Iterable[str] | Allowlist | None = None, *, resolver: Resolver | None = None,
-                      **kwargs: Any) -> httpx.HTTPTransport:
-    """An ``httpx.HTTPTransport`` whose every connection is checked after DNS resolution.
-
-    Use it with ``follow_redirects=True`` and every hop is checked (each hop opens or reuses a connection
-    to a checked address). ``kwargs`` go to ``httpx.HTTPTransport`` (``verify``, ``limits``, ``retries``...);
-    proxies are not supported (a proxy would resolve names itself). Pair it with
-    ``event_hooks={"request": [request_hook(allow)]}`` to also refuse credentials or odd schemes per hop.
-    """
-    kwargs.pop("proxy", None)
-    transport = httpx.HTTPTransport(**kwargs)
-    # httpx does not take a network backend; the pool's backend is the one seam for connecting ourselves.
-    transport._pool._network_backend = _GuardedSyncBackend(allowlist(allow), resolver)  # type: ignore[union-attr]
-    return transport
-
-
-def guarded_async_transport(allow: Iterable[str] | Allowlist | None = None, *,
-                            resolver: Resolver | None = None, **kwargs: Any) -> httpx.AsyncHTTPTransport:
-    """The asyncio counterpart of :func:`guarded_transport`."""
-    kwargs.pop("proxy", None)
-    transport = httpx.AsyncHTTPTransport(**kwargs)
-    transport._pool._network_backend = _GuardedAsyncBackend(allowlist(allow), resolver)  # type: ignore[union-attr]
-    return transport
-
-
-def request_hook(allow: Iterable[str] | Allowlist | None = None) -> Callable[[httpx.Request], None]:
-    """An httpx request event hook that applies :func:`check_url` to every request, redirects included."""
-    return _hook(allowlist(allow))
-
-
-def async_request_hook(allow: Iterable[str] | Allowlist | None = None) -> Callable[[httpx.Request], Any]:
-    """The async client's version of :func:`request_hook`."""
-    sync = _hook(allowlist(allow))
-
-    async def hook(request: httpx.Request) -> None:
-        sync(request)
-    return hook
-
-
-def guarded_client(allow: Iterable[str] | Allowlist | None = None, **kwargs: Any) -> httpx.Client:
-    """An ``httpx.Client`` with the guarded transport and the per-request hook, not trusting proxy env."""
-    al = allowlist(allow)
-    transport_kw = {k: kwargs.pop(k) for k in ("verify", "limits", "retries", "http2") if k in kwargs}
-    return httpx.Client(transport=guarded_transport(al, **transport_kw), event_hooks={"request": [_hook(al)]},
-                        trust_env=False, **kwargs)
-
-
-def guarded_async_client(allow: Iterable[str] | Allowlist | None = None, **kwargs: Any) -> httpx.AsyncClient:
-    """The asyncio counterpart of :func:`guarded_client`."""
-    al = allowlist(allow)
-    transport_kw = {k: kwargs.pop(k) for k in ("verify", "limits", "retries", "http2") if k in kwargs}
-    return httpx.AsyncClient(transport=guarded_async_transport(al, **transport_kw),
-                             event_hooks={"request": [async_request_hook(al)]}, trust_env=False, **kwargs)
