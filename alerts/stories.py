@@ -236,6 +236,23 @@ class StoryFolder:
             idx.add(Member(story.id, vec, fp, now_ms))
         return results, prints, stories
 
+    def _evict(self, now_ms: int) -> None:
+        """Drop cached stories nothing can fold into any more, then the least recently written over the cap.
+
+        The cache is in write order, and a story is written whenever an article folds into it; one last
+        written before the window began has no member left in any index, so it only held memory.
+        """
+        horizon = datetime.fromtimestamp((now_ms - self._window_ms) / 1000, UTC)
+        while self._cache and next(iter(self._cache.values())).updated_at < horizon:
+            self._cache.popitem(last=False)
+        while len(self._cache) > CACHED_STORIES:
+            self._cache.popitem(last=False)
+
+    @property
+    def cached(self) -> int:
+        """How many stories the local cache holds (bounded by what the window holds, at most CACHED_STORIES)."""
+        return len(self._cache)
+
     def _load(self, topic: str, sid: str) -> Story | None:
         raw = self._r.get(self._k(topic, "s", sid))
         return Story.from_json(raw) if raw is not None else None
@@ -253,8 +270,7 @@ class StoryFolder:
             for s in stories.values():
                 self._cache[s.id] = s
                 self._cache.move_to_end(s.id)
-        while len(self._cache) > CACHED_STORIES:
-            self._cache.popitem(last=False)
+        self._evict(now_ms)
         for topic, pos in last_add.items():
             # we hold the topic's lock, so our last entry is the stream's last: nothing to read back next time
             reply = replies[pos]

@@ -118,9 +118,11 @@ def test_stories_older_than_the_window_are_not_folded_into(make_settings, embed)
     folder = _folder(make_settings, story_window_s=1)
     matches = embed("al", ALEPPO[:2])
     first = folder.fold(matches[:1])
+    assert folder.cached == 1
     time.sleep(1.2)
     later = folder.fold(matches[1:])
     assert later[0].new_story and later[0].story.id != first[0].story.id
+    assert folder.cached == 1  # the closed story left the local cache too: it only held memory
 
 
 def test_a_rising_toll_is_a_material_development_a_retitle_is_not(make_settings, embed) -> None:  # type: ignore[no-untyped-def]
