@@ -123,8 +123,8 @@ def heap_figures(w: fs.Workers) -> list[str]:
         gen2 = max(float(e["longest_ms"][2]) for e in reports)
         out.append(f"  heap {role}: {rounds} freezes, each after collecting the unfrozen objects: longest pause "
                    f"{max(float(e['pause_ms']) for e in reports):.1f} ms, {sum(int(e['unreachable']) for e in reports)}"
-                   f" unreachable found in all; the collector's own {sum(int(e['collections'][2]) for e in reports)} "
-                   f"generation-2 collections, longest {gen2:.1f} ms")
+                   f" unreachable found in all; {sum(int(e['collections'][2]) for e in reports)} generation-2 "
+                   f"collections (the keeper's rounds and full passes among them), longest {gen2:.1f} ms")
         for e in w.events(role, "heap_full_collection"):
             out.append(f"  heap {role}: full collection, pause {e['pause_ms']} ms, {e['unreachable']} unreachable")
     return out
