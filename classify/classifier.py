@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from classify.background import Background, shipped_background
 from classify.embedder import CachedEmbedder, Vectors
-from classify.model import Background, TopicModel, TopicVectors, desk_siblings, shipped_background
+from classify.model import TopicModel, TopicVectors, desk_siblings
 from classify.scorer import Scores, TopicIndex
 from classify.topics import Doc, enabled
 from wirewatch import metrics

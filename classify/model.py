@@ -21,25 +21,24 @@ article in a thousand of the background and on most examples (a place or actor t
 evidence; a common word is weak. Two guards keep that strength honest: the evidence fades when the article is
 closer to a counter-example than to any example, and when the topic's rules name something (a capitalized
 term) an article that names none of it loses what the examples' naming rate says it should.
+
+The background and its keyword index are in :mod:`classify.background`, the keyword evidence in
+:mod:`classify.evidence`; this module holds the topic's vectors, the similarity features and the fit.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from classify.background import Background, headline, is_short
 from classify.embedder import Embedder, Vectors
-from classify.topics import Doc, KeywordRules, Term
+from classify.evidence import KeywordEvidence, keyword_evidence, keyword_features, sigmoid
+from classify.topics import Doc, KeywordRules
 from wirewatch.records import Topic
 
 SIM_NAMES = ("desc", "ex_max", "centroid", "cx_max", "margin")
@@ -60,10 +59,6 @@ UNLABELLED_CUT = 0.5
 # Only a background large enough to hold a broad topic's own share is searched for it; from a few dozen
 # articles the fit would set aside whatever happens to share a word.
 SET_ASIDE_MIN_BACKGROUND = 200
-# How fast keyword evidence fades as an article gets closer to a counter-example than to any example
-# (margin in cosine units): at a margin of -0.05 about a quarter is left, at -0.15 almost nothing.
-GATE_SCALE = 0.05
-SMOOTHING = 0.5
 # Counter-examples weigh a fifth of the background each, up to four times the background in all: the
 # counters of a desk topic (its siblings' examples, twenty for five topics) or of a topic an editor has
 # judged for a while are the hard negatives its stream really holds, which everyday news is not.
@@ -75,21 +70,6 @@ Array = NDArray[np.float64]
 def topic_text(topic: Topic) -> str:
     """The text that stands for the topic's description: its name and description."""
     return f"{topic.name}. {topic.description}".strip() if topic.description else topic.name
-
-
-def headline(text: str) -> str:
-    """The first line of ``text``: how a headline-only feed would have delivered it."""
-    return text.strip().split("\n", 1)[0].strip()
-
-
-def is_short(doc: Doc) -> bool:
-    """True when ``doc`` is a headline alone (articles join title, summary and content with newlines)."""
-    return "\n" not in doc.text.strip()
-
-
-def with_headlines(texts: Sequence[str]) -> list[str]:
-    """``texts`` followed by the headline of each text that has more than one."""
-    return list(texts) + [headline(t) for t in texts if headline(t) != t.strip()]
 
 
 def name_rules(topic: Topic) -> KeywordRules:
@@ -190,126 +170,6 @@ def sim_features(v: Vectors, desc: Vectors, examples: Vectors, counters: Vectors
     return np.stack([s_desc, ex_max, cent, cx_max, ex_max - cx_max], axis=1).astype(np.float64)
 
 
-_ONE_WORD = re.compile(r"\w+")
-
-
-class TermHits:
-    """Which of a fixed set of docs each keyword term fires on, each term looked up once (an inverted index).
-
-    Every topic is measured against the same background; with this a topic's keyword features over two
-    thousand background articles cost a few dictionary look-ups per term instead of a rule check per article.
-    """
-
-    def __init__(self, docs: Sequence[Doc]) -> None:
-        self.docs = tuple(docs)
-        self._exact: dict[str, list[int]] = {}
-        self._folded: dict[str, list[int]] = {}
-        for i, doc in enumerate(self.docs):
-            for w in doc.words:
-                self._exact.setdefault(w, []).append(i)
-            for w in doc.lower_words:
-                self._folded.setdefault(w, []).append(i)
-        self._seen: dict[str, NDArray[np.bool_]] = {}
-
-    def __call__(self, term: Term) -> NDArray[np.bool_]:
-        """A boolean per doc: does ``term`` (any of its spellings) occur in it."""
-        if term.raw in self._seen:
-            return self._seen[term.raw]
-        out = np.zeros(len(self.docs), dtype=bool)
-        for sp in term.spellings:
-            index = self._exact if sp.case_sensitive else self._folded
-            if sp.simple:
-                out[index.get(sp.key, [])] = True
-            elif sp.prefix and _ONE_WORD.fullmatch(sp.key):
-                for word, docs in index.items():
-                    if word.startswith(sp.key):
-                        out[docs] = True
-            else:
-                out |= np.fromiter((sp.found(d) for d in self.docs), dtype=bool, count=len(self.docs))
-        self._seen[term.raw] = out
-        return out
-
-
-def keyword_features(tv: TopicVectors, docs: Sequence[Doc], hits: TermHits | None = None) -> Array:
-    """``kw_bool``, ``kw_any``, ``kw_all``, ``kw_name`` and ``short`` of each doc, shape ``(n, 5)``.
-
-    ``hits``, when given, must be over exactly ``docs`` (the background's).
-    """
-    hits = hits or TermHits(docs)
-    n = len(docs)
-    out = np.zeros((n, 5))
-    out[:, 4] = [float(is_short(d)) for d in docs]
-    if not n or tv.rules.empty:
-        return out
-    rules = tv.rules
-
-    def fired(terms: Sequence[Term]) -> NDArray[np.float64]:
-        return np.stack([hits(t) for t in terms]).astype(np.float64) if terms else np.zeros((0, n))
-
-    any_m, all_m, excl_m, name_m = fired(rules.any), fired(rules.all), fired(rules.exclude), fired(tv.names.any)
-    any_hit = any_m.max(axis=0) if len(any_m) else np.zeros(n)
-    all_count = all_m.sum(axis=0)
-    excluded = excl_m.max(axis=0) > 0 if len(excl_m) else np.zeros(n, dtype=bool)
-    if rules.any or rules.all:
-        out[:, 0] = ~excluded & (all_count >= len(rules.all)) & ((not rules.any) | (any_hit > 0))
-    out[:, 1] = any_hit
-    out[:, 2] = all_count / len(rules.all) if rules.all else 0.0
-    out[:, 3] = name_m.max(axis=0) if len(name_m) else 0.0
-    return out
-
-
-@dataclass(frozen=True)
-class KeywordEvidence:
-    """Log-likelihood ratios that a topic's keyword rules add to its logit, for long and headline-only items.
-
-    ``hit``: when the rule (every ``include_all`` and one ``include_any`` term) fires; ``miss``: when the rules
-    name something and the article names none of it. Index 0 is for longer items, 1 for headlines alone.
-    """
-
-    hit: tuple[float, float] = (0.0, 0.0)
-    miss: tuple[float, float] = (0.0, 0.0)
-
-    def logit(self, kw: Array, margin: Array, has_counters: bool) -> Array:
-        """What the keywords add for rows of :func:`keyword_features` ``kw`` with counter ``margin``."""
-        short = kw[:, 4] > 0.5
-        hit = np.where(short, self.hit[1], self.hit[0])
-        miss = np.where(short, self.miss[1], self.miss[0])
-        gate = sigmoid(margin / GATE_SCALE) if has_counters else np.ones(len(kw))
-        return np.where(kw[:, 0] > 0.5, hit * gate, np.where(kw[:, 3] > 0.5, 0.0, miss))
-
-
-def _rate(hits: int, n: int) -> float:
-    return (hits + SMOOTHING) / (n + 2 * SMOOTHING)
-
-
-def keyword_evidence(tv: TopicVectors, background: Background, bg_kw: Array | None = None) -> KeywordEvidence:
-    """Measure the topic's keyword rules on its examples against ``background``, per item shape.
-
-    ``bg_kw`` is :func:`keyword_features` of the background, when the caller has it already.
-    """
-    if tv.rules.empty or not (tv.rules.any or tv.rules.all):
-        return KeywordEvidence()
-    if bg_kw is None:
-        bg_kw = keyword_features(tv, background.docs, background.hits)
-    hit: list[float] = []
-    miss: list[float] = []
-    for short in (False, True):
-        texts = [headline(e) if short else e for e in tv.topic.examples]
-        ex_kw = keyword_features(tv, [Doc.of(t) for t in texts])
-        bg = bg_kw[(bg_kw[:, 4] > 0.5) == short] if short else bg_kw[bg_kw[:, 4] < 0.5]
-        if not len(bg):
-            bg = bg_kw
-        k, n = len(ex_kw), len(bg)
-        p_pos, p_bg = _rate(int(ex_kw[:, 0].sum()), k), _rate(int(bg[:, 0].sum()), n)
-        hit.append(float(np.log(p_pos / p_bg)))
-        if tv.names.any:
-            q_pos, q_bg = _rate(int(ex_kw[:, 3].sum()), k), _rate(int(bg[:, 3].sum()), n)
-            miss.append(min(0.0, float(np.log((1 - q_pos) / (1 - q_bg)))))
-        else:
-            miss.append(0.0)
-    return KeywordEvidence((hit[0], hit[1]), (miss[0], miss[1]))
-
-
 @dataclass(frozen=True)
 class TopicModel:
     """Learned weights of one topic: ``score = sigmoid(sims @ weights + bias + keyword evidence)``.
@@ -350,83 +210,6 @@ class TopicModel:
         if not len(self.background_scores):
             return 0.5
         return float(np.percentile(self.background_scores, q))
-
-
-def sigmoid(x: Array) -> Array:
-    """The logistic function, overflow-safe."""
-    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * x)), dtype=np.float64)
-
-
-@dataclass(frozen=True)
-class Background:
-    """Everyday articles, embedded: the negatives every topic is calibrated against."""
-
-    vectors: Vectors
-    docs: tuple[Doc, ...]
-    _hits: list[TermHits] = field(default_factory=list, compare=False, repr=False)
-
-    @property
-    def hits(self) -> TermHits:
-        """The background's keyword index, built on first use."""
-        if not self._hits:
-            self._hits.append(TermHits(self.docs))
-        return self._hits[0]
-
-    @classmethod
-    def build(cls, texts: Sequence[str], embedder: Embedder, *, headlines: bool = True) -> Background:
-        """Embed ``texts`` and, with ``headlines``, each one's headline alone as well."""
-        texts = with_headlines(texts) if headlines else list(texts)
-        return cls(embedder.embed(texts), tuple(Doc.of(t) for t in texts))
-
-    @classmethod
-    def with_vectors(cls, texts: Sequence[str], vectors: Vectors) -> Background:
-        """From texts already embedded (the recent-article store)."""
-        return cls(np.asarray(vectors, dtype=np.float32), tuple(Doc.of(t) for t in texts))
-
-    def __add__(self, other: Background) -> Background:
-        return Background(np.concatenate([self.vectors, other.vectors]), self.docs + other.docs)
-
-
-BACKGROUND_CACHE = Path("~/.cache/wirewatch/background")
-
-
-def shipped_background(embedder: Embedder, cache_dir: Path | None = None) -> Background:
-    """The shipped background in both shapes, its vectors cached on disk per model, backend and text set.
-
-    Two thousand texts take seconds to embed on a small CPU; every worker and command that classifies needs
-    them, so they are embedded once per model revision and read back after that. A cache file that cannot be
-    read or written is ignored (the vectors are embedded again).
-    """
-    texts = with_headlines(shipped_background_texts())
-    key = hashlib.sha256("\n".join([embedder.name, embedder.revision, embedder.backend, *texts]).encode())
-    path = (cache_dir or BACKGROUND_CACHE).expanduser() / f"{key.hexdigest()[:24]}.npy"
-    try:
-        vectors = np.load(path)
-        if vectors.shape == (len(texts), embedder.dim):
-            return Background(vectors.astype(np.float32), tuple(Doc.of(t) for t in texts))
-    except (OSError, ValueError):
-        pass
-    background = Background(embedder.embed(texts), tuple(Doc.of(t) for t in texts))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with tmp.open("wb") as f:
-            np.save(f, background.vectors)
-        tmp.replace(path)
-    except OSError:
-        pass
-    return background
-
-
-def shipped_background_texts() -> list[str]:
-    """The background articles the project ships (written for it; everyday news across desks)."""
-    raw = resources.files("classify").joinpath("data/background.jsonl").read_text()
-    out = []
-    for line in raw.splitlines():
-        if line.strip():
-            item = json.loads(line)
-            out.append(f"{item['title']}\n{item.get('summary', '')}".strip())
-    return out
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from classify.background import Background, shipped_background
 from classify.embedder import (
     PACKAGED_MODEL,
     Embedder,
@@ -39,7 +40,7 @@ from classify.embedder import (
     normalize,
     resolve_model_path,
 )
-from classify.model import Background, desk_siblings, shipped_background
+from classify.model import desk_siblings
 from classify.scorer import TopicIndex
 from classify.topics import Doc
 from wirewatch.log import get_logger

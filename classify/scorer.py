@@ -14,20 +14,18 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from classify.background import Background, is_short
 from classify.embedder import Embedder, Vectors
+from classify.evidence import GATE_SCALE, sigmoid
 from classify.model import (
     FEATURES,
-    GATE_SCALE,
     KW_LOGIT,
     SIM_FEATURES,
-    Background,
     F,
     TopicModel,
     TopicVectors,
     centroid,
     fit,
-    is_short,
-    sigmoid,
     topic_text,
 )
 from classify.topics import Doc, KeywordIndex
@@ -155,7 +153,7 @@ class TopicIndex:
         return Scores(scores, feats, excluded, self._outranked(scores, excluded))
 
     def _keyword_logits(self, feats: Array, short: NDArray[np.bool_]) -> Array:
-        """What each topic's keyword evidence adds (see :class:`classify.model.KeywordEvidence`)."""
+        """What each topic's keyword evidence adds (see :class:`classify.evidence.KeywordEvidence`)."""
         hit = np.where(short[:, None], self._hit[None, :, 1], self._hit[None, :, 0])
         miss = np.where(short[:, None], self._miss[None, :, 1], self._miss[None, :, 0])
         gate = np.where(self._gated[None, :], sigmoid(feats[:, :, 4] / GATE_SCALE), 1.0)

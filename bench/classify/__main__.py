@@ -70,10 +70,11 @@ def child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
+    from classify.background import headline, shipped_background
     from classify.classifier import Classifier
     from classify.embedder import load_embedder
     from classify.evaluate import Labelled, evaluate
-    from classify.model import TopicVectors, fit, headline, name_rules, shipped_background
+    from classify.model import TopicVectors, fit, name_rules
     from classify.scorer import TopicIndex
     from classify.topics import Doc, KeywordRules, load_topic_file
     from wirewatch.records import Article, utcnow
@@ -260,10 +261,10 @@ def levers(backend: str, args: argparse.Namespace, speed_set: list[Any], bbc_row
     worker embeds for a full-text entry), in worker batches of 64, per second and per CPU-second (median of
     ``--lever-rounds``); token caps also get their BBC F1 (full and feed-shaped) beside the shipped one's.
     """
+    from classify.background import shipped_background
     from classify.classifier import Classifier
     from classify.embedder import CachedEmbedder, resolve_model_path
     from classify.evaluate import Labelled, evaluate
-    from classify.model import shipped_background
     from classify.onnx_backend import OnnxEmbedder
     from classify.topics import load_topic_file
     from wirewatch.records import Article

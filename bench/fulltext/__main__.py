@@ -108,10 +108,10 @@ def extraction(bodies: list[bytes], rows: list[dict[str, Any]]) -> dict[str, Any
 
 def f1s(rows: list[dict[str, Any]], texts: list[str]) -> dict[str, float]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from classify.background import shipped_background
     from classify.classifier import Classifier
     from classify.embedder import load_embedder
     from classify.evaluate import Labelled, evaluate
-    from classify.model import shipped_background
     from classify.topics import load_topic_file
 
     emb = load_embedder(cache_size=0, threads=2, batch_size=16)

@@ -9,21 +9,12 @@ import numpy as np
 import pytest
 from classify_fakes import BagOfWordsEmbedder, fake_embedder
 
+from classify.background import Background, headline, is_short, shipped_background
 from classify.classifier import Classifier
 from classify.embedder import CachedEmbedder
 from classify.evaluate import FEED_SUMMARY_CHARS, Labelled, evaluate, first_sentence
-from classify.model import (
-    FEATURES,
-    Background,
-    TopicVectors,
-    desk_siblings,
-    fit,
-    headline,
-    is_short,
-    keyword_evidence,
-    keyword_features,
-    shipped_background,
-)
+from classify.evidence import keyword_evidence, keyword_features
+from classify.model import FEATURES, TopicVectors, desk_siblings, fit
 from classify.topics import Doc
 from wirewatch.records import Article, Topic
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from classify_fakes import fake_embedder
 
+from classify.background import Background
 from classify.classifier import Classifier
-from classify.model import Background
 from classify.worker import REPLAY_HEADER, REPLAY_TOPIC_HEADER, Handler
 from wirewatch import bus
 from wirewatch.records import Article, Match, Topic, decode, encode

@@ -14,9 +14,9 @@ from classify_fakes import BagOfWordsEmbedder, fake_embedder
 from test_classify_handler import ListProducer, consumed
 
 from classify import prefilter
+from classify.background import Background
 from classify.classifier import Classifier
 from classify.embedder import PACKAGED_MODEL, model_revision, resolve_model_path
-from classify.model import Background
 from classify.prefilter import FirstPass
 from classify.worker import Handler
 from wirewatch.records import Match, Topic, decode

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import numpy as np
 from classify_fakes import BagOfWordsEmbedder, fake_embedder
 
+from classify.background import Background
 from classify.classifier import Classifier
 from classify.embedder import CachedEmbedder
-from classify.model import FEATURES, SIM_NAMES, Background, TopicVectors, fit, sim_features
+from classify.model import FEATURES, SIM_NAMES, TopicVectors, fit, sim_features
 from classify.scorer import TopicIndex
 from classify.topics import Doc
 from wirewatch.records import Article, Topic
