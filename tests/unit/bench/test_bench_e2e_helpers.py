@@ -1,0 +1,64 @@
+"""``bench.e2e``'s pure helpers: one record per article for the classify-only pass, the ratios, the summary keys."""
+
+from __future__ import annotations
+
+import json
+from collections import namedtuple
+from typing import Any
+
+from bench.e2e.__main__ import summarize
+from bench.e2e.classify_only import distinct_records, match_pairs, over
+
+Rec = namedtuple("Rec", "key value")
+
+
+def test_distinct_records_keeps_the_first_of_each_key_in_order() -> None:
+    recs = [Rec(b"a", b"1"), Rec(b"b", b"2"), Rec(b"a", b"3"), Rec(b"c", b"4"), Rec(b"b", b"5")]
+    assert [r.value for r in distinct_records(recs)] == [b"1", b"2", b"4"]
+    assert distinct_records([]) == []
+
+
+def test_over_is_none_when_either_side_is_missing_or_the_denominator_not_positive() -> None:
+    assert over(40.0, 50.0) == 0.8
+    assert over(None, 50.0) is None
+    assert over(40.0, None) is None
+    assert over(40.0, 0.0) is None
+    assert over(0.0, 50.0) == 0.0
+
+
+def test_match_pairs_counts_each_topic_and_article_once() -> None:
+    def m(topic: str, art: str) -> Rec:
+        return Rec(art.encode(), json.dumps({"topic_id": topic, "article": {"id": art}}).encode())
+
+    assert match_pairs([m("sport", "a1"), m("sport", "a1"), m("tech", "a1"), m("sport", "a2")]) == {
+        ("sport", "a1"), ("tech", "a1"), ("sport", "a2")}
+
+
+def _run(backend: str, n: int, e2e: float, alone: float | None) -> dict[str, Any]:
+    run: dict[str, Any] = {"backend": backend, "classify_processes": n, "articles_per_s": e2e, "lost": 0,
+                           "duplicates": 0, "p99_fetch_to_notify_s": 1.5}
+    if alone is not None:
+        run |= {"classify_only": {"articles_per_s": alone}, "classify_only_articles_per_s": alone,
+                "e2e_over_classify_only": over(e2e, alone)}
+    return run
+
+
+def test_summary_keeps_its_keys_and_adds_the_first_configurations_classify_only_rate_and_ratio() -> None:
+    runs = [_run("onnx-int8", 1, 60.0, 75.0), _run("onnx-int8", 2, 66.0, 90.0), _run("torch", 1, 30.0, 40.0)]
+    doc = summarize(runs, None, {"model": "x"}, 12.0)
+    for key in ("articles_per_s", "p99_fetch_to_notify_s", "lost", "duplicates", "speedup_vs_torch", "scaling",
+                "cpu", "runs", "latency_run", "load_avg_after"):
+        assert key in doc, key
+    assert doc["articles_per_s"] == 60.0
+    assert doc["classify_only_articles_per_s"] == 75.0
+    assert doc["e2e_over_classify_only"] == 0.8
+    assert doc["speedup_vs_torch"] == 2.0
+    assert doc["scaling"] == {"onnx-int8:1": 1.0, "onnx-int8:2": 1.1}
+    assert doc["classify_only_scaling"] == {"onnx-int8:1": 1.0, "onnx-int8:2": 1.2}
+
+
+def test_summary_without_the_classify_only_pass_reports_none() -> None:
+    doc = summarize([_run("onnx-int8", 1, 60.0, None)], None, {"model": "x"}, 5.0)
+    assert doc["classify_only_articles_per_s"] is None
+    assert doc["e2e_over_classify_only"] is None
+    assert doc["classify_only_scaling"] == {}
