@@ -1,5 +1,6 @@
 """``bench.e2e`` on a tiny run: a few dozen articles through the real ingest, one classify and alerts process,
-on its own private Kafka and redis-server; nothing may be lost and the JSON keeps its keys."""
+on its own private Kafka and redis-server, then through classify alone; nothing may be lost and the JSON keeps
+its keys."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def test_tiny_end_to_end_run_loses_nothing_and_reports_its_keys() -> None:
                           env=os.environ | {"HF_HUB_OFFLINE": "1"}, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
-    for key in ("articles_per_s", "p99_fetch_to_notify_s", "lost", "cpu", "runs", "duplicates"):
+    for key in ("articles_per_s", "p99_fetch_to_notify_s", "lost", "cpu", "runs", "duplicates",
+                "classify_only_articles_per_s", "e2e_over_classify_only"):
         assert key in doc, key
     assert doc["lost"] == 0, (doc["runs"][0]["lost_detail"], proc.stderr[-4000:])
     assert doc["duplicates"] == 0
@@ -30,4 +32,9 @@ def test_tiny_end_to_end_run_loses_nothing_and_reports_its_keys() -> None:
     assert run["on_kafka"] == 30
     assert run["articles_per_s"] > 0
     assert set(run["hops"]) >= {"fetch_to_notify", "kafka_to_classified"}
+    alone = run["classify_only"]
+    assert alone["articles"] == 30 and alone["not_committed"] == 0, proc.stderr[-4000:]
+    assert doc["classify_only_articles_per_s"] == alone["articles_per_s"] > 0
+    assert doc["e2e_over_classify_only"] == run["articles_per_s"] / alone["articles_per_s"]
+    assert set(alone["processes"]) == {"classify-0"}
     assert "model" in doc["cpu"] and "AVX2" in doc["cpu"]["flags"]
