@@ -7,8 +7,9 @@ Starts a private Kafka (KRaft) + redis-server once (free ports, temp dir), a fee
 in this process, and for each configuration ``BACKEND:N`` the real ``wirewatch ingest``, N ``wirewatch
 classify`` and one ``wirewatch alerts`` as processes, on their own Kafka topics and Redis prefix. When every
 worker holds its partitions, the farm releases ``--articles`` items (BBC titles and first sentences from
-../shared/eval/dev when present) over ``--feeds`` feeds all at once, a backlog: articles/s is the sustained rate
-from the first fetch until the classify group has committed everything (and until the last notification).
+../shared/eval/dev when present) over ``--feeds`` feeds (default 30, more where a backlog would not fit in
+their 50-item windows) all at once, a backlog: articles/s is the sustained rate from the first fetch until the
+classify group has committed everything (and until the last notification).
 
 Classify only, same run: once a configuration's processes are stopped, the articles it put on Kafka (the same
 records) go onto a fresh articles topic and that configuration's N ``wirewatch classify`` processes, started
@@ -45,7 +46,7 @@ import tomli_w  # noqa: E402
 from bench import machine  # noqa: E402
 from bench.e2e import classify_only  # noqa: E402
 from bench.e2e.account import account, due_pairs, notified, suppressed  # noqa: E402
-from bench.e2e.farm import Farm, load_items  # noqa: E402
+from bench.e2e.farm import Farm, feeds_for, load_items  # noqa: E402
 from bench.e2e.procs import Reader, Roles, say  # noqa: E402
 from wirewatch import bus, stack  # noqa: E402
 from wirewatch.demo.receiver import WebhookReceiver  # noqa: E402
@@ -97,7 +98,7 @@ def run_once(base: dict[str, Any], tmp: Path, receiver: WebhookReceiver, backend
     matches = Reader(settings, names["matches"], settings.kafka.partitions)
     deliveries = Reader(settings, names["deliveries"], settings.kafka.partitions)
     result: dict[str, Any] = {"backend": backend, "classify_processes": n_classify, "articles": len(items),
-                              "rate": rate, "timed_out": False}
+                              "feeds": args.feeds, "rate": rate, "timed_out": False}
     try:
         roles.wait_assigned([n for n in workers if n != "ingest"], args.start_timeout)
         cpu0 = roles.cpu()
@@ -176,7 +177,8 @@ def parse_config(text: str) -> tuple[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.splitlines()[0])
     ap.add_argument("--articles", type=int, default=600, help="items per configuration")
-    ap.add_argument("--feeds", type=int, default=30)
+    ap.add_argument("--feeds", type=int, default=None,
+                    help=f"feeds of the farm (default: 30, or more where the backlog exceeds {Farm.WINDOW} a feed)")
     ap.add_argument("--configs", nargs="+", default=["auto:1", "auto:2", "auto:3", "torch:1"],
                     help="BACKEND:CLASSIFY_PROCESSES, each run on its own topics (auto = the default backend)")
     ap.add_argument("--partitions", type=int, default=6, help="partitions of the articles topic")
@@ -192,6 +194,10 @@ def main() -> None:
     ap.add_argument("--settle-s", type=float, default=2.0)
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (tables on stderr)")
     args = ap.parse_args()
+    try:
+        args.feeds = feeds_for(args.articles, args.feeds)
+    except ValueError as exc:
+        ap.error(str(exc))
     machine.report(args.json, lambda: bench(args))
 
 

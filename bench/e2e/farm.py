@@ -1,15 +1,16 @@
 """The end-to-end benchmark's feed farm: many RSS feeds on 127.0.0.1, items appearing on a schedule.
 
-Each item is given to one feed (round robin) and an appearance time; a feed serves the items that have
-appeared, newest first, with an ETag (``304`` when unchanged), so the real ingest worker polls it as it would
-a publisher. Items come from ../shared/eval/dev/bbc_topics.jsonl when present (title and first sentences, read
-at run time, never copied into the repository), else from generated sentences.
+Each item is given to one feed (round robin) and an appearance time; a feed serves the newest ``Farm.WINDOW``
+items that have appeared, newest first, with an ETag (``304`` when unchanged), so the real ingest worker polls
+it as it would a publisher. Items come from ../shared/eval/dev/bbc_topics.jsonl when present (title and first
+sentences, read at run time, never copied into the repository), else from generated sentences.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import math
 import random
 import re
 import threading
@@ -62,9 +63,28 @@ def load_items(n: int, seed: int = 11) -> list[Item]:
     return out
 
 
+def feeds_for(items: int, feeds: int | None = None, least: int = 30) -> int:
+    """How many feeds a backlog of ``items`` released at once needs: ``feeds`` if given, else at least ``least``
+    and enough that every item fits in some feed's window (an item pushed out of it is never fetched).
+
+    Raises:
+        ValueError: when ``feeds`` is given and too few for the backlog.
+    """
+    need = math.ceil(items / Farm.WINDOW)
+    if feeds is None:
+        return max(least, need)
+    if feeds < need:
+        raise ValueError(f"{feeds} feeds show at most {feeds * Farm.WINDOW} items at once "
+                         f"({Farm.WINDOW} each); a backlog of {items} needs at least {need}")
+    return feeds
+
+
 class Farm:
     """``feeds`` feeds over ``items``; after :meth:`release`, item i appears at ``start + i / rate`` (all at once
     when rate is 0)."""
+
+    # A feed carries its newest 50 items, as publishers' feeds carry 10 to 50.
+    WINDOW = 50
 
     def __init__(self, items: list[Item], feeds: int, rate: float) -> None:
         self.feeds = feeds
@@ -105,7 +125,7 @@ class Farm:
 
     def body(self, i: int, now: float) -> tuple[str, bytes]:
         k = bisect.bisect_right(self.times[i], now)
-        visible = self.per_feed[i][max(0, k - 50):k]
+        visible = self.per_feed[i][max(0, k - self.WINDOW):k]
         etag = f'"{i}-{k}"'
         parts = [f'<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel><title>Farm {i}</title>'
                  f"<link>https://e2e{i}.example/</link>"]

@@ -6,8 +6,11 @@ import json
 from collections import namedtuple
 from typing import Any
 
+import pytest
+
 from bench.e2e.__main__ import summarize
 from bench.e2e.classify_only import distinct_records, match_pairs, over
+from bench.e2e.farm import feeds_for
 
 Rec = namedtuple("Rec", "key value")
 
@@ -62,3 +65,13 @@ def test_summary_without_the_classify_only_pass_reports_none() -> None:
     assert doc["classify_only_articles_per_s"] is None
     assert doc["e2e_over_classify_only"] is None
     assert doc["classify_only_scaling"] == {}
+
+
+def test_feeds_for_fits_a_backlog_in_the_feeds_windows() -> None:
+    assert feeds_for(600) == 30
+    assert feeds_for(1500) == 30
+    assert feeds_for(1501) == 31
+    assert feeds_for(3000) == 60
+    assert feeds_for(30, 3) == 3
+    with pytest.raises(ValueError, match="at least 60"):
+        feeds_for(3000, 30)
