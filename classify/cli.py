@@ -99,6 +99,9 @@ def eval_topics(
     write: Annotated[bool, typer.Option("--write-thresholds", help="Store the first shape's best thresholds.")] = False,
     plot_file: Annotated[Path | None, typer.Option("--plot", help="Draw precision-recall curves to this PNG.")] = None,
     percentile: Annotated[float, typer.Option(help="Without labels: suggest this background percentile.")] = 99.0,
+    cache: Annotated[bool, typer.Option(
+        "--cache/--no-cache", help="Keep the items' vectors in ~/.cache/wirewatch/eval (per model and exact "
+                                   "texts), so a rerun with other topics skips the embedding.")] = True,
 ) -> None:
     """Precision, recall and F1 per topic at its threshold, the best threshold, and macro averages, per shape."""
     from tqdm import tqdm
@@ -119,7 +122,8 @@ def eval_topics(
         with tqdm(total=len(items), desc=f"embedding ({name})", unit="article", file=sys.stderr,
                   disable=None) as bar:
             reports[name] = ev.evaluate(classifier, topic_list, items, progress=bar.update, percentile=percentile,
-                                        shape=name, errors=errors, languages=languages)
+                                        shape=name, errors=errors, languages=languages,
+                                        cache_dir=ev.EVAL_CACHE if cache else None)
     first = reports[shapes[0]]
     if as_json:
         out = first.to_json()

@@ -16,7 +16,9 @@ Labelled data: one JSON object a line with ``id``, ``title``, ``text`` and ``lab
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +41,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_PERCENTILE = 99.0
 SHAPES = ("full", "feed", "headline")
 FEED_SUMMARY_CHARS = 300
+EVAL_CACHE = Path("~/.cache/wirewatch/eval")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'’”]?\s+(?=[A-Z0-9\"'‘“])")
 
 
@@ -205,8 +208,42 @@ def best_threshold(scores: Array, truth: NDArray[np.bool_]) -> tuple[float, floa
 
 
 def embed_all(classifier: Classifier, articles: Sequence[Article], progress: Callable[[int], None] | None = None,
-              chunk: int = 64) -> NDArray[np.float32]:
-    """Embed ``articles`` in chunks, reporting progress."""
+              chunk: int = 64, cache_dir: Path | None = None) -> NDArray[np.float32]:
+    """Embed ``articles`` in chunks, reporting progress.
+
+    With ``cache_dir`` the vectors are kept in one file per model, backend and exact set of texts, so running
+    the same evaluation again (new topic wording, new thresholds) reads them back instead of embedding the
+    whole set anew. A cache file that cannot be read or written is ignored; the vectors are embedded again.
+    """
+    path = None
+    if cache_dir is not None:
+        emb = classifier.embedder
+        texts = [classifier.text_of(a) for a in articles]
+        digest = hashlib.sha256("\x00".join([emb.name, emb.revision, emb.backend, *texts]).encode()).hexdigest()
+        path = cache_dir.expanduser() / f"{digest[:24]}.npy"
+        try:
+            cached = np.load(path)
+            if cached.shape == (len(articles), emb.dim):
+                if progress:
+                    progress(len(articles))
+                return np.asarray(cached, dtype=np.float32)
+        except (OSError, ValueError):
+            pass
+    vectors = _embed_chunks(classifier, articles, progress, chunk)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            with tmp.open("wb") as f:
+                np.save(f, vectors)
+            tmp.replace(path)
+        except OSError:
+            pass
+    return vectors
+
+
+def _embed_chunks(classifier: Classifier, articles: Sequence[Article], progress: Callable[[int], None] | None,
+                  chunk: int) -> NDArray[np.float32]:
     parts = []
     for start in range(0, len(articles), chunk):
         part = articles[start:start + chunk]
@@ -218,17 +255,18 @@ def embed_all(classifier: Classifier, articles: Sequence[Article], progress: Cal
 
 def evaluate(classifier: Classifier, topics: Sequence[Topic], items: Sequence[Labelled], *,
              progress: Callable[[int], None] | None = None, percentile: float = DEFAULT_PERCENTILE,
-             shape: str = "full", errors: bool = False, languages: bool = False) -> Report:
+             shape: str = "full", errors: bool = False, languages: bool = False,
+             cache_dir: Path | None = None) -> Report:
     """Score ``items`` presented in ``shape`` against ``topics`` (enabled or not) and compute the figures.
 
     ``errors`` lists every miss and false alarm with its evidence; ``languages`` splits the figures by the
-    items' language (given, else detected).
+    items' language (given, else detected); ``cache_dir`` keeps the items' vectors (see :func:`embed_all`).
 
     Raises:
         ValueError: for an unknown shape.
     """
     articles = [it.article(shape) for it in items]
-    vectors = embed_all(classifier, articles, progress)
+    vectors = embed_all(classifier, articles, progress, cache_dir=cache_dir)
     docs = [Doc.of(classifier.text_of(a)) for a in articles]
     index = classifier.index_for(topics)
     scores = index.score(vectors, docs)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from classify import evaluate
 from classify.topics import load_topic_file
 from wirewatch.cli import app
 
@@ -17,9 +18,44 @@ ALEPPO = ROOT / "examples" / "aleppo"
 
 
 @pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
     monkeypatch.setenv("WIREWATCH_CLASSIFY__THREADS", "2")
+    monkeypatch.setattr(evaluate, "EVAL_CACHE", tmp_path / "eval-cache")
     return CliRunner()
+
+
+def _eval_json(runner: CliRunner, *extra: str) -> dict[str, object]:
+    result = runner.invoke(app, ["eval", "topics", "--data", str(ALEPPO / "articles.jsonl"), "--topics",
+                                 str(ALEPPO / "topics.toml"), "--shape", "feed", "--json", *extra])
+    assert result.exit_code == 0, result.output
+    out: dict[str, object] = json.loads(result.stdout)
+    return out
+
+
+def test_eval_topics_rerun_reads_the_items_vectors_from_the_cache(runner: CliRunner, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    first = _eval_json(runner)
+    files = list((tmp_path / "eval-cache").glob("*.npy"))
+    assert len(files) == 1
+
+    def no_embedding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the items were embedded again")
+
+    monkeypatch.setattr(evaluate, "_embed_chunks", no_embedding)
+    assert _eval_json(runner) == first
+
+
+def test_eval_topics_unreadable_cache_file_is_embedded_again(runner: CliRunner, tmp_path: Path) -> None:
+    first = _eval_json(runner)
+    (cached,) = (tmp_path / "eval-cache").glob("*.npy")
+    cached.write_bytes(b"not a numpy file")
+    assert _eval_json(runner) == first
+    assert cached.stat().st_size > 1000  # rewritten with the vectors
+
+
+def test_eval_topics_no_cache_writes_nothing(runner: CliRunner, tmp_path: Path) -> None:
+    _eval_json(runner, "--no-cache")
+    assert not (tmp_path / "eval-cache").exists()
 
 
 def test_eval_topics_json_has_per_topic_and_macro_figures(runner: CliRunner, tmp_path: Path) -> None:
