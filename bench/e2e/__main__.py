@@ -45,9 +45,9 @@ import tomli_w  # noqa: E402
 
 from bench import machine  # noqa: E402
 from bench.e2e import classify_only  # noqa: E402
-from bench.e2e.account import account, due_pairs, notified, suppressed  # noqa: E402
+from bench.e2e.account import Tally, account, suppressed  # noqa: E402
 from bench.e2e.farm import Farm, feeds_for, load_items  # noqa: E402
-from bench.e2e.procs import Reader, Roles, say  # noqa: E402
+from bench.e2e.procs import Meter, Reader, Roles, say, stack_pids  # noqa: E402
 from wirewatch import bus, stack  # noqa: E402
 from wirewatch.demo.receiver import WebhookReceiver  # noqa: E402
 from wirewatch.ops.lag import Broker  # noqa: E402
@@ -102,32 +102,28 @@ def run_once(base: dict[str, Any], tmp: Path, receiver: WebhookReceiver, backend
     try:
         roles.wait_assigned([n for n in workers if n != "ingest"], args.start_timeout)
         cpu0 = roles.cpu()
+        meter = Meter(stack_pids(settings))
         release = time.time() + 0.5
         farm.release(release)
         say(f"[{tag}] all workers hold partitions; items released")
         with Broker(settings) as broker:
             classified_at = None
             last_say = 0.0
+            tally = Tally(receiver, run)
             deadline = time.monotonic() + args.run_timeout
             while time.monotonic() < deadline:
                 roles.revive()
-                arts.poll()
-                matches.poll()
-                deliveries.poll()
-                seen = {r.key for r in arts.records}
+                tally.add(arts.poll(), matches.poll(), deliveries.poll())
                 lags = [x for x in broker.lags([names["articles"]], groups=[bus.role_group(settings, "classify")])
                         if x.topic == names["articles"]]
                 lag = sum(x.lag for x in lags)
-                if classified_at is None and len(seen) >= len(items) and lags and lag == 0:
+                if classified_at is None and len(tally.keys) >= len(items) and lags and lag == 0:
                     classified_at = time.time()
-                due = due_pairs(matches.records)
-                got = notified(receiver, run)
                 if time.monotonic() - last_say > 2:
                     last_say = time.monotonic()
-                    say(f"[{tag}] on Kafka {len(seen)}/{len(items)}, classify lag {lag}, "
-                        f"notified {len(got)}/{len(due)}")
-                folded = suppressed(deliveries.records, arts.records, run)
-                if classified_at is not None and set(got) | set(folded) >= due:
+                    say(f"[{tag}] on Kafka {len(tally.keys)}/{len(items)}, classify lag {lag}, "
+                        f"notified {len(tally.got)}/{len(tally.due)}")
+                if classified_at is not None and tally.complete():
                     break
                 time.sleep(0.25)
             else:
@@ -143,6 +139,7 @@ def run_once(base: dict[str, Any], tmp: Path, receiver: WebhookReceiver, backend
             lags = [x for x in broker.lags([names["articles"]], groups=[bus.role_group(settings, "classify")])
                     if x.topic == names["articles"]]
         result["processes"] = roles.usage(cpu0, time.time() - release)
+        result["shared"] = meter.read()
         result["restarts"] = dict(roles.restarts)
         result |= account(items, farm, arts.records, matches.records, receiver, run, lags, release,
                           classified_at, done_at, suppressed(deliveries.records, arts.records, run))
@@ -271,6 +268,11 @@ def report(doc: dict[str, Any]) -> None:
     def f(x: float | None, spec: str = ".2f") -> str:
         return "-" if x is None else format(x, spec)
 
+    def shared(r: dict[str, Any]) -> str:
+        sh = r.get("shared", {})
+        them = " ".join(f"{k} {v['cpu_share']:.2f}" for k, v in sh.items() if isinstance(v, dict))
+        return f"  | {them}; machine busy {f(sh.get('machine_busy_cores'))} of {doc['cpu']['cpus']} cores" if sh else ""
+
     print("\nratios, same run:")
     if doc["speedup_vs_torch"] is not None:
         print(f"  default backend / torch fp32, 1 classify process: {doc['speedup_vs_torch']:.2f}x articles/s")
@@ -291,6 +293,7 @@ def report(doc: dict[str, Any]) -> None:
         procs = "  ".join(f"{k} {v['cpu_share']:.2f}/{v['rss_peak_mib']:.0f}" for k, v in r["processes"].items())
         if r.get("restarts"):
             procs += f"  restarts {r['restarts']}"
+        procs += shared(r)
         print(f"{r['backend'] + ':' + str(r['classify_processes']):<14}{r['articles_per_s']:>7.1f}"
               f"{r['notified_articles_per_s']:>9.1f}{r['on_kafka']:>9}{r['matches']:>8}{r['notifications']:>9}"
               f"{r['lost']:>5}{r['duplicates']:>4}  {procs}")
@@ -303,6 +306,7 @@ def report(doc: dict[str, Any]) -> None:
             procs = "  ".join(f"{k} {v['cpu_share']:.2f}/{v['rss_peak_mib']:.0f}" for k, v in co["processes"].items())
             if co.get("restarts"):
                 procs += f"  restarts {co['restarts']}"
+            procs += shared(co)
             print(f"{r['backend'] + ':' + str(r['classify_processes']):<14}{co['articles_per_s']:>7.1f}"
                   f"{co['seconds']:>7.1f}{co['not_committed']:>12}{co['match_pairs']:>8}{r['due']:>7}  {procs}")
     lat = doc["latency_run"] or (doc["runs"][0] if doc["runs"] else None)

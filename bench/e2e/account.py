@@ -59,6 +59,49 @@ def notified(receiver: WebhookReceiver, run: str) -> Counter[tuple[str, str]]:
     return got
 
 
+class Tally:
+    """What the wait loop checks, kept up to date as records arrive, each decoded once (re-reading everything
+    on every round made the harness's own CPU grow with the run, on the cores the workers share): article
+    keys on Kafka, due (topic id, url) pairs, notified pairs and suppressed pairs."""
+
+    def __init__(self, receiver: WebhookReceiver, run: str) -> None:
+        self.receiver, self.run = receiver, run
+        self.keys: set[bytes | None] = set()
+        self.due: set[tuple[str, str]] = set()
+        self.got: set[tuple[str, str]] = set()
+        self._url_of: dict[str, str] = {}
+        self._suppressed: list[tuple[str, str, str]] = []  # (topic id, article id, reason)
+        self._read = 0
+
+    def add(self, art_recs: list[Any], match_recs: list[Any], delivery_recs: list[Any]) -> None:
+        """Take in records newly read from the articles, matches and deliveries topics."""
+        for r in art_recs:
+            self.keys.add(r.key)
+            if r.key:
+                self._url_of[r.key.decode()] = json.loads(r.value)["url"]
+        self.due |= due_pairs(match_recs)
+        for r in delivery_recs:
+            d = json.loads(r.value)
+            sub = str(d.get("subscription_id", ""))
+            if d.get("status") == "suppressed" and sub.startswith(f"{self.run}-"):
+                self._suppressed += [(sub[len(self.run) + 1:], aid, str(d.get("reason", "")))
+                                     for aid in d.get("article_ids", [])]
+        new = self.receiver.received[self._read:]
+        self._read += len(new)
+        for rec in new:
+            sub = str(rec.body.get("subscription_id", ""))
+            if sub.startswith(f"{self.run}-"):
+                self.got |= {(sub[len(self.run) + 1:], it["url"]) for it in rec.body.get("items", [])}
+
+    def folded(self) -> dict[tuple[str, str], str]:
+        """(topic id, article url) -> reason, for due deliveries the alerts rules suppressed (as :func:`suppressed`)."""
+        return {(t, self._url_of[aid]): why for t, aid, why in self._suppressed if aid in self._url_of}
+
+    def complete(self) -> bool:
+        """Whether every due pair so far was notified or suppressed."""
+        return self.got | set(self.folded()) >= self.due
+
+
 def account(items: list[Any], farm: Farm, art_recs: list[Any], match_recs: list[Any], receiver: WebhookReceiver,
             run: str, lags: list[Any], release: float, classified_at: float | None, done_at: float,
             folded: dict[tuple[str, str], str]) -> dict[str, Any]:

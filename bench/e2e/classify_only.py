@@ -18,7 +18,7 @@ from typing import Any
 
 import tomli_w
 
-from bench.e2e.procs import Reader, Roles, say
+from bench.e2e.procs import Meter, Reader, Roles, say, stack_pids
 from wirewatch import bus
 from wirewatch.ops.lag import Broker
 from wirewatch.settings import load_settings
@@ -70,6 +70,7 @@ def measure(cfg_data: dict[str, Any], tmp: Path, records: list[Any], n_classify:
             roles.start(w)
         roles.wait_assigned(workers, args.start_timeout)
         cpu0 = roles.cpu()
+        meter = Meter(stack_pids(settings))
         producer = bus.Producer(settings, client_id="bench")
         started = time.time()
         try:
@@ -94,7 +95,8 @@ def measure(cfg_data: dict[str, Any], tmp: Path, records: list[Any], n_classify:
         done = time.time()
         result |= {"articles_per_s": len(records) / max(done - started, 1e-9) if lag == 0 else 0.0,
                    "seconds": done - started, "produce_seconds": produced - started, "not_committed": lag,
-                   "processes": roles.usage(cpu0, done - started), "restarts": dict(roles.restarts)}
+                   "processes": roles.usage(cpu0, done - started), "shared": meter.read(),
+                   "restarts": dict(roles.restarts)}
         result["match_pairs"] = len(match_pairs(matches.drain()))
     finally:
         roles.stop()

@@ -36,6 +36,47 @@ def proc_usage(pid: int) -> tuple[float, float]:
     return cpu, hwm
 
 
+def busy_cores_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, every process), from /proc/stat."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def stack_pids(settings: Settings) -> dict[str, int]:
+    """The pids of the local Kafka and redis-server that ``wirewatch.stack.up`` started (those that live)."""
+    from wirewatch.stack.common import pid_alive
+    from wirewatch.stack.kafka_server import kafka_paths
+    from wirewatch.stack.redis_server import redis_paths
+
+    pids = {"kafka": pid_alive(kafka_paths(settings)[2]), "redis": pid_alive(redis_paths(settings)[2])}
+    return {k: v for k, v in pids.items() if v is not None}
+
+
+class Meter:
+    """The CPU that is not a worker's, over one phase: this process (the harness: farm, webhook receiver,
+    Kafka readers), the given processes (Kafka, redis-server), and the whole machine's busy cores, which
+    includes whatever else runs on it."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.t0 = time.time()
+        self.own0 = time.process_time()
+        self.cpu0 = {n: proc_usage(p)[0] for n, p in pids.items()}
+        self.busy0 = busy_cores_s()
+
+    def read(self) -> dict[str, Any]:
+        """``{"harness": {cpu_s, cpu_share}, <name>: {...}, "machine_busy_cores": ..., "seconds": ...}``."""
+        wall = max(time.time() - self.t0, 1e-9)
+        cpu = {"harness": time.process_time() - self.own0}
+        cpu |= {n: proc_usage(p)[0] - self.cpu0[n] for n, p in self.pids.items()}
+        out: dict[str, Any] = {n: {"cpu_s": c, "cpu_share": c / wall} for n, c in cpu.items()}
+        return out | {"machine_busy_cores": (busy_cores_s() - self.busy0) / wall, "seconds": wall}
+
+
 def assigned(log: Path) -> bool:
     """Whether the worker logging to ``log`` has been given a non-empty set of partitions."""
     lines = log.read_bytes().splitlines() if log.exists() else []

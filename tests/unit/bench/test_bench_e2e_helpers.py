@@ -1,4 +1,5 @@
-"""``bench.e2e``'s pure helpers: one record per article for the classify-only pass, the ratios, the summary keys."""
+"""``bench.e2e``'s helpers: one record per article for the classify-only pass, the ratios, the summary keys,
+the farm's feed count, the wait loop's tally and the CPU meter."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 import pytest
 
 from bench.e2e.__main__ import summarize
+from bench.e2e.account import Tally
 from bench.e2e.classify_only import distinct_records, match_pairs, over
 from bench.e2e.farm import feeds_for
+from bench.e2e.procs import Meter
 
 Rec = namedtuple("Rec", "key value")
 
@@ -75,3 +78,38 @@ def test_feeds_for_fits_a_backlog_in_the_feeds_windows() -> None:
     assert feeds_for(30, 3) == 3
     with pytest.raises(ValueError, match="at least 60"):
         feeds_for(3000, 30)
+
+
+def test_tally_counts_each_record_once_and_completes_when_every_due_pair_is_notified_or_suppressed() -> None:
+    Art = namedtuple("Art", "key value")
+    Got = namedtuple("Got", "body")
+
+    class Receiver:
+        received: list[Any] = []
+
+    def art(aid: str) -> Any:
+        return Art(aid.encode(), json.dumps({"url": f"https://x/{aid}"}).encode())
+
+    def match(topic: str, aid: str) -> Any:
+        return Rec(aid.encode(), json.dumps({"topic_id": topic, "article": {"url": f"https://x/{aid}"}}).encode())
+
+    rx = Receiver()
+    tally = Tally(rx, "r1")  # type: ignore[arg-type]
+    tally.add([art("a"), art("b")], [match("sport", "a"), match("tech", "b")], [])
+    assert tally.keys == {b"a", b"b"} and len(tally.due) == 2 and not tally.complete()
+    rx.received.append(Got({"subscription_id": "r1-sport", "items": [{"url": "https://x/a"}]}))
+    rx.received.append(Got({"subscription_id": "r0-tech", "items": [{"url": "https://x/b"}]}))  # another run's
+    tally.add([art("a")], [match("sport", "a")], [])  # a repeat changes nothing
+    assert tally.got == {("sport", "https://x/a")} and len(tally.due) == 2 and not tally.complete()
+    tally.add([], [], [Rec(b"b", json.dumps({"subscription_id": "r1-tech", "status": "suppressed",
+                                              "reason": "story_already_alerted", "article_ids": ["b"]}).encode())])
+    assert tally.folded() == {("tech", "https://x/b"): "story_already_alerted"}
+    assert tally.complete()
+
+
+def test_meter_reports_the_harness_and_the_machine() -> None:
+    import os
+
+    got = Meter({"self": os.getpid()}).read()
+    assert set(got) == {"harness", "self", "machine_busy_cores", "seconds"}
+    assert got["harness"]["cpu_s"] >= 0 and got["machine_busy_cores"] >= 0
