@@ -119,6 +119,7 @@ class Roles:
         self.cfg, self.logs, self.tag, self.max_restarts = cfg, logs, tag, max_restarts
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: Counter[str] = Counter()
+        self._pids_at_cpu: dict[str, int] = {}
 
     def start(self, name: str) -> None:
         out = (self.logs / f"{name}.log").open("ab")
@@ -150,14 +151,20 @@ class Roles:
             time.sleep(0.3)
 
     def cpu(self) -> dict[str, float]:
+        """CPU seconds each process has used so far (the base for :meth:`usage`)."""
+        self._pids_at_cpu = {n: p.pid for n, p in self.procs.items()}
         return {n: proc_usage(p.pid)[0] for n, p in self.procs.items()}
 
     def usage(self, cpu0: dict[str, float], wall_s: float) -> dict[str, dict[str, float]]:
-        """Per process: CPU seconds since ``cpu0``, that as a share of ``wall_s`` (cores), and peak RSS in MiB."""
+        """Per process: CPU seconds since ``cpu0``, that as a share of ``wall_s`` (cores), and peak RSS in MiB.
+
+        A process restarted since counts from its restart: what the one before it used is gone with it.
+        """
         out = {}
         for n, p in self.procs.items():
             cpu, hwm = proc_usage(p.pid)
-            out[n] = {"cpu_s": cpu - cpu0[n], "cpu_share": (cpu - cpu0[n]) / wall_s, "rss_peak_mib": hwm}
+            base = cpu0[n] if self._pids_at_cpu.get(n) == p.pid else 0.0
+            out[n] = {"cpu_s": cpu - base, "cpu_share": (cpu - base) / wall_s, "rss_peak_mib": hwm}
         return out
 
     def tail(self, name: str, chars: int) -> str:

@@ -13,7 +13,7 @@ from bench.e2e.__main__ import summarize
 from bench.e2e.account import Tally
 from bench.e2e.classify_only import distinct_records, match_pairs, over
 from bench.e2e.farm import feeds_for
-from bench.e2e.procs import Meter
+from bench.e2e.procs import Meter, Roles
 
 Rec = namedtuple("Rec", "key value")
 
@@ -113,3 +113,21 @@ def test_meter_reports_the_harness_and_the_machine() -> None:
     got = Meter({"self": os.getpid()}).read()
     assert set(got) == {"harness", "self", "machine_busy_cores", "seconds"}
     assert got["harness"]["cpu_s"] >= 0 and got["machine_busy_cores"] >= 0
+
+
+def test_roles_usage_counts_a_restarted_process_from_its_restart(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    roles = Roles(tmp_path / "c.toml", tmp_path, "t")
+    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    roles.procs["w"] = first
+    cpu0 = roles.cpu()
+    roles.procs["w"] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])  # as revive does
+    try:
+        got = roles.usage({"w": cpu0["w"] + 100.0}, 1.0)["w"]  # an old base that would go negative
+        assert 0 <= got["cpu_s"] < 5
+    finally:
+        for p in (first, roles.procs["w"]):
+            p.kill()
+            p.wait()
