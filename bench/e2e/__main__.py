@@ -268,6 +268,9 @@ def report(doc: dict[str, Any]) -> None:
     def f(x: float | None, spec: str = ".2f") -> str:
         return "-" if x is None else format(x, spec)
 
+    def usage(name: str, v: dict[str, Any]) -> str:
+        return f"{name} {v['cpu_share']:.2f}/{v['rss_peak_mib']:.0f}/{v.get('runqueue_wait_s', float('nan')):.0f}"
+
     def shared(r: dict[str, Any]) -> str:
         sh = r.get("shared", {})
         them = " ".join(f"{k} {v['cpu_share']:.2f}" for k, v in sh.items() if isinstance(v, dict))
@@ -288,9 +291,9 @@ def report(doc: dict[str, Any]) -> None:
     print(f"  articles lost: {doc['lost']} (must be 0); notified twice: {doc['duplicates']}; due matches "
           f"suppressed by the alerts rules (accounted for): {sum(r['suppressed'] for r in doc['runs'])}")
     print(f"\n{'config':<14}{'art/s':>7}{'→notif/s':>9}{'on Kafka':>9}{'matches':>8}{'notified':>9}{'lost':>5}"
-          f"{'dup':>4}  CPU share (cores) / peak RSS MiB per process")
+          f"{'dup':>4}  CPU share (cores) / peak RSS MiB / s waiting for a core, per process")
     for r in doc["runs"]:
-        procs = "  ".join(f"{k} {v['cpu_share']:.2f}/{v['rss_peak_mib']:.0f}" for k, v in r["processes"].items())
+        procs = "  ".join(usage(k, v) for k, v in r["processes"].items())
         if r.get("restarts"):
             procs += f"  restarts {r['restarts']}"
         procs += shared(r)
@@ -300,10 +303,11 @@ def report(doc: dict[str, Any]) -> None:
     alone = [r for r in doc["runs"] if "classify_only" in r]
     if alone:
         print(f"\nclassify only, same articles already on Kafka, nothing else running\n{'config':<14}{'art/s':>7}"
-              f"{'s':>7}{'uncommitted':>12}{'matches':>8}{'(e2e)':>7}  CPU share (cores) / peak RSS MiB per process")
+              f"{'s':>7}{'uncommitted':>12}{'matches':>8}{'(e2e)':>7}  CPU share (cores) / peak RSS MiB / s waiting "
+              "for a core, per process")
         for r in alone:
             co = r["classify_only"]
-            procs = "  ".join(f"{k} {v['cpu_share']:.2f}/{v['rss_peak_mib']:.0f}" for k, v in co["processes"].items())
+            procs = "  ".join(usage(k, v) for k, v in co["processes"].items())
             if co.get("restarts"):
                 procs += f"  restarts {co['restarts']}"
             procs += shared(co)

@@ -36,6 +36,21 @@ def proc_usage(pid: int) -> tuple[float, float]:
     return cpu, hwm
 
 
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the live threads of ``pid`` have spent runnable but waiting for a core (/proc/PID/task/*/schedstat);
+    a thread that has exited takes its share with it."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    except OSError:
+        return float("nan")
+    return total / 1e9
+
+
 def busy_cores_s() -> float:
     """CPU seconds the whole machine has spent busy (all cores, every process), from /proc/stat."""
     try:
@@ -120,6 +135,7 @@ class Roles:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: Counter[str] = Counter()
         self._pids_at_cpu: dict[str, int] = {}
+        self._waits_at_cpu: dict[str, float] = {}
 
     def start(self, name: str) -> None:
         out = (self.logs / f"{name}.log").open("ab")
@@ -153,18 +169,24 @@ class Roles:
     def cpu(self) -> dict[str, float]:
         """CPU seconds each process has used so far (the base for :meth:`usage`)."""
         self._pids_at_cpu = {n: p.pid for n, p in self.procs.items()}
+        self._waits_at_cpu = {n: runqueue_wait_s(p.pid) for n, p in self.procs.items()}
         return {n: proc_usage(p.pid)[0] for n, p in self.procs.items()}
 
     def usage(self, cpu0: dict[str, float], wall_s: float) -> dict[str, dict[str, float]]:
-        """Per process: CPU seconds since ``cpu0``, that as a share of ``wall_s`` (cores), and peak RSS in MiB.
+        """Per process: CPU seconds since ``cpu0``, that as a share of ``wall_s`` (cores), peak RSS in MiB, and
+        the seconds its threads waited for a core meanwhile (``runqueue_wait_s``: summed over threads, so it can
+        exceed the wall time).
 
         A process restarted since counts from its restart: what the one before it used is gone with it.
         """
         out = {}
         for n, p in self.procs.items():
             cpu, hwm = proc_usage(p.pid)
-            base = cpu0[n] if self._pids_at_cpu.get(n) == p.pid else 0.0
-            out[n] = {"cpu_s": cpu - base, "cpu_share": (cpu - base) / wall_s, "rss_peak_mib": hwm}
+            same = self._pids_at_cpu.get(n) == p.pid
+            base = cpu0[n] if same else 0.0
+            wait = runqueue_wait_s(p.pid) - (self._waits_at_cpu.get(n, 0.0) if same else 0.0)
+            out[n] = {"cpu_s": cpu - base, "cpu_share": (cpu - base) / wall_s, "rss_peak_mib": hwm,
+                      "runqueue_wait_s": wait}
         return out
 
     def tail(self, name: str, chars: int) -> str:

@@ -13,7 +13,7 @@ from bench.e2e.__main__ import summarize
 from bench.e2e.account import Tally
 from bench.e2e.classify_only import distinct_records, match_pairs, over
 from bench.e2e.farm import feeds_for
-from bench.e2e.procs import Meter, Roles
+from bench.e2e.procs import Meter, Roles, runqueue_wait_s
 
 Rec = namedtuple("Rec", "key value")
 
@@ -131,3 +131,11 @@ def test_roles_usage_counts_a_restarted_process_from_its_restart(tmp_path: Any) 
         for p in (first, roles.procs["w"]):
             p.kill()
             p.wait()
+
+
+def test_runqueue_wait_of_this_process_is_a_non_negative_number_and_nan_for_no_process() -> None:
+    import math
+    import os
+
+    assert runqueue_wait_s(os.getpid()) >= 0
+    assert math.isnan(runqueue_wait_s(2**22 + 7))
