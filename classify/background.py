@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from classify.embedder import Embedder, Vectors
+from classify.embedder import Embedder, Vectors, read_vector_file, write_vector_file
 from classify.topics import Doc, Term
 
 
@@ -122,22 +121,11 @@ def shipped_background(embedder: Embedder, cache_dir: Path | None = None) -> Bac
     texts = with_headlines(shipped_background_texts())
     key = hashlib.sha256("\n".join([embedder.name, embedder.revision, embedder.backend, *texts]).encode())
     path = (cache_dir or BACKGROUND_CACHE).expanduser() / f"{key.hexdigest()[:24]}.npy"
-    try:
-        vectors = np.load(path)
-        if vectors.shape == (len(texts), embedder.dim):
-            return Background(vectors.astype(np.float32), tuple(Doc.of(t) for t in texts))
-    except (OSError, ValueError):
-        pass
-    background = Background(embedder.embed(texts), tuple(Doc.of(t) for t in texts))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with tmp.open("wb") as f:
-            np.save(f, background.vectors)
-        tmp.replace(path)
-    except OSError:
-        pass
-    return background
+    vectors = read_vector_file(path, len(texts), embedder.dim)
+    if vectors is None:
+        vectors = embedder.embed(texts)
+        write_vector_file(path, vectors)
+    return Background(vectors, tuple(Doc.of(t) for t in texts))
 
 
 def shipped_background_texts() -> list[str]:

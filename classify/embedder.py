@@ -127,6 +127,27 @@ class SentenceTransformerEmbedder:
         return normalize(out)
 
 
+def read_vector_file(path: Path, rows: int, dim: int) -> Vectors | None:
+    """Vectors saved by :func:`write_vector_file`, or None when the file is missing, unreadable or of another shape."""
+    try:
+        vectors = np.load(path)
+    except (OSError, ValueError):
+        return None
+    return vectors.astype(np.float32) if vectors.shape == (rows, dim) else None
+
+
+def write_vector_file(path: Path, vectors: Vectors) -> None:
+    """Save ``vectors`` to ``path`` through a temporary file (readers never see half a file); errors are ignored."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with tmp.open("wb") as f:
+            np.save(f, vectors)
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
 class CachedEmbedder:
     """An :class:`Embedder` that embeds each distinct text once: a bounded LRU keyed by the text's hash."""
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classify.classifier import Classifier
+from classify.embedder import read_vector_file, write_vector_file
 from classify.model import FEATURES
 from classify.scorer import Scores, TopicIndex
 from classify.topics import Doc
@@ -215,39 +215,29 @@ def embed_all(classifier: Classifier, articles: Sequence[Article], progress: Cal
     the same evaluation again (new topic wording, new thresholds) reads them back instead of embedding the
     whole set anew. A cache file that cannot be read or written is ignored; the vectors are embedded again.
     """
+    texts = [classifier.text_of(a) for a in articles]
     path = None
     if cache_dir is not None:
         emb = classifier.embedder
-        texts = [classifier.text_of(a) for a in articles]
         digest = hashlib.sha256("\x00".join([emb.name, emb.revision, emb.backend, *texts]).encode()).hexdigest()
         path = cache_dir.expanduser() / f"{digest[:24]}.npy"
-        try:
-            cached = np.load(path)
-            if cached.shape == (len(articles), emb.dim):
-                if progress:
-                    progress(len(articles))
-                return np.asarray(cached, dtype=np.float32)
-        except (OSError, ValueError):
-            pass
-    vectors = _embed_chunks(classifier, articles, progress, chunk)
+        cached = read_vector_file(path, len(texts), emb.dim)
+        if cached is not None:
+            if progress:
+                progress(len(texts))
+            return cached
+    vectors = _embed_chunks(classifier, texts, progress, chunk)
     if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            with tmp.open("wb") as f:
-                np.save(f, vectors)
-            tmp.replace(path)
-        except OSError:
-            pass
+        write_vector_file(path, vectors)
     return vectors
 
 
-def _embed_chunks(classifier: Classifier, articles: Sequence[Article], progress: Callable[[int], None] | None,
+def _embed_chunks(classifier: Classifier, texts: Sequence[str], progress: Callable[[int], None] | None,
                   chunk: int) -> NDArray[np.float32]:
     parts = []
-    for start in range(0, len(articles), chunk):
-        part = articles[start:start + chunk]
-        parts.append(classifier.embed([classifier.text_of(a) for a in part]))
+    for start in range(0, len(texts), chunk):
+        part = texts[start:start + chunk]
+        parts.append(classifier.embed(part))
         if progress:
             progress(len(part))
     return np.concatenate(parts) if parts else np.zeros((0, classifier.embedder.dim), np.float32)
