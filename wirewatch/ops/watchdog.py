@@ -17,6 +17,10 @@ group at most ``2 * stall_s + interval_s`` after it started (the first ``stall_s
 join). Its replacement starts within ``ops.drain_timeout_s`` and the restart delay after that. The
 worker's own liveness checks (:mod:`wirewatch.liveness`) usually end it sooner; this is the check from
 outside, for what those cannot see.
+
+While the broker cannot be reached no worker can be a member, so a broker outage is not a worker's absence:
+after the watchdog could not reach the broker, every worker's clock starts again at the first check that
+reaches it, and a worker gets ``stall_s`` from then to rejoin.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ class GroupWatchdog:
         self._stall = stall_s
         self._last_seen: dict[int, float] = {}
         self._restarted: set[int] = set()
+        self._unreachable = False
+        self._absence_floor = float("-inf")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="group-watchdog", daemon=True)
 
@@ -82,6 +88,10 @@ class GroupWatchdog:
         """Stop watching (returns at once)."""
         self._stop.set()
 
+    def broker_unreachable(self) -> None:
+        """Note that a check could not reach the broker: absences are counted again from the next check that does."""
+        self._unreachable = True
+
     def check_once(self, broker: Broker, now: float | None = None) -> list[str]:
         """Look once; returns the roles restarted."""
         now = time.monotonic() if now is None else now
@@ -91,6 +101,8 @@ class GroupWatchdog:
         if not wanted:
             return []
         info = broker.describe(sorted(wanted))
+        if self._unreachable:
+            self._unreachable, self._absence_floor = False, now
         members = {g: member_pids(list(gi.client_ids)) for g, gi in info.items()}
         lag: dict[str, int] = {}
         # An evicted member takes its subscription with it, and a group that never committed has no offsets
@@ -118,7 +130,7 @@ class GroupWatchdog:
                 continue  # nothing waits for it (yet): the clock keeps running from when it was last seen
             # A child never seen in its group gets ``stall_s`` of grace after its start (loading a model
             # comes before joining), then ``stall_s`` more like everyone else.
-            since = self._last_seen.get(pid, now - uptimes.get(child, 0.0) + self._stall)
+            since = max(self._last_seen.get(pid, now - uptimes.get(child, 0.0) + self._stall), self._absence_floor)
             if now - since >= self._stall:
                 log.error("worker_stalled", role=child, pid=pid, group=group, lag=lag[group],
                           absent_s=round(now - since, 1), seen_in_group=pid in self._last_seen)
@@ -136,6 +148,7 @@ class GroupWatchdog:
                 self.check_once(broker)
             except (KafkaError, OSError, ValueError) as exc:
                 log.warning("watchdog_check_failed", error=describe_error(exc))
+                self.broker_unreachable()
                 if broker is not None:
                     broker.close()
                 broker = None

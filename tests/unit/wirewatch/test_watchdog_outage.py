@@ -1,0 +1,80 @@
+"""The group watchdog does not count a broker outage as a worker's absence from its group (pure unit, fakes)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from wirewatch.ops.watchdog import GroupWatchdog
+from wirewatch.settings import Settings
+
+PID = 4242
+GROUP = "test-classify"
+
+
+@dataclass
+class FakeSupervisor:
+    restarted: list[tuple[str, str]] = field(default_factory=list)
+
+    def pids(self) -> dict[str, int]:
+        return {"classify": PID}
+
+    def uptimes(self) -> dict[str, float]:
+        return {"classify": 600.0}
+
+    def restart(self, child: str, reason: str) -> None:
+        self.restarted.append((child, reason))
+
+
+@dataclass
+class GroupInfo:
+    client_ids: tuple[str, ...]
+    topics: tuple[str, ...] = ()
+
+
+@dataclass
+class LagRow:
+    group: str
+    lag: int
+
+
+@dataclass
+class FakeBroker:
+    member: bool = True
+
+    def describe(self, groups: list[str]) -> dict[str, GroupInfo]:
+        ids = (f"wirewatch-classify-{socket.gethostname()}-{PID}",) if self.member else ()
+        return {g: GroupInfo(ids) for g in groups}
+
+    def lags(self, *args: Any) -> list[LagRow]:
+        return [LagRow(GROUP, 7)]
+
+
+def _watchdog(sup: FakeSupervisor) -> GroupWatchdog:
+    return GroupWatchdog(Settings(), sup, role_groups={"classify": GROUP}, role_reads={"classify": ("t",)},
+                         interval_s=5.0, stall_s=30.0)
+
+
+def test_a_worker_absent_for_stall_s_with_lag_is_restarted() -> None:
+    sup = FakeSupervisor()
+    dog = _watchdog(sup)
+    broker = FakeBroker()
+    assert dog.check_once(broker, now=0.0) == []  # seen in its group
+    broker.member = False
+    assert dog.check_once(broker, now=29.0) == []
+    assert dog.check_once(broker, now=31.0) == ["classify"]
+    assert sup.restarted == [("classify", "stalled")]
+
+
+def test_after_a_broker_outage_the_worker_gets_stall_s_from_the_brokers_return_to_rejoin() -> None:
+    sup = FakeSupervisor()
+    dog = _watchdog(sup)
+    broker = FakeBroker()
+    assert dog.check_once(broker, now=0.0) == []
+    broker.member = False
+    dog.broker_unreachable()  # checks failed from here on: the broker was down for 40 s
+    assert dog.check_once(broker, now=40.0) == []  # back: 40 s since last seen, but the clock starts now
+    assert dog.check_once(broker, now=69.0) == []
+    assert sup.restarted == []
+    assert dog.check_once(broker, now=71.0) == ["classify"]  # still absent 31 s after the broker's return
