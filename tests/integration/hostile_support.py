@@ -134,6 +134,19 @@ class Report:
                 f"{self.crashed_polls}; tracebacks {self.tracebacks or 'none'}")
 
 
+def _drained(w: fs.Workers, settings: Settings) -> bool:
+    """True when classify has consumed every article ingest produced and alerts every match classify produced."""
+    topics = settings.kafka.topics
+    ingest = w.metrics("ingest")
+    produced = sum(fs.total(ingest, "wirewatch_ingest_items_total", kind=k) for k in ("new", "updated"))
+    classify = w.metrics("classify")
+    alerts = w.metrics("alerts")
+    return (produced > 0
+            and fs.total(classify, "wirewatch_bus_consumed_total", topic=topics.articles) >= produced
+            and fs.total(alerts, "wirewatch_bus_consumed_total", topic=topics.matches)
+            >= fs.total(classify, "wirewatch_classify_matches_total"))
+
+
 def run(cases: list[Case], build: Callable[..., Settings], work: Path, *, timeout_s: float = 600) -> Report:
     """Serve ``cases``, run the pipeline until every case has an outcome and the channels went quiet."""
     started = time.monotonic()
@@ -157,6 +170,10 @@ def run(cases: list[Case], build: Callable[..., Settings], work: Path, *, timeou
                         got.setdefault(name, f"{ev['event']}:{ev.get('outcome', ev.get('status', ''))}")
                 return got
             while time.monotonic() < deadline and len(outcomes()) < len(cases):
+                time.sleep(1)
+            # Every article ingest produced is consumed by classify and every match by alerts before the
+            # channels are judged quiet: a pause in classify (a rebalance, a slow batch) is not the end.
+            while time.monotonic() < deadline and not _drained(w, settings):
                 time.sleep(1)
             # The channels have gone quiet: the same count, above zero, at every receiver for eight seconds
             # running (zero is classify still loading its model).
