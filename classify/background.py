@@ -33,6 +33,28 @@ def is_short(doc: Doc) -> bool:
     return "\n" not in doc.text.strip()
 
 
+# A newsletter's roundup headline: a short label, a colon, then three or more stories separated by commas or
+# semicolons ("Morning Mail: Battle for Kobani, Afghan's forced deportation, AFP asked to investigate Morrison").
+_ROUNDUP = re.compile(r"^([^:]{2,40}?)\s*:\s+(.+)$")
+_ROUNDUP_SPLIT = re.compile(r"[,;]\s+")
+ROUNDUP_LABEL_WORDS = 5
+ROUNDUP_MIN_STORIES = 3
+ROUNDUP_STORY_WORDS = 12
+
+
+def is_roundup(doc: Doc) -> bool:
+    """True when ``doc``'s headline lists several stories after a label, as a newsletter's roundup does.
+
+    A roundup that names a topic's place or actor is about none of its stories in particular, so its keyword
+    rules count for nothing (:class:`classify.evidence.KeywordEvidence`); its similarity still counts.
+    """
+    m = _ROUNDUP.match(headline(doc.text))
+    if m is None or len(m.group(1).split()) > ROUNDUP_LABEL_WORDS:
+        return False
+    stories = [p for p in _ROUNDUP_SPLIT.split(m.group(2)) if p.strip()]
+    return len(stories) >= ROUNDUP_MIN_STORIES and all(len(p.split()) <= ROUNDUP_STORY_WORDS for p in stories)
+
+
 def with_headlines(texts: Sequence[str]) -> list[str]:
     """``texts`` followed by the headline of each text that has more than one."""
     return list(texts) + [headline(t) for t in texts if headline(t) != t.strip()]

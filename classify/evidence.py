@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from classify.background import Background, TermHits, headline, is_short
+from classify.background import Background, TermHits, headline, is_roundup, is_short
 from classify.topics import Doc, Term
 
 if TYPE_CHECKING:
@@ -34,14 +34,15 @@ def sigmoid(x: Array) -> Array:
 
 
 def keyword_features(tv: TopicVectors, docs: Sequence[Doc], hits: TermHits | None = None) -> Array:
-    """``kw_bool``, ``kw_any``, ``kw_all``, ``kw_name`` and ``short`` of each doc, shape ``(n, 5)``.
+    """``kw_bool``, ``kw_any``, ``kw_all``, ``kw_name``, ``short`` and ``roundup`` of each doc, shape ``(n, 6)``.
 
     ``hits``, when given, must be over exactly ``docs`` (the background's).
     """
     hits = hits or TermHits(docs)
     n = len(docs)
-    out = np.zeros((n, 5))
+    out = np.zeros((n, 6))
     out[:, 4] = [float(is_short(d)) for d in docs]
+    out[:, 5] = [float(is_roundup(d)) for d in docs]
     if not n or tv.rules.empty:
         return out
     rules = tv.rules
@@ -66,7 +67,8 @@ class KeywordEvidence:
     """Log-likelihood ratios that a topic's keyword rules add to its logit, for long and headline-only items.
 
     ``hit``: when the rule (every ``include_all`` and one ``include_any`` term) fires; ``miss``: when the rules
-    name something and the article names none of it. Index 0 is for longer items, 1 for headlines alone.
+    name something and the article names none of it. Index 0 is for longer items, 1 for headlines alone. A
+    roundup (:func:`classify.background.is_roundup`) that fires the rule gets neither.
     """
 
     hit: tuple[float, float] = (0.0, 0.0)
@@ -78,7 +80,8 @@ class KeywordEvidence:
         hit = np.where(short, self.hit[1], self.hit[0])
         miss = np.where(short, self.miss[1], self.miss[0])
         gate = sigmoid(margin / GATE_SCALE) if has_counters else np.ones(len(kw))
-        return np.where(kw[:, 0] > 0.5, hit * gate, np.where(kw[:, 3] > 0.5, 0.0, miss))
+        fired = np.where(kw[:, 5] > 0.5, 0.0, hit * gate)
+        return np.where(kw[:, 0] > 0.5, fired, np.where(kw[:, 3] > 0.5, 0.0, miss))
 
 
 def _rate(hits: int, n: int) -> float:

@@ -42,11 +42,12 @@ from classify.topics import Doc, KeywordRules
 from wirewatch.records import Topic
 
 SIM_NAMES = ("desc", "ex_max", "centroid", "cx_max", "margin")
-KEYWORD_NAMES = ("kw_bool", "kw_any", "kw_all", "kw_name", "short", "kw_logit")
+KEYWORD_NAMES = ("kw_bool", "kw_any", "kw_all", "kw_name", "short", "roundup", "kw_logit")
 FEATURES = SIM_NAMES + KEYWORD_NAMES
 SIM_FEATURES = len(SIM_NAMES)
 F = len(FEATURES)
-KW_BOOL, KW_NAME, SHORT, KW_LOGIT = (FEATURES.index(n) for n in ("kw_bool", "kw_name", "short", "kw_logit"))
+KW_BOOL, KW_NAME, SHORT, ROUNDUP, KW_LOGIT = (
+    FEATURES.index(n) for n in ("kw_bool", "kw_name", "short", "roundup", "kw_logit"))
 # Weights over standardized similarity features: what a fit is pulled towards, and all there is when a topic
 # has fewer than two examples to learn from.
 PRIOR_WEIGHTS = np.array([0.5, 1.0, 0.5, -0.5, 0.5], dtype=np.float64)

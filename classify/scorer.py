@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from classify.background import Background, is_short
+from classify.background import Background, is_roundup, is_short
 from classify.embedder import Embedder, Vectors
 from classify.evidence import GATE_SCALE, sigmoid
 from classify.model import (
@@ -145,20 +145,23 @@ class TopicIndex:
         feats[:, :, SIM_FEATURES + 3] = self._names.features(docs)[0][:, :, 1]
         short = np.array([is_short(d) for d in docs])
         feats[:, :, SIM_FEATURES + 4] = short[:, None]
-        feats[:, :, KW_LOGIT] = self._keyword_logits(feats, short)
+        roundup = np.array([is_roundup(d) for d in docs])
+        feats[:, :, SIM_FEATURES + 5] = roundup[:, None]
+        feats[:, :, KW_LOGIT] = self._keyword_logits(feats, short, roundup)
         shape = short.astype(np.intp)
         logits = (np.einsum("ntf,ntf->nt", feats[:, :, :SIM_FEATURES], self._w[:, shape].transpose(1, 0, 2))
                   + self._b[:, shape].T + feats[:, :, KW_LOGIT])
         scores = np.where(excluded, 0.0, sigmoid(logits))
         return Scores(scores, feats, excluded, self._outranked(scores, excluded))
 
-    def _keyword_logits(self, feats: Array, short: NDArray[np.bool_]) -> Array:
+    def _keyword_logits(self, feats: Array, short: NDArray[np.bool_], roundup: NDArray[np.bool_]) -> Array:
         """What each topic's keyword evidence adds (see :class:`classify.evidence.KeywordEvidence`)."""
         hit = np.where(short[:, None], self._hit[None, :, 1], self._hit[None, :, 0])
         miss = np.where(short[:, None], self._miss[None, :, 1], self._miss[None, :, 0])
         gate = np.where(self._gated[None, :], sigmoid(feats[:, :, 4] / GATE_SCALE), 1.0)
         fired, named = feats[:, :, SIM_FEATURES] > 0.5, feats[:, :, SIM_FEATURES + 3] > 0.5
-        return np.asarray(np.where(fired, hit * gate, np.where(named, 0.0, miss)), dtype=np.float64)
+        counted = np.where(roundup[:, None], 0.0, hit * gate)
+        return np.asarray(np.where(fired, counted, np.where(named, 0.0, miss)), dtype=np.float64)
 
     def _outranked(self, scores: Array, excluded: NDArray[np.bool_]) -> NDArray[np.bool_] | None:
         if not self.desks:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from classify_fakes import BagOfWordsEmbedder, fake_embedder
 
-from classify.background import Background, headline, is_short, shipped_background
+from classify.background import Background, headline, is_roundup, is_short, shipped_background
 from classify.classifier import Classifier
 from classify.embedder import CachedEmbedder
 from classify.evaluate import FEED_SUMMARY_CHARS, Labelled, evaluate, first_sentence
@@ -81,6 +81,35 @@ def test_an_article_naming_the_event_matches_even_when_worded_apart_from_the_exa
     assert [m.article.title for m in batch.matches] == ["Vardenburg could be another massacre, observers warn"]
     m = batch.matches[0]
     assert m.evidence.keywords == ("Vardenburg",) and m.evidence.features["kw_logit"] > 4.0
+
+
+@pytest.mark.parametrize(("title", "roundup"), [
+    ("Morning Mail: Battle for Kobani, Afghan's forced deportation, AFP asked to investigate Morrison", True),
+    ("Morning Mail: Isis, Ebola, mandatory detention is 'child abuse'", True),
+    ("The week: Vardenburg convoy; strike at the port; a minister resigns", True),
+    # Two stories, a quote, a live blog, a comma inside a number, a long clause: single stories.
+    ("Morning Mail: US to bomb Isis in Syria, Pistorius awaits final verdict", False),
+    ("Battle for Kobani: Isis bears down despite US air strikes and street clashes – as it happened", False),
+    ("Kobani: 1,500 flee as fighting nears the border", False),
+    ("Kobani: destroyed and riddled with unexploded bombs, but its residents dare to dream of a new start", False),
+    ("A label far too long to be a newsletter's name here: one, two, three", False),
+    ("Fighters close in on Vardenburg, the town is shelled, families flee", False),
+])
+def test_a_roundup_is_a_label_then_three_or_more_short_stories(title: str, roundup: bool) -> None:
+    assert is_roundup(Doc.of(f"{title}\nThe summary, with commas, of the first story.")) is roundup
+
+
+def test_a_roundup_naming_the_event_gets_no_keyword_evidence_but_keeps_its_similarity(
+        background: Background) -> None:
+    emb = fake_embedder()
+    index = Classifier(emb, background).index_for([SIEGE])
+    texts = ["Morning Mail: Vardenburg, train fares rise, a film prize", "Vardenburg, train fares rise, a film prize"]
+    scores = index.score(emb.embed(texts), [Doc.of(t) for t in texts])
+    feats = scores.features[:, 0]
+    assert feats[:, FEATURES.index("kw_bool")].tolist() == [1.0, 1.0]
+    assert feats[:, FEATURES.index("roundup")].tolist() == [1.0, 0.0]
+    assert feats[0, FEATURES.index("kw_logit")] == 0.0 and feats[1, FEATURES.index("kw_logit")] > 4.0
+    assert scores.scores[0, 0] < scores.scores[1, 0]
 
 
 def test_keyword_evidence_fades_when_a_counter_example_explains_the_article_better(background: Background) -> None:
