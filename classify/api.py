@@ -152,7 +152,6 @@ def router() -> APIRouter:
     def preview(body: PreviewIn, api_key: CurrentKey, ctx: Ctx) -> PreviewOut:
         """Score the recent articles against a topic that is not saved: matches, per day, near misses."""
         from classify.recent import RecentStore
-        from classify.topics import Doc
 
         extra = dict(body.model_extra or {})
         if not (extra.get("description") or extra.get("examples") or extra.get("name")):
@@ -170,7 +169,7 @@ def router() -> APIRouter:
             return out
         classifier = classifier_for(ctx.settings)
         index = classifier.index_for([topic])
-        docs = [Doc.of(classifier.text_of(a)) for a in recent.articles]
+        docs = [classifier.doc_of(a) for a in recent.articles]
         scores = index.score(recent.vectors, docs)
         col = scores.scores[:, 0]
         hit = [i for i in range(len(recent)) if col[i] >= topic.threshold and not scores.excluded[i, 0]]

@@ -69,12 +69,22 @@ class Classifier:
         with self._lock:  # the embedder's cache is not thread-safe
             todo = {k: t for k, t in zip(keys, topics, strict=True) if k not in self._fitted}
             if todo:
-                fresh = TopicIndex.build(list(todo.values()), self.embedder, self.background, siblings)
+                fresh = TopicIndex.build(list(todo.values()), self.embedder, self.background, siblings,
+                                         languages=self.languages)
                 self._fitted.update(zip(todo, fresh.entries, strict=True))
             entries = [self._fitted[k] for k in keys]
             while len(self._fitted) > max(FITTED_KEPT, 2 * len(keys)):
                 self._fitted.pop(next(iter(self._fitted)))
-        return TopicIndex(entries, self.embedder.dim)
+        return TopicIndex(entries, self.embedder.dim, languages=self.languages)
+
+    @property
+    def languages(self) -> frozenset[str] | None:
+        """The languages the model reads (None: any); see :class:`~classify.scorer.TopicIndex`."""
+        return getattr(self.embedder, "languages", None)
+
+    def doc_of(self, article: Article) -> Doc:
+        """``article``'s text prepared for the keyword rules, with its language."""
+        return Doc.of(self.text_of(article), article.language)
 
     def set_topics(self, topics: Sequence[Topic]) -> None:
         """Put the enabled ``topics`` in force (called by the registry watcher on every change)."""
@@ -114,7 +124,7 @@ class Classifier:
         idx = index or self._index
         texts = [self.text_of(a) for a in articles]
         vectors = self.embed(texts)
-        docs = [Doc.of(t) for t in texts]
+        docs = [Doc.of(t, a.language) for t, a in zip(texts, articles, strict=True)]
         scores = idx.score(vectors, docs)
         now = utcnow()
         matches = []

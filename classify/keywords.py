@@ -63,7 +63,8 @@ class Doc:
     """An article's text prepared once for every topic's keyword rules: folded once, split into words once.
 
     ``folded`` is :func:`fold` of ``text``; ``lowered`` is that case-folded. ``words`` and ``lower_words``
-    are their words, the dictionary keys that single-word terms are looked up by.
+    are their words, the dictionary keys that single-word terms are looked up by. ``language`` is the
+    article's ISO 639-1 code when known (see :class:`classify.scorer.TopicIndex` for what it changes).
     """
 
     text: str
@@ -71,15 +72,16 @@ class Doc:
     lower_words: frozenset[str]
     folded: str
     lowered: str
+    language: str | None = None
 
     @classmethod
-    def of(cls, text: str) -> Doc:
-        """Prepare ``text``."""
+    def of(cls, text: str, language: str | None = None) -> Doc:
+        """Prepare ``text`` (in ``language``, when known)."""
         folded = fold(text)
         lowered = folded.casefold()
         words = frozenset(_WORD.findall(folded))
         lower_words = words if lowered == folded else frozenset(_WORD.findall(lowered))
-        return cls(text, words, lower_words, folded, lowered)
+        return cls(text, words, lower_words, folded, lowered, language)
 
 
 class Spelling:

@@ -153,27 +153,37 @@ class FirstPass:
         self._index = TopicIndex([], static.dim)
         self._gaps: tuple[TopicIndex, NDArray[np.float64]] | None = None
 
-    def index_for(self, topics: Sequence[Topic]) -> TopicIndex:
-        """The static-space index of ``topics`` (rebuilt only when the topic definitions changed)."""
-        key = tuple(t.model_dump_json(exclude={"updated_at"}) for t in topics)
+    def index_for(self, topics: Sequence[Topic], languages: frozenset[str] | None = None) -> TopicIndex:
+        """The static-space index of ``topics`` (rebuilt only when the topic definitions changed).
+
+        ``languages`` are those the full model reads: the first pass treats an article in another language as
+        the full scorer does (see :class:`~classify.scorer.TopicIndex`), so it never stops one the full would pass.
+        """
+        key = (*(t.model_dump_json(exclude={"updated_at"}) for t in topics), str(sorted(languages or ())))
         with self._lock:
             if key != self._key:
-                self._index = TopicIndex.build(list(topics), self.static, self.background, desk_siblings(topics))
+                self._index = TopicIndex.build(list(topics), self.static, self.background, desk_siblings(topics),
+                                               languages=languages)
                 self._key = key
                 log.info("first_pass_topics", count=len(topics))
             return self._index
 
-    def scores(self, texts: Sequence[str], topics: Sequence[Topic]) -> tuple[NDArray[np.float64], Bools]:
-        """Static scores of ``texts`` against ``topics``, shape ``(n, topics)``, and the exclude vetoes."""
-        index = self.index_for(topics)
-        s = index.score(self.static.embed(texts), [Doc.of(t) for t in texts])
+    def scores(self, texts: Sequence[str], topics: Sequence[Topic], *, languages: Sequence[str | None] | None = None,
+               reads: frozenset[str] | None = None) -> tuple[NDArray[np.float64], Bools]:
+        """Static scores of ``texts`` against ``topics``, shape ``(n, topics)``, and the exclude vetoes.
+
+        ``languages``: each text's, when known; ``reads``: the languages the full model reads.
+        """
+        index = self.index_for(topics, reads)
+        langs = list(languages) if languages is not None else [None] * len(texts)
+        s = index.score(self.static.embed(texts), [Doc.of(t, lang) for t, lang in zip(texts, langs, strict=True)])
         return s.scores, s.excluded
 
     def gaps(self, index: TopicIndex) -> NDArray[np.float64]:
         """Per topic of the full ``index``, how far the static logit falls below the full one where it matters."""
         if self._gaps is not None and self._gaps[0] is index:
             return self._gaps[1]
-        static = self.index_for(index.topics)
+        static = self.index_for(index.topics, index.languages)
         out = np.full(len(index.topics), FALLBACK_MARGIN - self.slack)
         for col, ((_, full), (_, mine)) in enumerate(zip(index.entries, static.entries, strict=True)):
             f, s = full.background_scores, mine.background_scores
@@ -189,15 +199,18 @@ class FirstPass:
         margin = self.gaps(index) + (self.slack if slack is None else slack)
         return np.asarray(1.0 / (1.0 + np.exp(-(logit(index.thresholds) - margin))), dtype=np.float64)
 
-    def keep(self, texts: Sequence[str], index: TopicIndex) -> Bools:
-        """One boolean per text: could it reach the threshold of some topic of ``index``?"""
+    def keep(self, texts: Sequence[str], index: TopicIndex, languages: Sequence[str | None] | None = None) -> Bools:
+        """One boolean per text: could it reach the threshold of some topic of ``index``?
+
+        ``languages``: each text's, when known.
+        """
         if not len(texts) or not index.topics:
             return np.zeros(len(texts), dtype=bool)
-        scores, excluded = self.scores(texts, index.topics)
+        scores, excluded = self.scores(texts, index.topics, languages=languages, reads=index.languages)
         passed = (scores >= self.gate(index)[None, :]) & ~excluded
         return np.asarray(passed.any(axis=1), dtype=bool)
 
     def survivors(self, articles: Sequence[Article], classifier: Any) -> list[Article]:
         """The ``articles`` that go on to ``classifier`` (a :class:`~classify.classifier.Classifier`)."""
-        mask = self.keep([classifier.text_of(a) for a in articles], classifier.index)
+        mask = self.keep([classifier.text_of(a) for a in articles], classifier.index, [a.language for a in articles])
         return [a for a, k in zip(articles, mask, strict=True) if k]

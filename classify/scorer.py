@@ -82,10 +82,18 @@ def _segments(blocks: Sequence[Vectors], dim: int) -> tuple[Vectors, NDArray[np.
 
 
 class TopicIndex:
-    """Every enabled topic with its vectors and model, stacked for batch scoring (a :class:`Scorer`)."""
+    """Every enabled topic with its vectors and model, stacked for batch scoring (a :class:`Scorer`).
 
-    def __init__(self, entries: Sequence[tuple[TopicVectors, TopicModel]], dim: int) -> None:
+    ``languages`` are the languages the embedding model reads (None: any). An article in another language
+    (its :class:`~classify.topics.Doc` says so) has cosines that say little about it, the margin to a
+    counter-example included, so its keyword evidence is not faded by that margin: a Spanish report that fires
+    the topic's rule counts the rule in full, as the keyword query it replaces would.
+    """
+
+    def __init__(self, entries: Sequence[tuple[TopicVectors, TopicModel]], dim: int, *,
+                 languages: frozenset[str] | None = None) -> None:
         self.entries = list(entries)
+        self.languages = languages
         self.topics = [tv.topic for tv, _ in self.entries]
         self.dim = dim
         tvs = [tv for tv, _ in self.entries]
@@ -112,10 +120,17 @@ class TopicIndex:
 
     @classmethod
     def build(cls, topics: Sequence[Topic], embedder: Embedder, background: Background,
-              siblings: Mapping[str, Sequence[str]] | None = None) -> TopicIndex:
+              siblings: Mapping[str, Sequence[str]] | None = None, *,
+              languages: frozenset[str] | None = None) -> TopicIndex:
         """Embed each topic and learn its model against ``background`` (``siblings``: see TopicVectors)."""
         tvs = TopicVectors.build_many(topics, embedder, siblings)
-        return cls([(tv, fit(tv, background)) for tv in tvs], embedder.dim)
+        return cls([(tv, fit(tv, background)) for tv in tvs], embedder.dim, languages=languages)
+
+    def unread(self, docs: Sequence[Doc]) -> NDArray[np.bool_]:
+        """Per doc: is it in a language the model does not read?"""
+        langs = self.languages
+        return np.array([langs is not None and d.language is not None and d.language not in langs for d in docs],
+                        dtype=bool)
 
     def position(self, topic_id: str) -> int:
         """The column of ``topic_id``; raises KeyError when it is not indexed."""
@@ -147,18 +162,19 @@ class TopicIndex:
         feats[:, :, SIM_FEATURES + 4] = short[:, None]
         roundup = np.array([is_roundup(d) for d in docs])
         feats[:, :, SIM_FEATURES + 5] = roundup[:, None]
-        feats[:, :, KW_LOGIT] = self._keyword_logits(feats, short, roundup)
+        feats[:, :, KW_LOGIT] = self._keyword_logits(feats, short, roundup, self.unread(docs))
         shape = short.astype(np.intp)
         logits = (np.einsum("ntf,ntf->nt", feats[:, :, :SIM_FEATURES], self._w[:, shape].transpose(1, 0, 2))
                   + self._b[:, shape].T + feats[:, :, KW_LOGIT])
         scores = np.where(excluded, 0.0, sigmoid(logits))
         return Scores(scores, feats, excluded, self._outranked(scores, excluded))
 
-    def _keyword_logits(self, feats: Array, short: NDArray[np.bool_], roundup: NDArray[np.bool_]) -> Array:
+    def _keyword_logits(self, feats: Array, short: NDArray[np.bool_], roundup: NDArray[np.bool_],
+                        unread: NDArray[np.bool_]) -> Array:
         """What each topic's keyword evidence adds (see :class:`classify.evidence.KeywordEvidence`)."""
         hit = np.where(short[:, None], self._hit[None, :, 1], self._hit[None, :, 0])
         miss = np.where(short[:, None], self._miss[None, :, 1], self._miss[None, :, 0])
-        gate = np.where(self._gated[None, :], sigmoid(feats[:, :, 4] / GATE_SCALE), 1.0)
+        gate = np.where(self._gated[None, :] & ~unread[:, None], sigmoid(feats[:, :, 4] / GATE_SCALE), 1.0)
         fired, named = feats[:, :, SIM_FEATURES] > 0.5, feats[:, :, SIM_FEATURES + 3] > 0.5
         counted = np.where(roundup[:, None], 0.0, hit * gate)
         return np.asarray(np.where(fired, counted, np.where(named, 0.0, miss)), dtype=np.float64)

@@ -43,6 +43,16 @@ def test_aleppo_topic_holds_at_its_threshold_in_every_shape(classifier: Classifi
     assert r.best_f1 - r.f1 <= 0.03  # the default threshold is near the best one in hindsight
 
 
+def test_aleppo_reports_in_other_languages_are_caught_by_the_topics_multilingual_rule(classifier: Classifier) -> None:
+    report = evaluate(classifier, load_topic_file(ALEPPO / "topics.toml"), load_labelled(ALEPPO / "articles.jsonl"),
+                      shape="full", languages=True)
+    others = {lang: f for lang, f in report.languages.items() if lang != "en"}
+    # One French, one Spanish and one German report of the evacuation; the packaged model reads English only.
+    assert sum(int(f["positives"]) for f in others.values()) == 3
+    assert all(f["recall"] == 1.0 for f in others.values() if f["positives"]), others
+    assert report.topics["aleppo-ceasefire"].f1 is not None and report.topics["aleppo-ceasefire"].f1 >= 0.86
+
+
 @needs_dev
 def test_kobani_topic_on_the_real_headline_stream(classifier: Classifier) -> None:
     items = load_labelled(DEV / "kobani_window.jsonl")
@@ -50,7 +60,7 @@ def test_kobani_topic_on_the_real_headline_stream(classifier: Classifier) -> Non
                       shape="headline")
     r = report.topics["kobani-siege"]
     assert r.positives == 40 and r.f1 is not None and r.keyword_f1 is not None and r.best_f1 is not None
-    assert r.f1 >= 0.88 and r.f1 > r.keyword_f1 and r.best_f1 - r.f1 <= 0.02
+    assert r.f1 >= 0.91 and r.f1 > r.keyword_f1 and r.best_f1 - r.f1 <= 0.02
 
 
 @needs_dev

@@ -112,6 +112,33 @@ def test_a_roundup_naming_the_event_gets_no_keyword_evidence_but_keeps_its_simil
     assert scores.scores[0, 0] < scores.scores[1, 0]
 
 
+def test_an_article_in_a_language_the_model_does_not_read_keeps_its_keyword_evidence_unfaded(
+        background: Background) -> None:
+    emb = fake_embedder()
+    c = Classifier(emb, background)
+    english = c.index_for([SIEGE])
+    emb.languages = frozenset({"en"})
+    c._fitted.clear()
+    reads_en = c.index_for([SIEGE])
+    # Closer to the counter-example than to any example: in English the rule's evidence fades.
+    text = "Vardenburg siege of Ostmark harbour ends, the blockade of Ostmark lifted"
+    vec = emb.embed([text])
+    faded = reads_en.score(vec, [Doc.of(text, "en")]).features[0, 0, FEATURES.index("kw_logit")]
+    full = reads_en.score(vec, [Doc.of(text, "es")]).features[0, 0, FEATURES.index("kw_logit")]
+    unknown = reads_en.score(vec, [Doc.of(text)]).features[0, 0, FEATURES.index("kw_logit")]
+    any_model = english.score(vec, [Doc.of(text, "es")]).features[0, 0, FEATURES.index("kw_logit")]
+    hit = reads_en.entries[0][1].keywords.hit[0]
+    assert reads_en.languages == frozenset({"en"}) and english.languages is None
+    assert faded < 0.5 * hit and full == pytest.approx(hit)
+    # An article of unknown language, or any article when the model reads every language, is faded as before.
+    assert unknown == pytest.approx(faded) and any_model == pytest.approx(faded)
+    batch = c.classify([article(text).model_copy(update={"language": "es"}),
+                        article(text).model_copy(update={"language": "en"})], index=reads_en)
+    # The classifier hands each article's language to the scorer.
+    got = batch.scores.features[:, 0, FEATURES.index("kw_logit")]
+    assert got[0] == pytest.approx(full) and got[1] == pytest.approx(faded)
+
+
 def test_keyword_evidence_fades_when_a_counter_example_explains_the_article_better(background: Background) -> None:
     emb = fake_embedder()
     index = Classifier(emb, background).index_for([SIEGE])

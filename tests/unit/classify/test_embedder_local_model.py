@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classify.embedder import EmbedderError, load_embedder
+from classify.embedder import EmbedderError, load_embedder, model_languages, resolve_model_path
 from classify.onnx_backend import read_st_config
 
 TEXTS = ["Truce holds in Aleppo", "Le cessez-le-feu tient à Alep", "وقف إطلاق النار صامد في حلب",
@@ -129,3 +129,22 @@ def test_config_limit_falls_back_to_the_tokenizer_then_the_position_table(tmp_pa
     assert read_st_config(root).max_tokens == 128
     _write(tmp_path, {"tokenizer_config.json": {"model_max_length": 4096}})
     assert read_st_config(root).max_tokens == 512  # never past the position table
+
+
+@pytest.mark.parametrize(("card", "languages"), [
+    ("---\nlanguage: en\nlicense: apache-2.0\n---\n# A model\n", frozenset({"en"})),
+    ("---\nlanguage:\n- en\n- FR\n---\n", frozenset({"en", "fr"})),
+    ("---\nlanguage:\n- multilingual\n- en\n---\n", None),
+    ("---\nlicense: mit\n---\n", None),
+    ("# No front matter at all\n", None),
+    ("---\nlanguage: [unclosed\n---\n", None),
+])
+def test_the_model_card_says_which_languages_a_model_reads(tmp_path: Path, card: str,
+                                                           languages: frozenset[str] | None) -> None:
+    (tmp_path / "README.md").write_text(card, encoding="utf-8")
+    assert model_languages(tmp_path) == languages
+
+
+def test_a_model_without_a_card_reads_any_language_and_the_packaged_one_reads_english(tmp_path: Path) -> None:
+    assert model_languages(tmp_path) is None
+    assert model_languages(resolve_model_path("all-MiniLM-L6-v2")) == frozenset({"en"})
