@@ -204,7 +204,12 @@ def _print_errors(report: Any, limit: int) -> None:
                 why = [f"closest {e.closest_kind} {e.similarity:.2f}: {e.closest.splitlines()[0][:60]!r}"]
                 if e.counter_example is not None and e.counter_margin is not None:
                     why.append(f"margin {e.counter_margin:+.2f} over {e.counter_example.splitlines()[0][:50]!r}")
-                why.append(f"keywords: {', '.join(e.keywords) or 'none'}")
+                why.append(f"keywords: {', '.join(e.keywords) or 'none'}"
+                           + (f" ({e.keyword_logit:+.1f})" if e.keyword_logit else ""))
+                if e.roundup and e.keywords:
+                    why.append("a roundup: keywords not counted")
+                if e.unread:
+                    why.append(f"in {e.language}, which the model does not read: keywords unfaded")
                 if e.outranked_by:
                     why.append(f"went to {e.outranked_by}")
                 print("          " + "; ".join(why))

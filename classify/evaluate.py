@@ -165,6 +165,14 @@ class ErrorItem:
     keywords: tuple[str, ...]
     outranked_by: str | None = None
     """In a desk: the topic the article went to instead."""
+    keyword_logit: float = 0.0
+    """What the keyword evidence added to the logit."""
+    roundup: bool = False
+    """A newsletter roundup: the rule's firing was not counted."""
+    language: str | None = None
+    """The item's language, given or detected."""
+    unread: bool = False
+    """In a language the model does not read: the keyword evidence was not faded by the counter margin."""
 
 
 @dataclass
@@ -325,7 +333,9 @@ def _errors(index: TopicIndex, scores: Scores, vectors: NDArray[np.float32], doc
                 kind="miss" if truth[row] else "false alarm", topic_id=topic.id, item_id=items[row].id,
                 text=docs[row].text, score=round(float(scores.scores[row, col]), 4), closest=ev.closest,
                 closest_kind=ev.closest_kind, similarity=ev.similarity, counter_example=ev.counter_example,
-                counter_margin=ev.counter_margin, keywords=ev.keywords, outranked_by=outranked))
+                counter_margin=ev.counter_margin, keywords=ev.keywords, outranked_by=outranked,
+                keyword_logit=ev.features.get("kw_logit", 0.0), roundup=ev.features.get("roundup", 0.0) > 0.5,
+                language=docs[row].language, unread=bool(index.unread([docs[row]])[0])))
     return out
 
 

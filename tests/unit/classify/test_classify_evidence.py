@@ -139,6 +139,28 @@ def test_an_article_in_a_language_the_model_does_not_read_keeps_its_keyword_evid
     assert got[0] == pytest.approx(full) and got[1] == pytest.approx(faded)
 
 
+def test_eval_errors_say_when_a_roundup_or_an_unread_language_changed_the_keyword_evidence(
+        background: Background) -> None:
+    emb = fake_embedder()
+    emb.languages = frozenset({"en"})
+    c = Classifier(emb, background)
+    lead = "Vardenburg siege of Ostmark harbour ends", "the blockade of Ostmark lifted"
+    items = [Labelled("roundup", "Morning Mail: Vardenburg, train fares rise, a film prize", "", (), True),
+             Labelled("es", *lead, ("siege",), True, "es"), Labelled("en", *lead, ("siege",), True, "en"),
+             Labelled("plain", "Fighters close in on Vardenburg", "the town is shelled", ("siege",), True)]
+    report = evaluate(c, [SIEGE], items, errors=True, shape="feed")
+    by_id = {e.item_id: e for e in report.errors}
+    # The bag-of-words similarity alone passes the roundup; its keywords added nothing, and the error says so.
+    assert set(by_id) == {"roundup", "en"}
+    assert by_id["roundup"].kind == "false alarm" and by_id["roundup"].roundup
+    assert by_id["roundup"].keyword_logit == 0.0 and by_id["roundup"].keywords == ("Vardenburg",)
+    # The same text in Spanish is caught (its evidence unfaded); in English it is a miss, faded to nothing.
+    assert by_id["en"].kind == "miss" and not by_id["en"].unread and by_id["en"].language == "en"
+    assert by_id["en"].keyword_logit < 0.5
+    assert c.index_for([SIEGE]).unread([Doc.of("x", "es"), Doc.of("x", "en"), Doc.of("x")]).tolist() == [
+        True, False, False]
+
+
 def test_keyword_evidence_fades_when_a_counter_example_explains_the_article_better(background: Background) -> None:
     emb = fake_embedder()
     index = Classifier(emb, background).index_for([SIEGE])
