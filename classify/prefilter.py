@@ -136,6 +136,9 @@ def logit(p: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.asarray(np.log(q / (1 - q)), dtype=np.float64)
 
 
+INDEXES_KEPT = 4
+
+
 class FirstPass:
     """Tells which articles could reach some topic's threshold, from static embeddings and keywords.
 
@@ -149,8 +152,8 @@ class FirstPass:
         self.slack = slack
         self.background = background if background is not None else shipped_background(static)
         self._lock = threading.Lock()
-        self._key: tuple[str, ...] = ()
-        self._index = TopicIndex([], static.dim)
+        # The latest few topic sets (with and without the full model's languages), each built once.
+        self._indexes: dict[tuple[str, ...], TopicIndex] = {}
         self._gaps: tuple[TopicIndex, NDArray[np.float64]] | None = None
 
     def index_for(self, topics: Sequence[Topic], languages: frozenset[str] | None = None) -> TopicIndex:
@@ -161,12 +164,15 @@ class FirstPass:
         """
         key = (*(t.model_dump_json(exclude={"updated_at"}) for t in topics), str(sorted(languages or ())))
         with self._lock:
-            if key != self._key:
-                self._index = TopicIndex.build(list(topics), self.static, self.background, desk_siblings(topics),
-                                               languages=languages)
-                self._key = key
+            index = self._indexes.get(key)
+            if index is None:
+                index = TopicIndex.build(list(topics), self.static, self.background, desk_siblings(topics),
+                                         languages=languages)
+                self._indexes[key] = index
+                while len(self._indexes) > INDEXES_KEPT:
+                    self._indexes.pop(next(iter(self._indexes)))
                 log.info("first_pass_topics", count=len(topics))
-            return self._index
+            return index
 
     def scores(self, texts: Sequence[str], topics: Sequence[Topic], *, languages: Sequence[str | None] | None = None,
                reads: frozenset[str] | None = None) -> tuple[NDArray[np.float64], Bools]:
