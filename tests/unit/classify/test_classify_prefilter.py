@@ -174,3 +174,20 @@ def test_the_setting_turns_the_first_pass_on_and_the_metric_counts_what_skips(
     h([consumed(1, "Rail strike: train drivers strike over pay"), consumed(2, "Cup final won on penalties"),
        consumed(3, "Museum opens its doors")])
     assert (count("passed") - before[0], count("skipped") - before[1]) == (1.0, 2.0)
+
+
+def test_the_first_pass_treats_a_language_the_model_does_not_read_as_the_full_scorer_does() -> None:
+    fp = first_pass(slack=0.0)
+    topic = Topic(id="quake", name="Earthquakes", description="earthquake shakes city buildings collapse",
+                  examples=("earthquake shakes capital", "buildings collapse after quake"), include_any=("Richter",),
+                  counter_examples=("Richter scale museum exhibition opens",))
+    # Closer to the counter-example than to any example: in a language the model reads, the rule's evidence fades.
+    text = ["Richter scale museum exhibition opens with a quake"]
+    reads = frozenset({"en"})
+    faded = fp.scores(text, [topic], languages=["en"], reads=reads)[0][0, 0]
+    unfaded = fp.scores(text, [topic], languages=["es"], reads=reads)[0][0, 0]
+    unknown = fp.scores(text, [topic], reads=reads)[0][0, 0]
+    assert unfaded > faded and unknown == pytest.approx(faded)
+    assert fp.index_for([topic], reads).languages == reads and fp.index_for([topic]).languages is None
+    # Asking with and without the languages keeps both indexes: neither is rebuilt.
+    assert fp.index_for([topic], reads) is fp.index_for([topic], reads)
