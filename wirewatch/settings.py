@@ -184,6 +184,10 @@ class ClassifySettings(Section):
     onnx_dir: Path | None = Field(default=None,
                                   description="where ONNX exports are cached; unset = ~/.cache/wirewatch/onnx")
     content_chars: int = Field(default=600, ge=0, description="lead of the content embedded after title and summary")
+    model_languages: tuple[str, ...] | None = Field(
+        default=None,
+        description="ISO 639-1 codes of the languages the model reads; unset = what its card (README.md) says, "
+                    "[] = any. An article in another language keeps its keyword evidence unfaded")
     include_vector: bool = Field(default=True,
                                  description="carry the article vector on each Match (alerts folds with it)")
     reload_interval_s: float = Field(default=1.0, gt=0, le=5.0, description="how often topic changes are polled")

@@ -29,7 +29,7 @@ def build_classifier(settings: Settings, *, cache_size: int) -> Classifier:
 
     c = settings.classify
     embedder = load_embedder(c.model, c.backend, cache_size=max(c.embed_cache_size, cache_size), threads=c.threads,
-                             onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size)
+                             onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size, languages=c.model_languages)
     return Classifier(embedder, content_chars=c.content_chars, include_vector=False)
 
 

@@ -148,3 +148,9 @@ def test_the_model_card_says_which_languages_a_model_reads(tmp_path: Path, card:
 def test_a_model_without_a_card_reads_any_language_and_the_packaged_one_reads_english(tmp_path: Path) -> None:
     assert model_languages(tmp_path) is None
     assert model_languages(resolve_model_path("all-MiniLM-L6-v2")) == frozenset({"en"})
+
+
+def test_the_settings_can_say_which_languages_the_model_reads_over_its_card() -> None:
+    assert load_embedder(backend="onnx-int8", cache_size=0).languages == frozenset({"en"})
+    assert load_embedder(backend="onnx-int8", cache_size=0, languages=["EN", "de"]).languages == frozenset({"en", "de"})
+    assert load_embedder(backend="onnx-int8", cache_size=0, languages=[]).languages is None
