@@ -6,12 +6,17 @@ A worker can be running, polling and still do nothing. The checks, each with its
   coordinator without a timeout);
 - ``not_member``: for ``member_stall_s`` the consumer has not been a live member of its group, that is in a
   stable generation with a heartbeat acknowledged within its session timeout, while it had a connection to
-  a broker (while none answers, restarting would not help, and the clock waits). This is the poll that returns
+  a broker that it knows as its group coordinator. This is the poll that returns
   but makes no progress: once kafka-python's heartbeat task stops, the client keeps its assignment and its
   "stable" state, the broker evicts it, nothing tells the client, and ``poll()`` spins with zero-wait fetch
   rounds (see docs/kafka-python-coordinator.md);
 - ``not_consuming``: for ``member_stall_s`` the loop kept polling partitions it owns and has not paused while
   they had records to read (high-water mark past the position), and no poll returned any.
+
+While the client has no broker connection, every clock waits: a new process could not join either, and a
+broker outage must not cost a worker its process. A broker that is back but names no group coordinator yet
+(still loading its groups) holds the clocks for at most ``member_stall_s`` more. Each limit is counted from
+the moment the broker answers again.
 
 A loop that is deliberately waiting (a batch in its retry backoff, its partitions paused) is neither
 consuming nor expected to: only membership is checked then. A failed check is logged as
@@ -48,6 +53,7 @@ class Membership:
     heartbeat_age_s: float | None
     assigned: int
     connected: bool = True
+    coordinator: bool = True
 
     def live(self, session_timeout_s: float) -> bool:
         """A stable member whose last heartbeat the coordinator acknowledged within the session timeout."""
@@ -65,7 +71,11 @@ def membership(consumer: KafkaConsumer, now: float | None = None) -> Membership:
         age = max(0.0, now - max(float(beat.last_receive), float(beat.last_reset)))
     manager = getattr(getattr(consumer, "_client", None), "_manager", None)
     conns = list(getattr(manager, "_conns", {}).values())
-    return Membership(state, age, len(consumer.assignment()), any(getattr(c, "connected", False) for c in conns))
+    # The attribute, not coordinator_unknown(): that one may mark the coordinator dead, a side effect that
+    # belongs to the polling thread.
+    known = getattr(getattr(consumer, "_coordinator", None), "coordinator_id", 0) is not None
+    return Membership(state, age, len(consumer.assignment()), any(getattr(c, "connected", False) for c in conns),
+                      known)
 
 
 class Liveness:
@@ -82,6 +92,8 @@ class Liveness:
         self.waiting = False
         self._consumer: KafkaConsumer | None = None
         self._live_at = clock()
+        self._offline_at: float | None = None
+        self._unknown_since: float | None = None
         self._lag_since: float | None = None
         self._lag_checked = 0.0
         self._stop = threading.Event()
@@ -110,26 +122,43 @@ class Liveness:
     def check(self, now: float | None = None) -> str | None:
         """The reason this loop is not alive (``poll_stuck``, ``not_member``, ``not_consuming``), or None."""
         now = self._clock() if now is None else now
-        since = self.poll_since
-        if self.poll_stall_s and since is not None and now - since > self.poll_stall_s:
-            return "poll_stuck"
         consumer = self._consumer
-        if not self.member_stall_s or consumer is None:
+        seen: Membership | None = None
+        if consumer is not None:
+            try:
+                seen = membership(consumer, now)
+            except (KafkaError, AttributeError, RuntimeError):
+                seen = Membership("?", None, 0)
+            self._hold(seen, now)
+        held = self._offline_at or 0.0
+        since = self.poll_since
+        if self.poll_stall_s and since is not None and now - max(since, held) > self.poll_stall_s:
+            return "poll_stuck"
+        if not self.member_stall_s or seen is None:
             return None
-        try:
-            seen = membership(consumer, now)
-        except (KafkaError, AttributeError, RuntimeError):
-            seen = Membership("?", None, 0)
-        if seen.live(self.session_timeout_s) or not seen.connected:
-            # No broker answers (a restart, an outage): a new process could not join either, so the clock
-            # starts when one does.
+        if seen.live(self.session_timeout_s):
             self._live_at = now
-        elif now - self._live_at > self.member_stall_s:
+        elif now - max(self._live_at, held) > self.member_stall_s:
             return "not_member"
         lag_since = self._lag_since
-        if not self.waiting and lag_since is not None and now - lag_since > self.member_stall_s:
+        if not self.waiting and lag_since is not None and now - max(lag_since, held) > self.member_stall_s:
             return "not_consuming"
         return None
+
+    def _hold(self, seen: Membership, now: float) -> None:
+        """Stop every clock while no broker answers (a restart, an outage): a new process could not do better.
+
+        A broker that answers but names no coordinator yet (still loading its groups) holds them for at most
+        ``member_stall_s`` more, so a client that never finds one is still caught.
+        """
+        if not seen.connected:
+            self._offline_at, self._unknown_since = now, None
+        elif not seen.coordinator:
+            self._unknown_since = self._unknown_since or now
+            if now - self._unknown_since <= self.member_stall_s:
+                self._offline_at = now
+        else:
+            self._unknown_since = None
 
     def details(self) -> dict[str, Any]:
         """Fields for the log line of a failed check."""
@@ -138,6 +167,7 @@ class Liveness:
             try:
                 seen = membership(self._consumer)
                 out |= {"state": seen.state, "assigned": seen.assigned, "connected": seen.connected,
+                        "coordinator_known": seen.coordinator,
                         "heartbeat_age_s": None if seen.heartbeat_age_s is None else round(seen.heartbeat_age_s, 1)}
             except (KafkaError, AttributeError, RuntimeError):
                 pass

@@ -174,7 +174,9 @@ def test_broker_restart_mid_stream_loses_nothing_and_notifies_each_story_once(tm
     assert expected_pairs <= got, f"missing notifications: {sorted(expected_pairs - got)[:5]}"
     assert not got - expected_pairs, f"unexpected notifications: {sorted(got - expected_pairs)[:5]}"
     assert all(len(v) == 1 for v in keys.values()), "a (subscription, story) was notified under two keys"
-    assert alive and not crashed, f"a worker died: {crashed}; logs in {logs}"
+    stalls = [line for r in ROLES for line in (logs / f"{r}.log").read_text(errors="replace").splitlines()
+              if '"consumer_stalled"' in line] if logs.exists() else []
+    assert alive and not crashed, f"a worker died: {crashed}; its watchdog said {stalls}; logs in {logs}"
 
 
 def _events(log: Path) -> list[dict[str, Any]]:

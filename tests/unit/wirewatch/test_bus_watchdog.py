@@ -76,6 +76,7 @@ class FakeConsumer:
 
         class _Coordinator:
             heartbeat = Heartbeat(group_id="g", session_timeout_ms=10000, heartbeat_interval_ms=3000)
+            coordinator_id: int | str | None = "coordinator-1"
 
         self._coordinator = _Coordinator()
 
@@ -132,7 +133,7 @@ def test_a_member_whose_heartbeats_stopped_is_stalled_after_the_limit() -> None:
     live = _watched(c, clock)
     c._coordinator.heartbeat.last_reset = clock.now
     assert live.check() is None
-    assert membership(c, clock.now) == Membership("stable", 0.0, 1, True)  # type: ignore[arg-type]
+    assert membership(c, clock.now) == Membership("stable", 0.0, 1, True, True)  # type: ignore[arg-type]
     clock.now += 10  # the last acknowledged heartbeat is a session old: the broker has let it go
     assert live.check() is None
     clock.now += 25
@@ -152,6 +153,46 @@ def test_no_broker_answering_holds_the_member_clock() -> None:
     clock.now += 29
     assert live.check() is None
     clock.now += 2
+    assert live.check() == "not_member"
+
+
+def test_a_poll_and_a_lag_through_a_broker_outage_are_counted_from_when_the_broker_answers_again() -> None:
+    clock, c = Clock(), FakeConsumer()
+    live = Liveness("g", poll_stall_s=20, member_stall_s=30, session_timeout_s=10, clock=clock)
+    live.watch(c)  # type: ignore[arg-type]
+    c.pos, c.high = 5, 10  # the last fetch before the outage saw more to read
+    live.polled(c, 0)  # type: ignore[arg-type]
+    live.poll_since = clock.now  # a poll that began as the broker died and has not returned
+    c.conn.connected = False
+    c._coordinator.coordinator_id = None
+    for _ in range(12):  # 60 s of outage, checked every 5 s
+        clock.now += 5
+        assert live.check() is None
+    c.conn.connected = True  # the broker answers, its coordinator is not known yet
+    assert live.check() is None
+    c._coordinator.coordinator_id = "coordinator-1"
+    clock.now += 19
+    assert live.check() is None
+    clock.now += 2  # the poll still hangs 21 s after the broker came back
+    assert live.check() == "poll_stuck"
+    live.poll_since = None
+    clock.now += 10  # 31 s since the broker answered: still in the group with nothing read is not consuming
+    c._coordinator.heartbeat.last_receive = clock.now
+    assert live.check() == "not_consuming"
+
+
+def test_a_broker_that_answers_but_names_no_coordinator_holds_the_clocks_for_one_more_limit_only() -> None:
+    clock, c = Clock(), FakeConsumer()
+    live = _watched(c, clock)
+    c.state = MemberState.UNJOINED
+    c._coordinator.coordinator_id = None  # connected, the broker still loading its groups
+    clock.now += 30
+    assert live.check() is None  # held: the broker is back but not serving groups yet
+    clock.now += 29
+    assert live.check() is None
+    clock.now += 2  # the hold ends 30 s after the broker first answered ...
+    assert live.check() is None
+    clock.now += 29  # ... and the member limit runs from there: no coordinator for 90 s, the client is stuck
     assert live.check() == "not_member"
 
 
