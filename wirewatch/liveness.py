@@ -18,6 +18,12 @@ broker outage must not cost a worker its process. A broker that is back but name
 (still loading its groups) holds the clocks for at most ``member_stall_s`` more. Each limit is counted from
 the moment the broker answers again.
 
+One cause is mended in place instead: a client that believes itself a stable member while it runs no
+heartbeat task (the task ended on an error, which ``poll()`` raised once and forgot; a loop waiting to retry
+a batch swallows it) would be evicted and never find out. The watchdog asks that client to rejoin, which
+starts a new heartbeat task, logs ``consumer_rejoin_requested`` and counts it in
+``wirewatch_bus_rejoins_total``; the worker keeps its process, its model and its place in the group.
+
 A loop that is deliberately waiting (a batch in its retry backoff, its partitions paused) is neither
 consuming nor expected to: only membership is checked then. A failed check is logged as
 ``consumer_stalled`` with the reason and counted in ``wirewatch_bus_stalls_total``; a loop on the process's
@@ -78,6 +84,21 @@ def membership(consumer: KafkaConsumer, now: float | None = None) -> Membership:
                       known)
 
 
+def heartbeat_gone(consumer: KafkaConsumer) -> bool:
+    """True when the client runs no heartbeat task although nothing closed it (kafka-python 3.0.x internals).
+
+    Only a rejoin (``ensure_active_group``) starts a new one; until then a "stable" client is evicted after its
+    session timeout and never told.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or getattr(coordinator, "_heartbeat_closed", True):
+        return False
+    if not hasattr(coordinator, "_heartbeat_loop_future"):
+        return False
+    task = coordinator._heartbeat_loop_future
+    return task is None or bool(getattr(task, "is_done", False))
+
+
 class Liveness:
     """The watchdog of one loop. The loop reports its polls; :meth:`check` decides; :meth:`start` runs it."""
 
@@ -94,6 +115,7 @@ class Liveness:
         self._live_at = clock()
         self._offline_at: float | None = None
         self._unknown_since: float | None = None
+        self._rejoined_at: float | None = None
         self._lag_since: float | None = None
         self._lag_checked = 0.0
         self._stop = threading.Event()
@@ -130,6 +152,8 @@ class Liveness:
             except (KafkaError, AttributeError, RuntimeError):
                 seen = Membership("?", None, 0)
             self._hold(seen, now)
+            if seen.state == "stable":
+                self._mend(consumer, now)
         held = self._offline_at or 0.0
         since = self.poll_since
         if self.poll_stall_s and since is not None and now - max(since, held) > self.poll_stall_s:
@@ -144,6 +168,22 @@ class Liveness:
         if not self.waiting and lag_since is not None and now - max(lag_since, held) > self.member_stall_s:
             return "not_consuming"
         return None
+
+    def _mend(self, consumer: KafkaConsumer, now: float) -> None:
+        """Ask a stable client without a heartbeat task to rejoin (at most once a session timeout)."""
+        if self._rejoined_at is not None and now - self._rejoined_at < self.session_timeout_s:
+            return
+        try:
+            gone = heartbeat_gone(consumer)
+        except (AttributeError, RuntimeError):
+            return
+        if not gone:
+            return
+        self._rejoined_at = now
+        # A flag the polling thread reads on its next poll, as kafka-python's own IO callbacks set it.
+        consumer._coordinator.request_rejoin()
+        metrics.BUS_REJOINS.labels(self.group).inc()
+        log.warning("consumer_rejoin_requested", group=self.group, reason="heartbeat_task_gone")
 
     def _hold(self, seen: Membership, now: float) -> None:
         """Stop every clock while no broker answers (a restart, an outage): a new process could not do better.

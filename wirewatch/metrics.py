@@ -34,6 +34,10 @@ BUS_STALLS = Counter(
     "wirewatch_bus_stalls_total", "Consumer loops found not alive, by reason (poll_stuck, not_member, not_consuming); "
     "a worker process exits to be restarted.", ["group", "reason"],
 )
+BUS_REJOINS = Counter(
+    "wirewatch_bus_rejoins_total", "Rejoins the watchdog asked for because the client's heartbeat task had ended "
+    "while it believed itself a stable member (the worker stays up).", ["group"],
+)
 BUS_LAG = Gauge("wirewatch_consumer_lag_messages", "Consumer lag per partition.", ["group", "topic", "partition"])
 
 # --- ingest: feed polling -------------------------------------------------------------------------------

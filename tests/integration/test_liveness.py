@@ -145,3 +145,63 @@ def test_the_demo_case_an_evicted_worker_that_never_committed_is_restarted_and_i
     assert sorted(set(handled.read_text().split())) == [f"d{i}" for i in range(5)]
     assert sup.restarts()["worker"] >= 1
     assert recovered_after <= 6 + 10 + 2.5 + 15  # evicted, stall limit, a check, restart and rejoin
+
+
+def test_a_worker_whose_heartbeat_task_died_while_it_waited_to_retry_rejoins_in_place(settings: Settings) -> None:
+    """The heartbeat task ends on an error while the loop waits to retry a batch ("Redis" down); the wait
+    swallows the error that ``poll()`` raises once, and the client would stay "stable" until the broker
+    evicted it. The watchdog asks it to rejoin instead: the loop keeps its thread and its group, and handles
+    the batch once "Redis" is back (which here is when the rejoin was asked for, so only the mend gets it
+    there). Bounded: the heartbeat dies within 2 s, the watchdog looks every 2 s, the join takes a few."""
+    topic, group = settings.kafka.topics.deliveries, f"g-mend-{uuid.uuid4().hex[:6]}"
+    producer = bus.Producer(settings, client_id="test")
+    producer.send_many([bus.Outgoing(topic, f"k{i}", f"h{i}".encode()) for i in range(5)])
+    rejoins_before = metrics.BUS_REJOINS.labels(group)._value.get()
+    stalls_before = sum(metrics.BUS_STALLS.labels(group, r)._value.get()
+                        for r in ("poll_stuck", "not_member", "not_consuming"))
+    handled: list[bytes] = []
+    died = threading.Event()
+    loop: bus.ConsumerLoop[bytes]
+
+    def handle(batch: list[bus.Consumed[bytes]]) -> None:
+        coordinator = loop._consumer._coordinator  # type: ignore[union-attr]
+        if not died.is_set():
+            died.set()
+            beat = coordinator._do_heartbeat
+
+            async def dies() -> None:
+                coordinator._do_heartbeat = beat
+                raise RuntimeError("heartbeat task ends (simulated)")
+
+            coordinator._do_heartbeat = dies
+        if metrics.BUS_REJOINS.labels(group)._value.get() == rejoins_before:
+            raise ConnectionError("redis unavailable (simulated)")
+        handled.extend(c.value for c in batch)
+
+    loop = bus.ConsumerLoop(settings, topics=[topic], group=group, decode=lambda b: b, handle=handle,
+                            producer=producer,
+                            config=bus.LoopConfig(max_wait_ms=200, session_timeout_ms=6000,
+                                                  heartbeat_interval_ms=1000, max_backoff_s=1.0,
+                                                  member_stall_s=8.0))
+    runner = threading.Thread(target=loop.run, daemon=True)
+    with structlog.testing.capture_logs() as logs:
+        runner.start()
+        try:
+            done = wait_until(lambda: len(set(handled)) >= 5, 45, every_s=0.1)
+            with Broker(settings) as broker:
+                info = broker.describe([group]).get(group)
+        finally:
+            loop.stop()
+            runner.join(30)
+            producer.close()
+    events = [e["event"] for e in logs]
+    print(f"rejoins asked {metrics.BUS_REJOINS.labels(group)._value.get() - rejoins_before}, "
+          f"events {sorted(set(events))}")
+    assert died.is_set(), "the loop never got a batch"
+    assert done, f"the batch was never handled: {sorted(set(events))}"
+    assert sorted(set(handled)) == [f"h{i}".encode() for i in range(5)]
+    assert metrics.BUS_REJOINS.labels(group)._value.get() >= rejoins_before + 1
+    assert "consumer_rejoin_requested" in events and "consumer_stalled" not in events
+    assert sum(metrics.BUS_STALLS.labels(group, r)._value.get()
+               for r in ("poll_stuck", "not_member", "not_consuming")) == stalls_before
+    assert info is not None and info.members == 1, "the loop is not a member of its group after the mend"

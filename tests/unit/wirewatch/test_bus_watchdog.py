@@ -7,17 +7,20 @@ tests/integration/test_liveness.py.
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 
+from kafka.coordinator.base import BaseCoordinator
 from kafka.coordinator.heartbeat import Heartbeat
+from kafka.future import Future
 from kafka.structs import ConsumerGroupMetadata, MemberState, TopicPartition
 
 from wirewatch import bus, metrics
-from wirewatch.liveness import Liveness, Membership, membership
+from wirewatch.liveness import Liveness, Membership, heartbeat_gone, membership
 from wirewatch.settings import load_settings
 
 _STUCK_WORKER = textwrap.dedent(
@@ -230,3 +233,56 @@ def test_owning_partitions_with_lag_and_polling_nothing_is_stalled_unless_the_lo
         c._coordinator.heartbeat.last_receive = clock.now
         live.polled(c, 0)  # type: ignore[arg-type]
     assert live.check() is None
+
+
+def test_kafka_python_internals_the_heartbeat_mend_reads_are_there() -> None:
+    init = inspect.getsource(BaseCoordinator.__init__)
+    assert "self._heartbeat_loop_future = None" in init and "self._heartbeat_closed = False" in init
+    assert callable(BaseCoordinator.request_rejoin) and hasattr(Future(), "is_done")
+
+
+class MendableCoordinator:
+    """A coordinator stand-in whose heartbeat task can be running, ended or closed."""
+
+    def __init__(self) -> None:
+        self.heartbeat = Heartbeat(group_id="g", session_timeout_ms=10000, heartbeat_interval_ms=3000)
+        self.coordinator_id = "coordinator-1"
+        self._heartbeat_closed = False
+        self._heartbeat_loop_future: Future | None = Future()  # running: not done
+        self.rejoins = 0
+
+    def request_rejoin(self) -> None:
+        self.rejoins += 1
+
+
+def test_a_stable_client_whose_heartbeat_task_ended_is_asked_to_rejoin_once_a_session() -> None:
+    clock, c = Clock(), FakeConsumer()
+    coordinator = MendableCoordinator()
+    c._coordinator = coordinator  # type: ignore[assignment]
+    live = _watched(c, clock)
+    before = metrics.BUS_REJOINS.labels("g")._value.get()
+    assert live.check() is None and coordinator.rejoins == 0  # a running task: nothing to mend
+    coordinator._heartbeat_loop_future.failure(RuntimeError("heartbeat loop error"))  # type: ignore[union-attr]
+    assert heartbeat_gone(c)  # type: ignore[arg-type]
+    assert live.check() is None and coordinator.rejoins == 1
+    coordinator._heartbeat_loop_future = None  # poll() raised the error once and forgot the task
+    clock.now += 5
+    assert live.check() is None and coordinator.rejoins == 1  # asked already, within the session timeout
+    clock.now += 6
+    assert live.check() is None and coordinator.rejoins == 2
+    assert metrics.BUS_REJOINS.labels("g")._value.get() == before + 2
+    c.state = MemberState.REBALANCING  # rejoining: its new heartbeat task starts with the join
+    clock.now += 20
+    assert live.check() is None and coordinator.rejoins == 2
+
+
+def test_a_closed_heartbeat_is_not_mended_and_the_member_check_still_ends_the_worker() -> None:
+    clock, c = Clock(), FakeConsumer()
+    coordinator = MendableCoordinator()
+    coordinator._heartbeat_closed = True  # closed on purpose (the consumer is closing, or a test's deaf child)
+    coordinator._heartbeat_loop_future = None
+    c._coordinator = coordinator  # type: ignore[assignment]
+    live = _watched(c, clock)
+    coordinator.heartbeat.last_reset = clock.now
+    clock.now += 41
+    assert live.check() == "not_member" and coordinator.rejoins == 0
