@@ -4,7 +4,8 @@ while its topics have lag is restarted within a bound, and the messages that wai
 Two checks make it so, each tested here on its own and then together as in the demo run where no alert
 arrived (the alerts worker evicted, never having committed, spinning in ``poll()``):
 
-- the worker's own (:mod:`wirewatch.liveness`): a consumer whose heartbeats stopped exits with 75;
+- the worker's own (:mod:`wirewatch.liveness`): a consumer whose heartbeats stopped exits with 75, and one
+  whose heartbeat task ended on an error is asked to rejoin and stays;
 - the supervisor's (:mod:`wirewatch.ops.watchdog`): a child absent from its group is restarted, also when the
   group never committed (the broker then does not even list it, and its lag used to count as 0).
 """
