@@ -9,7 +9,10 @@ A worker can be running, polling and still do nothing. The checks, each with its
   a broker that it knows as its group coordinator. This is the poll that returns
   but makes no progress: once kafka-python's heartbeat task stops, the client keeps its assignment and its
   "stable" state, the broker evicts it, nothing tells the client, and ``poll()`` spins with zero-wait fetch
-  rounds (see docs/kafka-python-coordinator.md);
+  rounds (see docs/kafka-python-coordinator.md). A member whose JoinGroup is in flight is waiting for the
+  broker, which holds the request until every member has rejoined or the rebalance timeout
+  (``max_poll_interval_ms``) has passed, while kafka-python sends no heartbeat: a peer busy with a long batch
+  keeps everyone waiting. That wait gets the rebalance timeout on top of the limit;
 - ``not_consuming``: for ``member_stall_s`` the loop kept polling partitions it owns and has not paused while
   they had records to read (high-water mark past the position), and no poll returned any.
 
@@ -28,7 +31,8 @@ A loop that is deliberately waiting (a batch in its retry backoff, its partition
 consuming nor expected to: only membership is checked then. A failed check is logged as
 ``consumer_stalled`` with the reason and counted in ``wirewatch_bus_stalls_total``; a loop on the process's
 main thread (a worker process) then exits with status 75 so that its supervisor restarts it. The bound: a
-worker exits at most ``limit + min(5, limit / 4)`` seconds after it was last seen alive. Nothing is lost by
+worker exits at most ``limit + min(5, limit / 4)`` seconds after it was last seen alive (a member waiting in a
+join: the rebalance timeout more). Nothing is lost by
 exiting: offsets are committed only after a batch's outputs were acknowledged.
 """
 
@@ -60,6 +64,7 @@ class Membership:
     assigned: int
     connected: bool = True
     coordinator: bool = True
+    joining: bool = False
 
     def live(self, session_timeout_s: float) -> bool:
         """A stable member whose last heartbeat the coordinator acknowledged within the session timeout."""
@@ -79,9 +84,12 @@ def membership(consumer: KafkaConsumer, now: float | None = None) -> Membership:
     conns = list(getattr(manager, "_conns", {}).values())
     # The attribute, not coordinator_unknown(): that one may mark the coordinator dead, a side effect that
     # belongs to the polling thread.
-    known = getattr(getattr(consumer, "_coordinator", None), "coordinator_id", 0) is not None
+    coordinator = getattr(consumer, "_coordinator", None)
+    known = getattr(coordinator, "coordinator_id", 0) is not None
+    join = getattr(coordinator, "_join_task", None)  # a JoinGroup -> SyncGroup round the broker still holds
+    joining = join is not None and not getattr(join, "is_done", True)
     return Membership(state, age, len(consumer.assignment()), any(getattr(c, "connected", False) for c in conns),
-                      known)
+                      known, joining)
 
 
 def heartbeat_gone(consumer: KafkaConsumer) -> bool:
@@ -103,8 +111,9 @@ class Liveness:
     """The watchdog of one loop. The loop reports its polls; :meth:`check` decides; :meth:`start` runs it."""
 
     def __init__(self, group: str, *, poll_stall_s: float, member_stall_s: float, session_timeout_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 rebalance_timeout_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.group = group
+        self.rebalance_timeout_s = rebalance_timeout_s
         self.poll_stall_s = poll_stall_s
         self.member_stall_s = member_stall_s
         self.session_timeout_s = session_timeout_s
@@ -162,7 +171,7 @@ class Liveness:
             return None
         if seen.live(self.session_timeout_s):
             self._live_at = now
-        elif now - max(self._live_at, held) > self.member_stall_s:
+        elif now - max(self._live_at, held) > self.member_stall_s + (self.rebalance_timeout_s if seen.joining else 0):
             return "not_member"
         lag_since = self._lag_since
         if not self.waiting and lag_since is not None and now - max(lag_since, held) > self.member_stall_s:
@@ -207,7 +216,7 @@ class Liveness:
             try:
                 seen = membership(self._consumer)
                 out |= {"state": seen.state, "assigned": seen.assigned, "connected": seen.connected,
-                        "coordinator_known": seen.coordinator,
+                        "coordinator_known": seen.coordinator, "joining": seen.joining,
                         "heartbeat_age_s": None if seen.heartbeat_age_s is None else round(seen.heartbeat_age_s, 1)}
             except (KafkaError, AttributeError, RuntimeError):
                 pass
