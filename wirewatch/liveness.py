@@ -12,7 +12,9 @@ A worker can be running, polling and still do nothing. The checks, each with its
   rounds (see docs/kafka-python-coordinator.md). A member whose JoinGroup is in flight is waiting for the
   broker, which holds the request until every member has rejoined or the rebalance timeout
   (``max_poll_interval_ms``) has passed, while kafka-python sends no heartbeat: a peer busy with a long batch
-  keeps everyone waiting. That wait gets the rebalance timeout on top of the limit;
+  keeps everyone waiting. A member in a join round (state ``rebalancing``, or its join task in flight) gets
+  the rebalance timeout on top of the limit; one the broker no longer lists is the supervisor's to restart
+  (:mod:`wirewatch.ops.watchdog`, which asks the broker);
 - ``not_consuming``: for ``member_stall_s`` the loop kept polling partitions it owns and has not paused while
   they had records to read (high-water mark past the position), and no poll returned any.
 
@@ -86,8 +88,10 @@ def membership(consumer: KafkaConsumer, now: float | None = None) -> Membership:
     # belongs to the polling thread.
     coordinator = getattr(consumer, "_coordinator", None)
     known = getattr(coordinator, "coordinator_id", 0) is not None
-    join = getattr(coordinator, "_join_task", None)  # a JoinGroup -> SyncGroup round the broker still holds
-    joining = join is not None and not getattr(join, "is_done", True)
+    # In a join round: its JoinGroup -> SyncGroup task in flight, or the round's state (the task may be done,
+    # or between retries, until the polling thread next reads its outcome).
+    join = getattr(coordinator, "_join_task", None)
+    joining = state == "rebalancing" or (join is not None and not getattr(join, "is_done", True))
     return Membership(state, age, len(consumer.assignment()), any(getattr(c, "connected", False) for c in conns),
                       known, joining)
 

@@ -306,5 +306,17 @@ def test_a_member_waiting_in_a_join_the_broker_holds_gets_the_rebalance_timeout_
     assert live.check() is None
     clock.now += 2  # 331 s: past what the broker may hold a join
     assert live.check() == "not_member"
-    c._coordinator._join_task.success(b"")  # type: ignore[attr-defined]  # answered: the plain limit again
+
+
+def test_a_member_in_a_join_round_between_its_requests_is_waiting_too() -> None:
+    clock, c = Clock(), FakeConsumer()
+    live = Liveness("g", poll_stall_s=60, member_stall_s=30, session_timeout_s=10, rebalance_timeout_s=300,
+                    clock=clock)
+    live.watch(c)  # type: ignore[arg-type]
+    c._coordinator.heartbeat.last_receive = clock.now
+    assert live.check() is None
+    c.state = MemberState.REBALANCING  # the join task answered, the polling thread has not read it yet
+    clock.now += 100
+    assert live.check() is None
+    c.state = MemberState.UNJOINED  # out of the round, not rejoining: the plain limit
     assert live.check() == "not_member"
