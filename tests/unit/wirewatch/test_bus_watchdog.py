@@ -289,15 +289,20 @@ def test_a_closed_heartbeat_is_not_mended_and_the_member_check_still_ends_the_wo
     assert live.check() == "not_member" and coordinator.rejoins == 0
 
 
-def test_a_member_waiting_in_a_join_the_broker_holds_gets_the_rebalance_timeout_on_top() -> None:
-    """A peer busy with a long batch keeps the broker from answering anyone's JoinGroup, and kafka-python sends
-    no heartbeat meanwhile; exiting then would only start another rebalance."""
-    clock, c = Clock(), FakeConsumer()
+def _live_member_with_rebalance_timeout(c: FakeConsumer, clock: Clock) -> Liveness:
     live = Liveness("g", poll_stall_s=60, member_stall_s=30, session_timeout_s=10, rebalance_timeout_s=300,
                     clock=clock)
     live.watch(c)  # type: ignore[arg-type]
     c._coordinator.heartbeat.last_receive = clock.now
     assert live.check() is None
+    return live
+
+
+def test_a_member_waiting_in_a_join_the_broker_holds_gets_the_rebalance_timeout_on_top() -> None:
+    """A peer busy with a long batch keeps the broker from answering anyone's JoinGroup, and kafka-python sends
+    no heartbeat meanwhile; exiting then would only start another rebalance."""
+    clock, c = Clock(), FakeConsumer()
+    live = _live_member_with_rebalance_timeout(c, clock)
     c.state = MemberState.REBALANCING
     c._coordinator._join_task = Future()  # type: ignore[attr-defined]  # sent, not answered
     clock.now += 31
@@ -310,11 +315,7 @@ def test_a_member_waiting_in_a_join_the_broker_holds_gets_the_rebalance_timeout_
 
 def test_a_member_in_a_join_round_between_its_requests_is_waiting_too() -> None:
     clock, c = Clock(), FakeConsumer()
-    live = Liveness("g", poll_stall_s=60, member_stall_s=30, session_timeout_s=10, rebalance_timeout_s=300,
-                    clock=clock)
-    live.watch(c)  # type: ignore[arg-type]
-    c._coordinator.heartbeat.last_receive = clock.now
-    assert live.check() is None
+    live = _live_member_with_rebalance_timeout(c, clock)
     c.state = MemberState.REBALANCING  # the join task answered, the polling thread has not read it yet
     clock.now += 100
     assert live.check() is None
