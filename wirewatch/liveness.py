@@ -166,7 +166,7 @@ class Liveness:
                 seen = Membership("?", None, 0)
             self._hold(seen, now)
             if seen.state == "stable":
-                self._mend(consumer, now)
+                self.mend(consumer, now)
         held = self._offline_at or 0.0
         since = self.poll_since
         if self.poll_stall_s and since is not None and now - max(since, held) > self.poll_stall_s:
@@ -182,21 +182,26 @@ class Liveness:
             return "not_consuming"
         return None
 
-    def _mend(self, consumer: KafkaConsumer, now: float) -> None:
-        """Ask a stable client without a heartbeat task to rejoin (at most once a session timeout)."""
-        if self._rejoined_at is not None and now - self._rejoined_at < self.session_timeout_s:
-            return
+    def mend(self, consumer: KafkaConsumer, now: float | None = None, *, error: str | None = None) -> bool:
+        """Ask a client without a heartbeat task to rejoin; True when it has none (whether asked now or lately).
+
+        Asks at most once a session timeout. The loop calls it with ``error`` when ``poll()`` raised something
+        that is not Kafka's: kafka-python raises a dead heartbeat task's error that way, once.
+        """
+        now = self._clock() if now is None else now
         try:
             gone = heartbeat_gone(consumer)
         except (AttributeError, RuntimeError):
-            return
+            return False
         if not gone:
-            return
-        self._rejoined_at = now
-        # A flag the polling thread reads on its next poll, as kafka-python's own IO callbacks set it.
-        consumer._coordinator.request_rejoin()
-        metrics.BUS_REJOINS.labels(self.group).inc()
-        log.warning("consumer_rejoin_requested", group=self.group, reason="heartbeat_task_gone")
+            return False
+        if self._rejoined_at is None or now - self._rejoined_at >= self.session_timeout_s:
+            self._rejoined_at = now
+            # A flag the polling thread reads on its next poll, as kafka-python's own IO callbacks set it.
+            consumer._coordinator.request_rejoin()
+            metrics.BUS_REJOINS.labels(self.group).inc()
+            log.warning("consumer_rejoin_requested", group=self.group, reason="heartbeat_task_gone", error=error)
+        return True
 
     def _hold(self, seen: Membership, now: float) -> None:
         """Stop every clock while no broker answers (a restart, an outage): a new process could not do better.

@@ -206,3 +206,60 @@ def test_a_worker_whose_heartbeat_task_died_while_it_waited_to_retry_rejoins_in_
     assert sum(metrics.BUS_STALLS.labels(group, r)._value.get()
                for r in ("poll_stuck", "not_member", "not_consuming")) == stalls_before
     assert info is not None and info.members == 1, "the loop is not a member of its group after the mend"
+
+
+def test_a_heartbeat_task_error_raised_by_a_batch_poll_does_not_end_the_loop(settings: Settings) -> None:
+    """The same end while the loop polls for batches: ``poll()`` raises the task's error (not a Kafka one) once.
+    The loop asks for a rejoin, polls on and consumes what comes next; before, the worker died with it."""
+    topic, group = settings.kafka.topics.deliveries, f"g-mend-batch-{uuid.uuid4().hex[:6]}"
+    producer = bus.Producer(settings, client_id="test")
+    producer.send_many([bus.Outgoing(topic, "k0", b"first")])
+    rejoins_before = metrics.BUS_REJOINS.labels(group)._value.get()
+    handled: list[bytes] = []
+    died = threading.Event()
+    loop: bus.ConsumerLoop[bytes]
+
+    def handle(batch: list[bus.Consumed[bytes]]) -> None:
+        handled.extend(c.value for c in batch)
+        if not died.is_set():
+            died.set()
+            coordinator = loop._consumer._coordinator  # type: ignore[union-attr]
+            beat = coordinator._do_heartbeat
+
+            async def dies() -> None:
+                coordinator._do_heartbeat = beat
+                raise RuntimeError("heartbeat task ends (simulated)")
+
+            coordinator._do_heartbeat = dies
+
+    loop = bus.ConsumerLoop(settings, topics=[topic], group=group, decode=lambda b: b, handle=handle,
+                            producer=producer,
+                            config=bus.LoopConfig(max_wait_ms=200, session_timeout_ms=6000,
+                                                  heartbeat_interval_ms=1000, max_backoff_s=1.0,
+                                                  member_stall_s=8.0))
+    crashed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run()
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            crashed.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    with structlog.testing.capture_logs() as logs:
+        runner.start()
+        try:
+            assert wait_until(died.is_set, 45, every_s=0.1), "the loop never got a batch"
+            asked = wait_until(lambda: metrics.BUS_REJOINS.labels(group)._value.get() > rejoins_before, 20)
+            producer.send_many([bus.Outgoing(topic, f"k{i}", f"after{i}".encode()) for i in range(3)])
+            done = wait_until(lambda: len(set(handled)) >= 4, 30, every_s=0.1)
+        finally:
+            loop.stop()
+            runner.join(30)
+            producer.close()
+    failed = [e for e in logs if e["event"] == "poll_failed"]
+    print(f"rejoin asked {asked}, handled {handled}, poll_failed {[e.get('error') for e in failed]}")
+    assert not crashed, f"the loop died: {crashed!r}"
+    assert asked and done, f"handled {handled}; events {sorted({e['event'] for e in logs})}"
+    assert sorted(set(handled)) == [b"after0", b"after1", b"after2", b"first"]
+    assert any("heartbeat task ends" in str(e.get("error")) for e in failed), failed

@@ -148,11 +148,14 @@ class ConsumerLoop(Generic[T]):
                     kind = kind_of(exc)
                     if kind == FATAL:
                         raise fatal(self.group, "polling", exc, failures + 1) from exc
-                    if kind != TRANSIENT and not isinstance(exc, KafkaError):
+                    if (kind != TRANSIENT and not isinstance(exc, KafkaError)
+                            and not self.liveness.mend(consumer, error=describe_error(exc))):
                         raise
                     # The broker is unreachable (e.g. restarting): nothing was handed out, so wait and poll again
                     # instead of letting the worker die. A Kafka error retrying may not fix is retried too: there
-                    # is no record to park, and stopping would not fix it either.
+                    # is no record to park, and stopping would not fix it either. So is the error of a heartbeat
+                    # task that ended, which poll() raises once: the client was asked to rejoin, which starts a
+                    # new one.
                     failures += 1
                     delay = self.cfg.backoff(failures)
                     log.warning("poll_failed", group=self.group, attempt=failures, delay_s=delay,

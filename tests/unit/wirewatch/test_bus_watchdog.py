@@ -275,6 +275,10 @@ def test_a_stable_client_whose_heartbeat_task_ended_is_asked_to_rejoin_once_a_se
     c.state = MemberState.REBALANCING  # rejoining: its new heartbeat task starts with the join
     clock.now += 20
     assert live.check() is None and coordinator.rejoins == 2
+    assert live.mend(c, error="RuntimeError: heartbeat loop error")  # type: ignore[arg-type]  # the loop's call
+    assert coordinator.rejoins == 3
+    coordinator._heartbeat_loop_future = Future()  # a new task runs
+    assert not live.mend(c, error="ValueError: a bug elsewhere")  # type: ignore[arg-type]  # not the heartbeat's
 
 
 def test_a_closed_heartbeat_is_not_mended_and_the_member_check_still_ends_the_worker() -> None:
