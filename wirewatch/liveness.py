@@ -9,12 +9,7 @@ A worker can be running, polling and still do nothing. The checks, each with its
   a broker that it knows as its group coordinator. This is the poll that returns
   but makes no progress: once kafka-python's heartbeat task stops, the client keeps its assignment and its
   "stable" state, the broker evicts it, nothing tells the client, and ``poll()`` spins with zero-wait fetch
-  rounds (see docs/kafka-python-coordinator.md). A member whose JoinGroup is in flight is waiting for the
-  broker, which holds the request until every member has rejoined or the rebalance timeout
-  (``max_poll_interval_ms``) has passed, while kafka-python sends no heartbeat: a peer busy with a long batch
-  keeps everyone waiting. A member in a join round (state ``rebalancing``, or its join task in flight) gets
-  the rebalance timeout on top of the limit; one the broker no longer lists is the supervisor's to restart
-  (:mod:`wirewatch.ops.watchdog`, which asks the broker);
+  rounds (see docs/kafka-python-coordinator.md);
 - ``not_consuming``: for ``member_stall_s`` the loop kept polling partitions it owns and has not paused while
   they had records to read (high-water mark past the position), and no poll returned any.
 
@@ -33,8 +28,7 @@ A loop that is deliberately waiting (a batch in its retry backoff, its partition
 consuming nor expected to: only membership is checked then. A failed check is logged as
 ``consumer_stalled`` with the reason and counted in ``wirewatch_bus_stalls_total``; a loop on the process's
 main thread (a worker process) then exits with status 75 so that its supervisor restarts it. The bound: a
-worker exits at most ``limit + min(5, limit / 4)`` seconds after it was last seen alive (a member waiting in a
-join: the rebalance timeout more). Nothing is lost by
+worker exits at most ``limit + min(5, limit / 4)`` seconds after it was last seen alive. Nothing is lost by
 exiting: offsets are committed only after a batch's outputs were acknowledged.
 """
 
@@ -66,7 +60,6 @@ class Membership:
     assigned: int
     connected: bool = True
     coordinator: bool = True
-    joining: bool = False
 
     def live(self, session_timeout_s: float) -> bool:
         """A stable member whose last heartbeat the coordinator acknowledged within the session timeout."""
@@ -86,14 +79,9 @@ def membership(consumer: KafkaConsumer, now: float | None = None) -> Membership:
     conns = list(getattr(manager, "_conns", {}).values())
     # The attribute, not coordinator_unknown(): that one may mark the coordinator dead, a side effect that
     # belongs to the polling thread.
-    coordinator = getattr(consumer, "_coordinator", None)
-    known = getattr(coordinator, "coordinator_id", 0) is not None
-    # In a join round: its JoinGroup -> SyncGroup task in flight, or the round's state (the task may be done,
-    # or between retries, until the polling thread next reads its outcome).
-    join = getattr(coordinator, "_join_task", None)
-    joining = state == "rebalancing" or (join is not None and not getattr(join, "is_done", True))
+    known = getattr(getattr(consumer, "_coordinator", None), "coordinator_id", 0) is not None
     return Membership(state, age, len(consumer.assignment()), any(getattr(c, "connected", False) for c in conns),
-                      known, joining)
+                      known)
 
 
 def heartbeat_gone(consumer: KafkaConsumer) -> bool:
@@ -115,9 +103,8 @@ class Liveness:
     """The watchdog of one loop. The loop reports its polls; :meth:`check` decides; :meth:`start` runs it."""
 
     def __init__(self, group: str, *, poll_stall_s: float, member_stall_s: float, session_timeout_s: float,
-                 rebalance_timeout_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.group = group
-        self.rebalance_timeout_s = rebalance_timeout_s
         self.poll_stall_s = poll_stall_s
         self.member_stall_s = member_stall_s
         self.session_timeout_s = session_timeout_s
@@ -175,7 +162,7 @@ class Liveness:
             return None
         if seen.live(self.session_timeout_s):
             self._live_at = now
-        elif now - max(self._live_at, held) > self.member_stall_s + (self.rebalance_timeout_s if seen.joining else 0):
+        elif now - max(self._live_at, held) > self.member_stall_s:
             return "not_member"
         lag_since = self._lag_since
         if not self.waiting and lag_since is not None and now - max(lag_since, held) > self.member_stall_s:
@@ -225,7 +212,7 @@ class Liveness:
             try:
                 seen = membership(self._consumer)
                 out |= {"state": seen.state, "assigned": seen.assigned, "connected": seen.connected,
-                        "coordinator_known": seen.coordinator, "joining": seen.joining,
+                        "coordinator_known": seen.coordinator,
                         "heartbeat_age_s": None if seen.heartbeat_age_s is None else round(seen.heartbeat_age_s, 1)}
             except (KafkaError, AttributeError, RuntimeError):
                 pass

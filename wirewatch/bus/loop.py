@@ -68,7 +68,6 @@ class ConsumerLoop(Generic[T]):
             poll_stall_s=float(settings.kafka.poll_stall_s if poll_stall is None else poll_stall),
             member_stall_s=float(settings.kafka.member_stall_s if member_stall is None else member_stall),
             session_timeout_s=cfg.session_timeout_ms / 1000,
-            rebalance_timeout_s=cfg.max_poll_interval_ms / 1000,
         )
         self._rebalances = Rebalances(group)
         self._poller = Poller(group, cfg, self.liveness, self._rebalances, self._stop)

@@ -136,7 +136,7 @@ def test_a_member_whose_heartbeats_stopped_is_stalled_after_the_limit() -> None:
     live = _watched(c, clock)
     c._coordinator.heartbeat.last_reset = clock.now
     assert live.check() is None
-    assert membership(c, clock.now) == Membership("stable", 0.0, 1, True, True, False)  # type: ignore[arg-type]
+    assert membership(c, clock.now) == Membership("stable", 0.0, 1, True, True)  # type: ignore[arg-type]
     clock.now += 10  # the last acknowledged heartbeat is a session old: the broker has let it go
     assert live.check() is None
     clock.now += 25
@@ -238,7 +238,6 @@ def test_owning_partitions_with_lag_and_polling_nothing_is_stalled_unless_the_lo
 def test_kafka_python_internals_the_heartbeat_mend_reads_are_there() -> None:
     init = inspect.getsource(BaseCoordinator.__init__)
     assert "self._heartbeat_loop_future = None" in init and "self._heartbeat_closed = False" in init
-    assert "self._join_task = None" in init
     assert callable(BaseCoordinator.request_rejoin) and hasattr(Future(), "is_done")
 
 
@@ -291,37 +290,3 @@ def test_a_closed_heartbeat_is_not_mended_and_the_member_check_still_ends_the_wo
     coordinator.heartbeat.last_reset = clock.now
     clock.now += 41
     assert live.check() == "not_member" and coordinator.rejoins == 0
-
-
-def _live_member_with_rebalance_timeout(c: FakeConsumer, clock: Clock) -> Liveness:
-    live = Liveness("g", poll_stall_s=60, member_stall_s=30, session_timeout_s=10, rebalance_timeout_s=300,
-                    clock=clock)
-    live.watch(c)  # type: ignore[arg-type]
-    c._coordinator.heartbeat.last_receive = clock.now
-    assert live.check() is None
-    return live
-
-
-def test_a_member_waiting_in_a_join_the_broker_holds_gets_the_rebalance_timeout_on_top() -> None:
-    """A peer busy with a long batch keeps the broker from answering anyone's JoinGroup, and kafka-python sends
-    no heartbeat meanwhile; exiting then would only start another rebalance."""
-    clock, c = Clock(), FakeConsumer()
-    live = _live_member_with_rebalance_timeout(c, clock)
-    c.state = MemberState.REBALANCING
-    c._coordinator._join_task = Future()  # type: ignore[attr-defined]  # sent, not answered
-    clock.now += 31
-    assert live.check() is None
-    clock.now += 298
-    assert live.check() is None
-    clock.now += 2  # 331 s: past what the broker may hold a join
-    assert live.check() == "not_member"
-
-
-def test_a_member_in_a_join_round_between_its_requests_is_waiting_too() -> None:
-    clock, c = Clock(), FakeConsumer()
-    live = _live_member_with_rebalance_timeout(c, clock)
-    c.state = MemberState.REBALANCING  # the join task answered, the polling thread has not read it yet
-    clock.now += 100
-    assert live.check() is None
-    c.state = MemberState.UNJOINED  # out of the round, not rejoining: the plain limit
-    assert live.check() == "not_member"
