@@ -6,8 +6,8 @@ A worker can be running, polling and still do nothing. The checks, each with its
   coordinator without a timeout);
 - ``not_member``: for ``member_stall_s`` the consumer has not been a live member of its group, that is in a
   stable generation with a heartbeat acknowledged within its session timeout, while it had a connection to
-  a broker that it knows as its group coordinator. This is the poll that returns
-  but makes no progress: once kafka-python's heartbeat task stops, the client keeps its assignment and its
+  a broker that it knows as its group coordinator. This is the poll that returns but makes no progress:
+  once kafka-python's heartbeat task stops, the client keeps its assignment and its
   "stable" state, the broker evicts it, nothing tells the client, and ``poll()`` spins with zero-wait fetch
   rounds (see docs/kafka-python-coordinator.md);
 - ``not_consuming``: for ``member_stall_s`` the loop kept polling partitions it owns and has not paused while
@@ -91,11 +91,9 @@ def heartbeat_gone(consumer: KafkaConsumer) -> bool:
     session timeout and never told.
     """
     coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is None or getattr(coordinator, "_heartbeat_closed", True):
+    if getattr(coordinator, "_heartbeat_closed", True):
         return False
-    if not hasattr(coordinator, "_heartbeat_loop_future"):
-        return False
-    task = coordinator._heartbeat_loop_future
+    task = getattr(coordinator, "_heartbeat_loop_future", False)  # False: not a client we know how to read
     return task is None or bool(getattr(task, "is_done", False))
 
 

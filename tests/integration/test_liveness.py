@@ -148,6 +148,18 @@ def test_the_demo_case_an_evicted_worker_that_never_committed_is_restarted_and_i
     assert recovered_after <= 6 + 10 + 2.5 + 15  # evicted, stall limit, a check, restart and rejoin
 
 
+def _end_heartbeat_task_once(loop: bus.ConsumerLoop[bytes]) -> None:
+    """The loop's next heartbeat ends kafka-python's heartbeat task with an error (later ones are real again)."""
+    coordinator = loop._consumer._coordinator  # type: ignore[union-attr]
+    beat = coordinator._do_heartbeat
+
+    async def dies() -> None:
+        coordinator._do_heartbeat = beat
+        raise RuntimeError("heartbeat task ends (simulated)")
+
+    coordinator._do_heartbeat = dies
+
+
 def test_a_worker_whose_heartbeat_task_died_while_it_waited_to_retry_rejoins_in_place(settings: Settings) -> None:
     """The heartbeat task ends on an error while the loop waits to retry a batch ("Redis" down); the wait
     swallows the error that ``poll()`` raises once, and the client would stay "stable" until the broker
@@ -165,16 +177,9 @@ def test_a_worker_whose_heartbeat_task_died_while_it_waited_to_retry_rejoins_in_
     loop: bus.ConsumerLoop[bytes]
 
     def handle(batch: list[bus.Consumed[bytes]]) -> None:
-        coordinator = loop._consumer._coordinator  # type: ignore[union-attr]
         if not died.is_set():
             died.set()
-            beat = coordinator._do_heartbeat
-
-            async def dies() -> None:
-                coordinator._do_heartbeat = beat
-                raise RuntimeError("heartbeat task ends (simulated)")
-
-            coordinator._do_heartbeat = dies
+            _end_heartbeat_task_once(loop)
         if metrics.BUS_REJOINS.labels(group)._value.get() == rejoins_before:
             raise ConnectionError("redis unavailable (simulated)")
         handled.extend(c.value for c in batch)
@@ -223,14 +228,7 @@ def test_a_heartbeat_task_error_raised_by_a_batch_poll_does_not_end_the_loop(set
         handled.extend(c.value for c in batch)
         if not died.is_set():
             died.set()
-            coordinator = loop._consumer._coordinator  # type: ignore[union-attr]
-            beat = coordinator._do_heartbeat
-
-            async def dies() -> None:
-                coordinator._do_heartbeat = beat
-                raise RuntimeError("heartbeat task ends (simulated)")
-
-            coordinator._do_heartbeat = dies
+            _end_heartbeat_task_once(loop)
 
     loop = bus.ConsumerLoop(settings, topics=[topic], group=group, decode=lambda b: b, handle=handle,
                             producer=producer,
