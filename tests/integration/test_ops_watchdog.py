@@ -86,7 +86,8 @@ def test_a_worker_its_group_lost_is_restarted_and_the_waiting_messages_are_consu
             producer.close()
     seen = [(e["event"], e.get("role"), e.get("reason")) for e in logs
             if str(e["event"]).startswith(("worker_", "watchdog", "supervisor"))]
-    assert sorted(v for v in _values(out) if v.startswith("second")) == [f"second-{i}" for i in range(5)], seen
+    why = {"events": seen, "watchdog_checks": watchdog.checks, "last_view": watchdog.last_view}
+    assert sorted(v for v in _values(out) if v.startswith("second")) == [f"second-{i}" for i in range(5)], why
     stalled = [e for e in logs if e["event"] == "worker_stalled"]
     assert len(stalled) == 1 and stalled[0]["role"] == "worker" and stalled[0]["pid"] == first_pid
     assert stalled[0]["group"] == group and stalled[0]["lag"] >= 5

@@ -76,6 +76,10 @@ class GroupWatchdog:
         self._restarted: set[int] = set()
         self._unreachable = False
         self._absence_floor = float("-inf")
+        #: Checks completed, and what the last one saw per group (members' pids on this host, lag): for
+        #: ``wirewatch status``-style diagnosis and for tests that must say why nothing was restarted.
+        self.checks = 0
+        self.last_view: dict[str, dict[str, object]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="group-watchdog", daemon=True)
 
@@ -116,6 +120,9 @@ class GroupWatchdog:
         subscribed = {g: sorted(ts) for g, ts in reads.items()}
         for row in broker.lags(sorted(topics), sorted(wanted), info, subscribed):
             lag[row.group] = lag.get(row.group, 0) + row.lag
+        self.checks += 1
+        self.last_view = {g: {"members": sorted(members.get(g, set())), "lag": lag.get(g, 0),
+                              "state": info[g].state if g in info else "unknown"} for g in sorted(wanted)}
         restarted = []
         self._last_seen = {pid: t for pid, t in self._last_seen.items() if pid in pids.values()}
         self._restarted &= set(pids.values())
@@ -146,8 +153,11 @@ class GroupWatchdog:
             try:
                 broker = broker or Broker(self._settings)
                 self.check_once(broker)
-            except (KafkaError, OSError, ValueError) as exc:
-                log.warning("watchdog_check_failed", error=describe_error(exc))
+            except Exception as exc:  # noqa: BLE001 - the watchdog must outlive any one failed check
+                # Kafka and socket errors are expected during an outage; anything else is a bug worth an
+                # error line, but it must not end the thread: a dead watchdog restarts nothing, silently.
+                level = log.warning if isinstance(exc, (KafkaError, OSError, ValueError)) else log.error
+                level("watchdog_check_failed", error=describe_error(exc))
                 self.broker_unreachable()
                 if broker is not None:
                     broker.close()

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+import structlog
+
+from wirewatch.ops import watchdog as watchdog_module
 from wirewatch.ops.watchdog import GroupWatchdog
 from wirewatch.settings import Settings
 
@@ -31,6 +36,7 @@ class FakeSupervisor:
 class GroupInfo:
     client_ids: tuple[str, ...]
     topics: tuple[str, ...] = ()
+    state: str = "Stable"
 
 
 @dataclass
@@ -78,3 +84,34 @@ def test_after_a_broker_outage_the_worker_gets_stall_s_from_the_brokers_return_t
     assert dog.check_once(broker, now=69.0) == []
     assert sup.restarted == []
     assert dog.check_once(broker, now=71.0) == ["classify"]  # still absent 31 s after the broker's return
+
+
+def test_a_check_that_fails_with_an_unexpected_error_is_logged_and_the_watchdog_keeps_checking(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in one check (here: a TypeError from the admin client) must not end the thread: a dead
+    watchdog restarts nothing and says nothing."""
+    calls = {"n": 0}
+
+    class FlakyBroker(FakeBroker):
+        def describe(self, groups: list[str]) -> dict[str, GroupInfo]:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise TypeError("'NoneType' object is not subscriptable")
+            return super().describe(groups)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(watchdog_module, "Broker", lambda settings: FlakyBroker())
+    dog = GroupWatchdog(Settings(), FakeSupervisor(), role_groups={"classify": GROUP},
+                        role_reads={"classify": ("t",)}, interval_s=0.01, stall_s=30.0)
+    with structlog.testing.capture_logs() as logs:
+        dog.start()
+        deadline = time.monotonic() + 10
+        while dog.checks < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        dog.stop()
+    assert dog.checks >= 2
+    assert dog.last_view == {GROUP: {"members": [PID], "lag": 7, "state": "Stable"}}
+    failed = [e for e in logs if e["event"] == "watchdog_check_failed"]
+    assert failed and failed[0]["log_level"] == "error" and "TypeError" in failed[0]["error"]
