@@ -21,6 +21,10 @@ outside, for what those cannot see.
 While the broker cannot be reached no worker can be a member, so a broker outage is not a worker's absence:
 after the watchdog could not reach the broker, every worker's clock starts again at the first check that
 reaches it, and a worker gets ``stall_s`` from then to rejoin.
+
+No failed check ends the watchdog: each is logged as ``watchdog_check_failed`` (warning for Kafka and
+socket errors, error for anything else) and the next one runs on a fresh connection. ``checks`` and
+``last_view`` say how many checks completed and what the last one saw per group.
 """
 
 from __future__ import annotations
