@@ -80,8 +80,7 @@ class GroupWatchdog:
         self._restarted: set[int] = set()
         self._unreachable = False
         self._absence_floor = float("-inf")
-        #: Checks completed, and what the last one saw per group (members' pids on this host, lag): for
-        #: ``wirewatch status``-style diagnosis and for tests that must say why nothing was restarted.
+        #: Checks completed, and what the last one saw per group (members' pids on this host, lag, state).
         self.checks = 0
         self.last_view: dict[str, dict[str, object]] = {}
         self._stop = threading.Event()
@@ -157,7 +156,7 @@ class GroupWatchdog:
             try:
                 broker = broker or Broker(self._settings)
                 self.check_once(broker)
-            except Exception as exc:  # noqa: BLE001 - the watchdog must outlive any one failed check
+            except Exception as exc:
                 # Kafka and socket errors are expected during an outage; anything else is a bug worth an
                 # error line, but it must not end the thread: a dead watchdog restarts nothing, silently.
                 level = log.warning if isinstance(exc, (KafkaError, OSError, ValueError)) else log.error
