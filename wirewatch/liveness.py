@@ -18,11 +18,17 @@ broker outage must not cost a worker its process. A broker that is back but name
 (still loading its groups) holds the clocks for at most ``member_stall_s`` more. Each limit is counted from
 the moment the broker answers again.
 
-One cause is mended in place instead: a client that believes itself a stable member while it runs no
-heartbeat task (the task ended on an error, which ``poll()`` raised once and forgot; a loop waiting to retry
-a batch swallows it) would be evicted and never find out. The watchdog asks that client to rejoin, which
-starts a new heartbeat task, logs ``consumer_rejoin_requested`` and counts it in
-``wirewatch_bus_rejoins_total``; the worker keeps its process, its model and its place in the group.
+Two causes are mended in place instead; each logs ``consumer_rejoin_requested`` with its reason and counts
+in ``wirewatch_bus_rejoins_total{group,reason}``, and the worker keeps its process, its model and its place
+in the group:
+
+- ``heartbeat_task_gone``: a client that believes itself a stable member while it runs no heartbeat task
+  (the task ended on an error, which ``poll()`` raised once and forgot; a loop waiting to retry a batch
+  swallows it) would be evicted and never find out. The watchdog asks it to rejoin, which starts a new task.
+- ``join_abandoned``: a join that a metadata change started, still in flight when a poll's time ran out,
+  is never awaited by the next poll (:func:`join_abandoned`); the client would sit "rebalancing" with no
+  partitions for good. This happens on start-up, when the first join runs before the subscribed topics'
+  metadata arrived. The loop checks after every poll and asks for the rejoin that finishes it.
 
 A loop that is deliberately waiting (a batch in its retry backoff, its partitions paused) is neither
 consuming nor expected to: only membership is checked then. A failed check is logged as
@@ -82,6 +88,23 @@ def membership(consumer: KafkaConsumer, now: float | None = None) -> Membership:
     known = getattr(getattr(consumer, "_coordinator", None), "coordinator_id", 0) is not None
     return Membership(state, age, len(consumer.assignment()), any(getattr(c, "connected", False) for c in conns),
                       known)
+
+
+def join_abandoned(consumer: KafkaConsumer) -> bool:
+    """True when the client is in the middle of a join that no ``poll()`` will ever finish (kafka-python 3.0.x).
+
+    ``poll()`` drives a join only while ``need_rejoin()`` holds. A rejoin that a metadata change asked for
+    (the assignment snapshot differs from the metadata snapshot, as on every start: the first join runs
+    before the subscribed topics' metadata arrived) holds only until the leader computes the new assignment,
+    which makes the two snapshots equal again. When the poll's time runs out while that join is still in
+    flight, the next poll sees no rejoin needed and never awaits it: the client stays "rebalancing" with no
+    partitions, sends no heartbeat, and the broker evicts it. Read only from the polling thread, between polls.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    state = str(getattr(coordinator, "state", "")).strip("<>").lower()
+    if coordinator is None or state != "rebalancing" or getattr(coordinator, "_heartbeat_closed", True):
+        return False
+    return not coordinator.need_rejoin()
 
 
 def heartbeat_gone(consumer: KafkaConsumer) -> bool:
@@ -184,9 +207,26 @@ class Liveness:
             self._rejoined_at = now
             # A flag the polling thread reads on its next poll, as kafka-python's own IO callbacks set it.
             consumer._coordinator.request_rejoin()
-            metrics.BUS_REJOINS.labels(self.group).inc()
+            metrics.BUS_REJOINS.labels(self.group, "heartbeat_task_gone").inc()
             log.warning("consumer_rejoin_requested", group=self.group, reason="heartbeat_task_gone", error=error)
         return True
+
+    def resume_join(self, consumer: KafkaConsumer) -> bool:
+        """Ask a client whose join was abandoned (:func:`join_abandoned`) to rejoin; True when it was.
+
+        Called by the loop's own thread right after each ``poll()``. The next poll then awaits the join still
+        in flight, or starts a new one when it had ended; either way the worker is a member again within a
+        poll or two instead of being evicted.
+        """
+        try:
+            abandoned = join_abandoned(consumer)
+        except (AttributeError, RuntimeError, KafkaError):
+            return False
+        if abandoned:
+            consumer._coordinator.request_rejoin()
+            metrics.BUS_REJOINS.labels(self.group, "join_abandoned").inc()
+            log.warning("consumer_rejoin_requested", group=self.group, reason="join_abandoned")
+        return abandoned
 
     def _hold(self, seen: Membership, now: float) -> None:
         """Stop every clock while no broker answers (a restart, an outage): a new process could not do better.

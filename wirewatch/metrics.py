@@ -35,8 +35,9 @@ BUS_STALLS = Counter(
     "a worker process exits to be restarted.", ["group", "reason"],
 )
 BUS_REJOINS = Counter(
-    "wirewatch_bus_rejoins_total", "Rejoins the watchdog asked for because the client's heartbeat task had ended "
-    "while it believed itself a stable member (the worker stays up).", ["group"],
+    "wirewatch_bus_rejoins_total", "Rejoins a consumer loop asked its client for, by reason: heartbeat_task_gone "
+    "(the heartbeat task ended while the client believed itself a stable member) or join_abandoned (a join the "
+    "client started and would never finish); the worker stays up.", ["group", "reason"],
 )
 BUS_LAG = Gauge("wirewatch_consumer_lag_messages", "Consumer lag per partition.", ["group", "topic", "partition"])
 

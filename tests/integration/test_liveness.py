@@ -169,7 +169,7 @@ def test_a_worker_whose_heartbeat_task_died_while_it_waited_to_retry_rejoins_in_
     topic, group = settings.kafka.topics.deliveries, f"g-mend-{uuid.uuid4().hex[:6]}"
     producer = bus.Producer(settings, client_id="test")
     producer.send_many([bus.Outgoing(topic, f"k{i}", f"h{i}".encode()) for i in range(5)])
-    rejoins_before = metrics.BUS_REJOINS.labels(group)._value.get()
+    rejoins_before = metrics.BUS_REJOINS.labels(group, "heartbeat_task_gone")._value.get()
     stalls_before = sum(metrics.BUS_STALLS.labels(group, r)._value.get()
                         for r in ("poll_stuck", "not_member", "not_consuming"))
     handled: list[bytes] = []
@@ -180,7 +180,7 @@ def test_a_worker_whose_heartbeat_task_died_while_it_waited_to_retry_rejoins_in_
         if not died.is_set():
             died.set()
             _end_heartbeat_task_once(loop)
-        if metrics.BUS_REJOINS.labels(group)._value.get() == rejoins_before:
+        if metrics.BUS_REJOINS.labels(group, "heartbeat_task_gone")._value.get() == rejoins_before:
             raise ConnectionError("redis unavailable (simulated)")
         handled.extend(c.value for c in batch)
 
@@ -201,12 +201,12 @@ def test_a_worker_whose_heartbeat_task_died_while_it_waited_to_retry_rejoins_in_
             runner.join(30)
             producer.close()
     events = [e["event"] for e in logs]
-    print(f"rejoins asked {metrics.BUS_REJOINS.labels(group)._value.get() - rejoins_before}, "
+    print(f"rejoins asked {metrics.BUS_REJOINS.labels(group, 'heartbeat_task_gone')._value.get() - rejoins_before}, "
           f"events {sorted(set(events))}")
     assert died.is_set(), "the loop never got a batch"
     assert done, f"the batch was never handled: {sorted(set(events))}"
     assert sorted(set(handled)) == [f"h{i}".encode() for i in range(5)]
-    assert metrics.BUS_REJOINS.labels(group)._value.get() >= rejoins_before + 1
+    assert metrics.BUS_REJOINS.labels(group, "heartbeat_task_gone")._value.get() >= rejoins_before + 1
     assert "consumer_rejoin_requested" in events and "consumer_stalled" not in events
     assert sum(metrics.BUS_STALLS.labels(group, r)._value.get()
                for r in ("poll_stuck", "not_member", "not_consuming")) == stalls_before
@@ -219,7 +219,7 @@ def test_a_heartbeat_task_error_raised_by_a_batch_poll_does_not_end_the_loop(set
     topic, group = settings.kafka.topics.deliveries, f"g-mend-batch-{uuid.uuid4().hex[:6]}"
     producer = bus.Producer(settings, client_id="test")
     producer.send_many([bus.Outgoing(topic, "k0", b"first")])
-    rejoins_before = metrics.BUS_REJOINS.labels(group)._value.get()
+    rejoins_before = metrics.BUS_REJOINS.labels(group, "heartbeat_task_gone")._value.get()
     handled: list[bytes] = []
     died = threading.Event()
     loop: bus.ConsumerLoop[bytes]
@@ -248,7 +248,8 @@ def test_a_heartbeat_task_error_raised_by_a_batch_poll_does_not_end_the_loop(set
         runner.start()
         try:
             assert wait_until(died.is_set, 45, every_s=0.1), "the loop never got a batch"
-            asked = wait_until(lambda: metrics.BUS_REJOINS.labels(group)._value.get() > rejoins_before, 20)
+            rejoins = metrics.BUS_REJOINS.labels(group, "heartbeat_task_gone")
+            asked = wait_until(lambda: rejoins._value.get() > rejoins_before, 20)
             producer.send_many([bus.Outgoing(topic, f"k{i}", f"after{i}".encode()) for i in range(3)])
             done = wait_until(lambda: len(set(handled)) >= 4, 30, every_s=0.1)
         finally:

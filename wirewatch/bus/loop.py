@@ -111,6 +111,7 @@ class ConsumerLoop(Generic[T]):
         )
         self._await_metadata(consumer)
         consumer.subscribe(self.topics, listener=self._rebalances.listener())
+        self._await_group_metadata(consumer)
         return consumer
 
     def _await_metadata(self, consumer: KafkaConsumer, timeout_s: float = 60.0) -> None:
@@ -124,6 +125,20 @@ class ConsumerLoop(Generic[T]):
                 time.sleep(0.2)
         if missing:
             log.warning("topic_metadata_missing", group=self.group, topics=missing, waited_s=timeout_s)
+
+    def _await_group_metadata(self, consumer: KafkaConsumer, timeout_s: float = 5.0) -> None:
+        # The client rebalances again as soon as the partitions it knows for its subscription change. It learns
+        # them for the subscription only at the first metadata update after subscribe(); a join made before that
+        # is followed by a second one at once (and by a join abandoned half-way, see liveness.join_abandoned).
+        # Wait for that update (kafka-python 3.0.x internals; without them, this returns at once).
+        coordinator = getattr(consumer, "_coordinator", None)
+        if getattr(coordinator, "_metadata_snapshot", None) is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        while not all((getattr(coordinator, "_metadata_snapshot", None) or {}).get(t) for t in self.topics):
+            if time.monotonic() >= deadline or self._stop.is_set():
+                return
+            time.sleep(0.05)
 
     def run(self) -> None:
         """Consume until :meth:`stop`. Raises :class:`DlqRatioExceeded` when nearly everything fails.

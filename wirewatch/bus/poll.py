@@ -1,7 +1,8 @@
 """Step 1, poll: fill a batch, and wait between retries without losing the group or skipping a record.
 
 Every ``consumer.poll()`` of the loop goes through :meth:`Poller.poll`, which stamps
-:attr:`wirewatch.liveness.Liveness.poll_since` so the watchdog can tell a stuck poll. Rebalances seen
+:attr:`wirewatch.liveness.Liveness.poll_since` so the watchdog can tell a stuck poll, and afterwards resumes a
+join the client abandoned (:meth:`wirewatch.liveness.Liveness.resume_join`). Rebalances seen
 while polling are handled by :class:`wirewatch.bus.rebalance.Rebalances`.
 """
 
@@ -40,6 +41,7 @@ class Poller:
             return dict(consumer.poll(timeout_ms=timeout_ms, max_records=max_records))
         finally:
             self.liveness.poll_since = None
+            self.liveness.resume_join(consumer)
 
     def batch(self, consumer: KafkaConsumer) -> list[Any]:
         """Up to ``batch_size`` records, waiting at most ``max_wait_ms`` once the first arrived.

@@ -39,6 +39,8 @@ rootLogger.level = WARN
 rootLogger.appenderRef.file.ref = file
 logger.kafka.name = kafka.server.KafkaRaftServer
 logger.kafka.level = INFO
+logger.groups.name = org.apache.kafka.coordinator.group
+logger.groups.level = INFO
 """
 
 

@@ -20,7 +20,7 @@ from kafka.future import Future
 from kafka.structs import ConsumerGroupMetadata, MemberState, TopicPartition
 
 from wirewatch import bus, metrics
-from wirewatch.liveness import Liveness, Membership, heartbeat_gone, membership
+from wirewatch.liveness import Liveness, Membership, heartbeat_gone, join_abandoned, membership
 from wirewatch.settings import load_settings
 
 _STUCK_WORKER = textwrap.dedent(
@@ -260,7 +260,7 @@ def test_a_stable_client_whose_heartbeat_task_ended_is_asked_to_rejoin_once_a_se
     coordinator = MendableCoordinator()
     c._coordinator = coordinator  # type: ignore[assignment]
     live = _watched(c, clock)
-    before = metrics.BUS_REJOINS.labels("g")._value.get()
+    before = metrics.BUS_REJOINS.labels("g", "heartbeat_task_gone")._value.get()
     assert live.check() is None and coordinator.rejoins == 0  # a running task: nothing to mend
     coordinator._heartbeat_loop_future.failure(RuntimeError("heartbeat loop error"))  # type: ignore[union-attr]
     assert heartbeat_gone(c)  # type: ignore[arg-type]
@@ -270,7 +270,7 @@ def test_a_stable_client_whose_heartbeat_task_ended_is_asked_to_rejoin_once_a_se
     assert live.check() is None and coordinator.rejoins == 1  # asked already, within the session timeout
     clock.now += 6
     assert live.check() is None and coordinator.rejoins == 2
-    assert metrics.BUS_REJOINS.labels("g")._value.get() == before + 2
+    assert metrics.BUS_REJOINS.labels("g", "heartbeat_task_gone")._value.get() == before + 2
     c.state = MemberState.REBALANCING  # rejoining: its new heartbeat task starts with the join
     clock.now += 20
     assert live.check() is None and coordinator.rejoins == 2
@@ -290,3 +290,53 @@ def test_a_closed_heartbeat_is_not_mended_and_the_member_check_still_ends_the_wo
     coordinator.heartbeat.last_reset = clock.now
     clock.now += 41
     assert live.check() == "not_member" and coordinator.rejoins == 0
+
+
+class JoiningCoordinator:
+    """A coordinator stand-in in some group state, whose ``need_rejoin()`` answer is set by the test."""
+
+    def __init__(self, state: MemberState, needs_rejoin: bool) -> None:
+        self.state = state
+        self.needs_rejoin = needs_rejoin
+        self._heartbeat_closed = False
+        self.rejoins = 0
+
+    def need_rejoin(self) -> bool:
+        return self.needs_rejoin
+
+    def request_rejoin(self) -> None:
+        self.rejoins += 1
+        self.needs_rejoin = True
+
+
+def test_a_join_no_poll_will_finish_is_resumed_and_counted() -> None:
+    live = _watched(FakeConsumer(), Clock())
+    before = metrics.BUS_REJOINS.labels("g", "join_abandoned")._value.get()
+    cases = [  # (state, need_rejoin(), heartbeat closed) -> abandoned?
+        (MemberState.REBALANCING, False, False, True),   # the leader's assignment made the snapshots equal
+        (MemberState.REBALANCING, True, False, False),   # the next poll awaits the join itself
+        (MemberState.STABLE, False, False, False),
+        (MemberState.UNJOINED, False, False, False),
+        (MemberState.REBALANCING, False, True, False),   # closing: nothing to resume
+    ]
+    for state, needs, closed, abandoned in cases:
+        c = FakeConsumer()
+        coordinator = JoiningCoordinator(state, needs)
+        coordinator._heartbeat_closed = closed
+        c._coordinator = coordinator  # type: ignore[assignment]
+        assert join_abandoned(c) is abandoned, (state, needs, closed)  # type: ignore[arg-type]
+        assert live.resume_join(c) is abandoned  # type: ignore[arg-type]
+        assert coordinator.rejoins == int(abandoned)
+        assert not live.resume_join(c)  # type: ignore[arg-type]  # asked: the next poll drives the join
+    assert metrics.BUS_REJOINS.labels("g", "join_abandoned")._value.get() == before + 1
+
+
+def test_kafka_python_internals_the_join_mend_reads_are_there() -> None:
+    """``poll()`` joins only while ``need_rejoin()`` holds, and a finished join is what sets the state stable."""
+    from kafka.coordinator.consumer import ConsumerCoordinator
+
+    assert "if self.need_rejoin():" in inspect.getsource(ConsumerCoordinator.poll)
+    assert "self._assignment_snapshot = self._metadata_snapshot" in inspect.getsource(
+        ConsumerCoordinator._perform_assignment)
+    join = inspect.getsource(BaseCoordinator.join_group_async)
+    assert "while self.need_rejoin():" in join and "self.state = MemberState.STABLE" in join
