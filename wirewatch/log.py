@@ -67,6 +67,28 @@ def configure(level: str = "info", fmt: str = "auto", *, stream: Any = None) -> 
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=out, force=True)
     # kafka-python is chatty at INFO about every connection; its warnings still come through.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    transport = logging.getLogger("kafka.net.transport")
+    if not any(isinstance(f, ClosedSocketRead) for f in transport.filters):
+        transport.addFilter(ClosedSocketRead())
+
+
+class ClosedSocketRead(logging.Filter):
+    """A socket read that raced ``close()``, logged as one warning line instead of an error with a traceback.
+
+    kafka-python 3.0.12's IO thread may read a socket that ``close()`` has just dropped (``self._sock`` is
+    None); it logs that with a traceback, then closes the connection as it should. Nothing is lost, it is a
+    shutdown race. Keeping its traceback out means a traceback in a worker's log still means a fault.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the race's record in place; let every record through."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if (isinstance(exc, AttributeError) and "'NoneType' object has no attribute 'recv'" in str(exc)
+                and "Error receiving network data" in str(record.msg)):
+            record.msg = f"{record.msg} (socket already closed: {exc})"
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def get_logger(name: str, **bound: Any) -> Any:
