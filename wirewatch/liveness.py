@@ -49,6 +49,7 @@ from typing import Any
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
+from kafka.structs import MemberState
 
 from wirewatch import metrics
 from wirewatch.log import get_logger
@@ -100,9 +101,8 @@ def join_abandoned(consumer: KafkaConsumer) -> bool:
     flight, the next poll sees no rejoin needed and never awaits it: the client stays "rebalancing" with no
     partitions, sends no heartbeat, and the broker evicts it. Read only from the polling thread, between polls.
     """
-    coordinator = getattr(consumer, "_coordinator", None)
-    state = str(getattr(coordinator, "state", "")).strip("<>").lower()
-    if coordinator is None or state != "rebalancing" or getattr(coordinator, "_heartbeat_closed", True):
+    coordinator: Any = getattr(consumer, "_coordinator", None)
+    if getattr(coordinator, "state", None) is not MemberState.REBALANCING or coordinator._heartbeat_closed:
         return False
     return not coordinator.need_rejoin()
 
