@@ -248,6 +248,8 @@ class HttpFetcher:
                 headers["If-Modified-Since"] = conditional.last_modified
             async with self._client.stream("GET", hops.url, headers=headers) as resp:
                 status = resp.status_code
+                if status != 200:
+                    await _discard(resp)
                 if status in (301, 302, 303, 307, 308) and "location" in resp.headers:
                     problem = hops.redirect(resp.headers["location"], status in (301, 308), self.cfg.max_redirects)
                     if problem:
@@ -284,6 +286,24 @@ class HttpFetcher:
             inflater.flush()
             return inflate(enc, parts, caps.decoded)
         return b"".join(parts)
+
+
+# A redirect's, 304's or error page's body is read (and dropped) up to this many bytes: httpcore puts a
+# connection back in the pool only once its response has been read to the end, and a 304 left unread would
+# cost every conditional poll a new TCP (and TLS) connection. A longer body is left unread and its
+# connection closed.
+DISCARD_BYTES = 64 * 1024
+
+
+async def _discard(resp: httpx.Response) -> None:
+    declared = resp.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > DISCARD_BYTES:
+        return
+    received = 0
+    async for chunk in resp.aiter_raw():
+        received += len(chunk)
+        if received > DISCARD_BYTES:
+            return
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,7 @@ class FeedServer:
     def __init__(self) -> None:
         self.routes: dict[str, Handler] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.peers: list[int] = []  # the client port of each request: one per TCP connection used
         server = self
 
         class _H(BaseHTTPRequestHandler):
@@ -151,6 +152,7 @@ class FeedServer:
 
             def do_GET(self) -> None:  # noqa: N802
                 server.requests.append((self.path, dict(self.headers.items())))
+                server.peers.append(self.client_address[1])
                 handler = server.routes.get(self.path.split("?", 1)[0])
                 if handler is None:
                     respond(self, 404, b"not found", {"Content-Type": "text/plain"})

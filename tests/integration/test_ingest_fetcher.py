@@ -59,6 +59,35 @@ def test_conditional_get_echoes_validators_exactly_and_gets_304(server: FeedServ
     assert feed.hits_304 == 1
 
 
+def test_conditional_polls_redirects_and_error_pages_reuse_one_connection(server: FeedServer) -> None:
+    """A 304, a redirect or a short error page is read to its end, so its connection goes back to the pool;
+    a long error page is left unread and its connection closed (the next request opens another)."""
+    server.routes["/f"] = Conditional(BODY, etag='"v1"')
+    server.routes["/moved"] = redirect("/f", 302)
+    server.routes["/missing"] = static(b"x" * 2000, 404)
+    server.routes["/broken"] = static(b"y" * 200_000, 500)
+
+    async def go() -> list[Outcome]:
+        f = HttpFetcher(IngestSettings(), allow=("127.0.0.1",))
+        try:
+            first = await f.fetch(server.url("/f"))
+            seen = [first.outcome]
+            for path in ("/f", "/f", "/moved", "/missing", "/f"):
+                seen.append((await f.fetch(server.url(path), Validators(first.etag))).outcome)
+            seen.append((await f.fetch(server.url("/broken"))).outcome)
+            seen.append((await f.fetch(server.url("/f"), Validators(first.etag))).outcome)
+            return seen
+        finally:
+            await f.aclose()
+
+    seen = asyncio.run(go())
+    assert seen == [Outcome.OK] + [Outcome.NOT_MODIFIED] * 3 + [Outcome.CLIENT_ERROR, Outcome.NOT_MODIFIED,
+                                                                Outcome.SERVER_ERROR, Outcome.NOT_MODIFIED]
+    assert len(server.peers) == 9  # the redirect is two requests
+    assert len(set(server.peers[:8])) == 1, "every poll up to the long error page used the first connection"
+    assert server.peers[8] != server.peers[7], "the long error page's connection was closed, not reused"
+
+
 def test_429_and_503_retry_after_are_reported(server: FeedServer) -> None:
     server.routes["/busy"] = static(b"slow down", 429, {"Retry-After": "120"})
     when = formatdate(time.time() + 600, usegmt=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+MAX_BODY = 4 * 1024 * 1024
+
 
 @dataclass
 class Received:
@@ -82,15 +84,26 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as Slack's, Teams' or any production endpoint: the alerts worker pools its
+            # connections, and a receiver that closes each one would cost every alert a TCP handshake.
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
                 return
 
             def do_POST(self) -> None:  # noqa: N802 - stdlib naming
                 length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(min(length, 4 * 1024 * 1024))
-                status = receiver._accept(self.path, self.headers.get("Idempotency-Key", ""), raw)
+                if length > MAX_BODY:
+                    self.close_connection = True  # the unread rest would be taken for the next request
+                    status = 413
+                else:
+                    raw = self.rfile.read(length)
+                    status = receiver._accept(self.path, self.headers.get("Idempotency-Key", ""), raw)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
+                if self.close_connection:
+                    self.send_header("Connection", "close")
                 self.end_headers()
 
         return Handler
