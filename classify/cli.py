@@ -176,11 +176,15 @@ def _fmt(x: float | None) -> str:
 def _print_shapes(reports: dict[str, Any]) -> None:
     print("\n== macro F1 by shape (at each topic's own threshold; best = threshold picked in hindsight)")
     desks = any(r.macro.get("desk_f1") is not None for r in reports.values())
-    print(f"{'shape':<10} {'F1':>6} {'best':>6} {'cosine':>7} {'keywords':>8}" + (f" {'desk F1':>8}" if desks else ""))
+    print(f"{'shape':<10} {'F1':>6} {'best':>6} {'cosine':>7} {'keywords':>8}"
+          + (f" {'desk F1':>8} {'nearest':>7}" if desks else ""))
     for name, r in reports.items():
         m = r.macro
         print(f"{name:<10} {_fmt(m.get('f1')):>6} {_fmt(m.get('best_f1')):>6} {_fmt(m.get('cosine_best_f1')):>7} "
-              f"{_fmt(m.get('keyword_f1')):>8}" + (f" {_fmt(m.get('desk_f1')):>8}" if desks else ""))
+              f"{_fmt(m.get('keyword_f1')):>8}"
+              + (f" {_fmt(m.get('desk_f1')):>8} {_fmt(m.get('nearest_f1')):>7}" if desks else ""))
+    if desks:
+        print("nearest = a naive peer: every item to the desk topic with the closest example, no threshold")
 
 
 def _print_languages(report: Any) -> None:
@@ -230,22 +234,25 @@ def _print_report(report: object) -> None:
                   f"{r.suggested_from}")
         return
     desks = any(r.desk for r in report.topics.values())
-    desk_head = f" {'desk P':>6} {'desk R':>6} {'desk F1':>7}" if desks else ""
+    desk_head = f" {'desk P':>6} {'desk R':>6} {'desk F1':>7} {'nearest':>7}" if desks else ""
     print(f"{'topic':<24} {'thr':>5} {'P':>6} {'R':>6} {'F1':>6} {'best thr':>8} {'best F1':>7} "
           f"{'cosine':>7} {'keywords':>8} {'pos':>5}{desk_head}")
     for tid, r in report.topics.items():
-        desk = f" {_fmt(r.desk_precision):>6} {_fmt(r.desk_recall):>6} {_fmt(r.desk_f1):>7}" if desks else ""
+        desk = (f" {_fmt(r.desk_precision):>6} {_fmt(r.desk_recall):>6} {_fmt(r.desk_f1):>7} {_fmt(r.nearest_f1):>7}"
+                if desks else "")
         print(f"{tid:<24} {r.threshold:>5.2f} {_fmt(r.precision):>6} {_fmt(r.recall):>6} {_fmt(r.f1):>6} "
               f"{_fmt(r.best_threshold):>8} {_fmt(r.best_f1):>7} {_fmt(r.cosine_best_f1):>7} "
               f"{_fmt(r.keyword_f1):>8} {r.positives:>5}{desk}")
     m = report.macro
     desk = (f" {_fmt(m.get('desk_precision')):>6} {_fmt(m.get('desk_recall')):>6} {_fmt(m.get('desk_f1')):>7}"
-            if desks else "")
+            f" {_fmt(m.get('nearest_f1')):>7}" if desks else "")
     print(f"{'macro':<24} {'':>5} {_fmt(m.get('precision')):>6} {_fmt(m.get('recall')):>6} {_fmt(m.get('f1')):>6} "
           f"{'':>8} {_fmt(m.get('best_f1')):>7} {_fmt(m.get('cosine_best_f1')):>7} {_fmt(m.get('keyword_f1')):>8}"
           f" {'':>5}{desk}")
+    peer = ("; desk = as the desk runs them (best topic only); nearest = every item to the desk topic with the "
+            "closest example, no threshold (a naive peer)")
     print("cosine = best F1 of cosine similarity alone (threshold picked in hindsight); keywords = the topic's "
-          "keyword query alone" + ("; desk = as the desk runs them (best topic only)" if desks else ""))
+          "keyword query alone" + (peer if desks else ""))
 
 
 @topics_app.command("list")

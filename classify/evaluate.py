@@ -142,6 +142,8 @@ class TopicReport:
     desk_precision: float | None = None
     desk_recall: float | None = None
     desk_f1: float | None = None
+    nearest_f1: float | None = None
+    """In a desk: F1 of a naive peer that sends every item to the desk topic with the closest example."""
     suggested_threshold: float | None = None
     suggested_from: str = "labels"
     curve: dict[str, list[float]] = field(default_factory=dict, repr=False)
@@ -276,12 +278,32 @@ def evaluate(classifier: Classifier, topics: Sequence[Topic], items: Sequence[La
     passed = _passed_matrix(scores, index)
     reports = {topic.id: _topic_report(index, scores, col, items, labelled, percentile, passed)
                for col, topic in enumerate(index.topics)}
+    if labelled:
+        peer = nearest_example_peer(scores.features[:, :, FEATURES.index("ex_max")], [t.desk for t in index.topics])
+        for col, topic in enumerate(index.topics):
+            if topic.desk:
+                truth = np.array([topic.id in it.labels for it in items])
+                reports[topic.id].nearest_f1 = round(prf(peer[:, col], truth)[2], 4)
     report = Report(reports, _macro(reports, labelled), labelled, len(items), shape)
     if labelled and errors:
         report.errors = _errors(index, scores, vectors, docs, items, passed)
     if labelled and languages:
         report.languages = _by_language(index, items, langs, passed)
     return report
+
+
+def nearest_example_peer(ex_max: Array, desks: Sequence[str | None]) -> NDArray[np.bool_]:
+    """The naive peer a desk is measured against: every item to its desk's topic with the closest example.
+
+    There is no threshold (a closed world: every item gets one topic per desk). ``ex_max`` is items x topics
+    (cosine to each topic's closest example); topics outside a desk get nothing.
+    """
+    out = np.zeros(ex_max.shape, dtype=bool)
+    for desk in {d for d in desks if d}:
+        cols = np.array([i for i, d in enumerate(desks) if d == desk])
+        if len(ex_max):
+            out[np.arange(len(ex_max)), cols[np.argmax(ex_max[:, cols], axis=1)]] = True
+    return out
 
 
 def _passed_matrix(scores: Scores, index: TopicIndex) -> NDArray[np.bool_]:
@@ -359,7 +381,7 @@ def _macro(reports: dict[str, TopicReport], labelled: bool) -> dict[str, float |
         return round(float(np.mean(vals)), 4) if vals else None
 
     names = ("precision", "recall", "f1", "best_f1", "cosine_best_f1", "keyword_f1", "desk_precision",
-             "desk_recall", "desk_f1") if labelled else ()
+             "desk_recall", "desk_f1", "nearest_f1") if labelled else ()
     return {n: mean(n) for n in names}
 
 

@@ -162,3 +162,16 @@ def test_headlines_alone_are_scored_by_weights_fitted_on_headlines() -> None:
     # The index and the model agree on both shapes: each row went through its own shape's weights.
     assert np.allclose(batch.scores[:, 0], 1 / (1 + np.exp(-model.logits(batch.features[:, 0]))), atol=1e-9)
     assert abs(float(batch.scores[0, 0] - batch.scores[1, 0])) > 1e-6
+
+
+def test_nearest_example_peer_gives_each_item_one_topic_per_desk_and_none_outside() -> None:
+    from classify.evaluate import nearest_example_peer
+
+    ex_max = np.array([[0.9, 0.2, 0.5, 0.1],
+                       [0.1, 0.3, 0.2, 0.8],
+                       [0.4, 0.6, 0.7, 0.9]])
+    got = nearest_example_peer(ex_max, ["news", "news", None, "sport-desk"])
+    assert got.tolist() == [[True, False, False, True],
+                            [False, True, False, True],
+                            [False, True, False, True]]
+    assert not nearest_example_peer(np.zeros((0, 2)), ["a", "a"]).any()
