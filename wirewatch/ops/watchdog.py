@@ -159,9 +159,13 @@ class GroupWatchdog:
             except Exception as exc:
                 # Kafka and socket errors are expected during an outage; anything else is a bug worth an
                 # error line, but it must not end the thread: a dead watchdog restarts nothing, silently.
-                level = log.warning if isinstance(exc, (KafkaError, OSError, ValueError)) else log.error
-                level("watchdog_check_failed", error=describe_error(exc))
-                self.broker_unreachable()
+                # Only a broker that cannot be reached restarts the absence clocks: a bug that fails every
+                # other check would otherwise hold them back for ever, and a stalled worker would never be
+                # restarted.
+                expected = isinstance(exc, (KafkaError, OSError, ValueError))
+                (log.warning if expected else log.error)("watchdog_check_failed", error=describe_error(exc))
+                if expected:
+                    self.broker_unreachable()
                 if broker is not None:
                     broker.close()
                 broker = None

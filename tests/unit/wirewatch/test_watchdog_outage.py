@@ -115,3 +115,38 @@ def test_a_check_that_fails_with_an_unexpected_error_is_logged_and_the_watchdog_
     assert dog.last_view == {GROUP: {"members": [PID], "lag": 7, "state": "Stable"}}
     failed = [e for e in logs if e["event"] == "watchdog_check_failed"]
     assert failed and failed[0]["log_level"] == "error" and "TypeError" in failed[0]["error"]
+
+
+def test_an_unexpected_error_in_every_other_check_does_not_hold_back_a_stalled_workers_restart(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only an unreachable broker restarts the absence clocks; a recurring bug in the check does not."""
+    calls = {"n": 0}
+
+    class EveryOtherCheckFails(FakeBroker):
+        def describe(self, groups: list[str]) -> dict[str, GroupInfo]:
+            calls["n"] += 1
+            if calls["n"] % 2 == 0:
+                raise TypeError("'NoneType' object is not subscriptable")
+            return super().describe(groups)
+
+        def close(self) -> None:
+            pass
+
+    started = time.monotonic()
+
+    class JustStarted(FakeSupervisor):
+        def uptimes(self) -> dict[str, float]:
+            # never seen in its group: stall_s of grace after its start, then stall_s more
+            return {"classify": time.monotonic() - started}
+
+    monkeypatch.setattr(watchdog_module, "Broker", lambda settings: EveryOtherCheckFails(member=False))
+    sup = JustStarted()
+    dog = GroupWatchdog(Settings(), sup, role_groups={"classify": GROUP}, role_reads={"classify": ("t",)},
+                        interval_s=0.01, stall_s=0.3)
+    dog.start()
+    deadline = time.monotonic() + 10
+    while not sup.restarted and time.monotonic() < deadline:
+        time.sleep(0.01)
+    dog.stop()
+    assert calls["n"] >= 4, "checks kept running"
+    assert sup.restarted == [("classify", "stalled")]
