@@ -288,11 +288,12 @@ class HttpFetcher:
         return b"".join(parts)
 
 
-# A redirect's, 304's or error page's body is read (and dropped) up to this many bytes: httpcore puts a
-# connection back in the pool only once its response has been read to the end, and a 304 left unread would
-# cost every conditional poll a new TCP (and TLS) connection. A longer body is left unread and its
-# connection closed.
+# A redirect's, 304's or error page's body is read (and dropped) up to this many bytes and seconds: httpcore
+# puts a connection back in the pool only once its response has been read to the end, and a 304 left unread
+# would cost every conditional poll a new TCP (and TLS) connection. A longer or slower body is left unread
+# and its connection closed; the status is the answer either way.
 DISCARD_BYTES = 64 * 1024
+DISCARD_S = 1.0
 
 
 async def _discard(resp: httpx.Response) -> None:
@@ -300,10 +301,14 @@ async def _discard(resp: httpx.Response) -> None:
     if declared.isdigit() and int(declared) > DISCARD_BYTES:
         return
     received = 0
-    async for chunk in resp.aiter_raw():
-        received += len(chunk)
-        if received > DISCARD_BYTES:
-            return
+    try:
+        async with asyncio.timeout(DISCARD_S):
+            async for chunk in resp.aiter_raw():
+                received += len(chunk)
+                if received > DISCARD_BYTES:
+                    return
+    except (TimeoutError, httpx.HTTPError, OSError):
+        return
 
 
 @dataclass(frozen=True)

@@ -120,10 +120,10 @@ def huge(size: int, chunked: bool = False) -> Handler:
     return go
 
 
-def trickle(body: bytes, per_byte_s: float = 1.0) -> Handler:
+def trickle(body: bytes, per_byte_s: float = 1.0, status: int = 200) -> Handler:
     """Send ``body`` one byte every ``per_byte_s`` (a server that never quite answers)."""
     def go(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
+        h.send_response(status)
         h.send_header("Content-Type", "application/rss+xml")
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()

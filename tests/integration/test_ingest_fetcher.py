@@ -88,6 +88,16 @@ def test_conditional_polls_redirects_and_error_pages_reuse_one_connection(server
     assert server.peers[8] != server.peers[7], "the long error page's connection was closed, not reused"
 
 
+def test_an_error_page_that_trickles_is_still_its_status_and_answers_at_once(server: FeedServer) -> None:
+    """The fetcher drains an error page only to reuse its connection: a slow one is dropped after
+    ``DISCARD_S`` and the fetch still ends as the status said, long before the fetch deadline."""
+    server.routes["/slow-500"] = trickle(b"Internal error, please wait" * 10, per_byte_s=0.2, status=500)
+    started = time.monotonic()
+    r = fetch(server.url("/slow-500"), fetch_timeout_s=20.0)
+    assert r.outcome is Outcome.SERVER_ERROR and r.status == 500
+    assert time.monotonic() - started < 5.0
+
+
 def test_429_and_503_retry_after_are_reported(server: FeedServer) -> None:
     server.routes["/busy"] = static(b"slow down", 429, {"Retry-After": "120"})
     when = formatdate(time.time() + 600, usegmt=True)
