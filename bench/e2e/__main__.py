@@ -119,6 +119,10 @@ def run_once(base: dict[str, Any], tmp: Path, receiver: WebhookReceiver, backend
                 lag = sum(x.lag for x in lags)
                 if classified_at is None and len(tally.keys) >= len(items) and lags and lag == 0:
                     classified_at = time.time()
+                    # What every process had of the machine while classify was the stage being waited for.
+                    span_s = max(classified_at - release, 1e-9)
+                    result["span"] = {"seconds": span_s, "processes": roles.usage(cpu0, span_s),
+                                      "shared": meter.read()}
                 if time.monotonic() - last_say > 2:
                     last_say = time.monotonic()
                     say(f"[{tag}] on Kafka {len(tally.keys)}/{len(items)}, classify lag {lag}, "
@@ -300,6 +304,16 @@ def report(doc: dict[str, Any]) -> None:
         print(f"{r['backend'] + ':' + str(r['classify_processes']):<14}{r['articles_per_s']:>7.1f}"
               f"{r['notified_articles_per_s']:>9.1f}{r['on_kafka']:>9}{r['matches']:>8}{r['notifications']:>9}"
               f"{r['lost']:>5}{r['duplicates']:>4}  {procs}")
+    spans = [r for r in doc["runs"] if r.get("span")]
+    if spans:
+        print("\nwhile classify was working through the backlog (release -> every article committed by classify): "
+              "CPU share (cores) / s waiting for a core")
+        for r in spans:
+            sp = r["span"]
+            procs = "  ".join(f"{k} {v['cpu_share']:.2f}/{v['runqueue_wait_s']:.0f}"
+                              for k, v in sp["processes"].items())
+            print(f"{r['backend'] + ':' + str(r['classify_processes']):<14}{sp['seconds']:>6.1f} s  {procs}"
+                  f"{shared(sp)}")
     alone = [r for r in doc["runs"] if "classify_only" in r]
     if alone:
         print(f"\nclassify only, same articles already on Kafka, nothing else running\n{'config':<14}{'art/s':>7}"

@@ -37,4 +37,8 @@ def test_tiny_end_to_end_run_loses_nothing_and_reports_its_keys() -> None:
     assert doc["classify_only_articles_per_s"] == alone["articles_per_s"] > 0
     assert doc["e2e_over_classify_only"] == run["articles_per_s"] / alone["articles_per_s"]
     assert set(alone["processes"]) == {"classify-0"}
+    span = run["span"]  # each process's share while classify worked through the backlog
+    assert set(span["processes"]) == {"ingest", "classify-0", "alerts"}
+    assert 0 < span["seconds"] <= run["articles"] / run["articles_per_s"] + 3.0  # from the release, not the first fetch
+    assert span["processes"]["classify-0"]["cpu_s"] > 0 and "machine_busy_cores" in span["shared"]
     assert "model" in doc["cpu"] and "AVX2" in doc["cpu"]["flags"]
