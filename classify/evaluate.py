@@ -276,14 +276,9 @@ def evaluate(classifier: Classifier, topics: Sequence[Topic], items: Sequence[La
     scores = index.score(vectors, docs)
     labelled = any(it.has_labels for it in items)
     passed = _passed_matrix(scores, index)
-    reports = {topic.id: _topic_report(index, scores, col, items, labelled, percentile, passed)
+    peer = nearest_example_peer(scores.features[:, :, FEATURES.index("ex_max")], [t.desk for t in index.topics])
+    reports = {topic.id: _topic_report(index, scores, col, items, labelled, percentile, passed, peer)
                for col, topic in enumerate(index.topics)}
-    if labelled:
-        peer = nearest_example_peer(scores.features[:, :, FEATURES.index("ex_max")], [t.desk for t in index.topics])
-        for col, topic in enumerate(index.topics):
-            if topic.desk:
-                truth = np.array([topic.id in it.labels for it in items])
-                reports[topic.id].nearest_f1 = round(prf(peer[:, col], truth)[2], 4)
     report = Report(reports, _macro(reports, labelled), labelled, len(items), shape)
     if labelled and errors:
         report.errors = _errors(index, scores, vectors, docs, items, passed)
@@ -299,10 +294,11 @@ def nearest_example_peer(ex_max: Array, desks: Sequence[str | None]) -> NDArray[
     (cosine to each topic's closest example); topics outside a desk get nothing.
     """
     out = np.zeros(ex_max.shape, dtype=bool)
+    if not len(ex_max):
+        return out
     for desk in {d for d in desks if d}:
         cols = np.array([i for i, d in enumerate(desks) if d == desk])
-        if len(ex_max):
-            out[np.arange(len(ex_max)), cols[np.argmax(ex_max[:, cols], axis=1)]] = True
+        out[np.arange(len(ex_max)), cols[np.argmax(ex_max[:, cols], axis=1)]] = True
     return out
 
 
@@ -315,7 +311,7 @@ def _passed_matrix(scores: Scores, index: TopicIndex) -> NDArray[np.bool_]:
 
 
 def _topic_report(index: TopicIndex, scores: Scores, col: int, items: Sequence[Labelled], labelled: bool,
-                  percentile: float, passed: NDArray[np.bool_]) -> TopicReport:
+                  percentile: float, passed: NDArray[np.bool_], peer: NDArray[np.bool_]) -> TopicReport:
     desc_i, ex_i, kw_i = FEATURES.index("desc"), FEATURES.index("ex_max"), FEATURES.index("kw_bool")
     topic = index.topics[col]
     s = np.where(scores.excluded[:, col], 0.0, scores.scores[:, col])
@@ -336,6 +332,7 @@ def _topic_report(index: TopicIndex, scores: Scores, col: int, items: Sequence[L
         rep.keyword_f1 = round(prf(scores.features[:, col, kw_i] > 0.5, truth)[2], 4)
     if topic.desk:
         rep.desk_precision, rep.desk_recall, rep.desk_f1 = (round(x, 4) for x in prf(passed[:, col], truth))
+        rep.nearest_f1 = round(prf(peer[:, col], truth)[2], 4)
     return rep
 
 
