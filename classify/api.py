@@ -113,14 +113,13 @@ class TestOut(BaseModel):
 
 def classifier_for(settings: Settings) -> Classifier:
     """The process's classifier (model loaded on first use)."""
-    from classify.embedder import load_embedder
+    from classify.embedder import embedder_for
 
     c = settings.classify
     key = f"{c.model}|{c.backend}"
     with _LOCK:
         if key not in _CLASSIFIER:
-            emb = load_embedder(c.model, c.backend, cache_size=c.embed_cache_size, threads=c.threads,
-                                onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size, languages=c.model_languages)
+            emb = embedder_for(c)
             _CLASSIFIER[key] = Classifier(emb, content_chars=c.content_chars)
         return _CLASSIFIER[key]
 

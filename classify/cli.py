@@ -26,12 +26,11 @@ def _settings() -> Settings:
 
 def _classifier(settings: Settings) -> Classifier:
     from classify.classifier import Classifier
-    from classify.embedder import EmbedderError, load_embedder
+    from classify.embedder import EmbedderError, embedder_for
 
     c = settings.classify
     try:
-        embedder = load_embedder(c.model, c.backend, cache_size=c.embed_cache_size, threads=c.threads,
-                                 onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size, languages=c.model_languages)
+        embedder = embedder_for(c)
     except EmbedderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from exc

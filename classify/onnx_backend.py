@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ TOKEN_BUDGET: int | None = 512
 # macro-F1 0.004 on full articles and nothing on feed items for ~1.2x on full articles (96: -0.013, too much);
 # ``bench.classify --levers`` measures both. None = the model's own limit.
 TOKEN_CAP: int | None = 128
+# Model calls run at once, each on its own thread with ``threads / calls`` intra-op threads (see OnnxEmbedder).
+# Measured on 2 cores (``bench.classify --levers``): two single-threaded calls side by side do 1.1-1.4x the work
+# per second of one call on two intra-op threads, with the same vectors: the int8 kernels of one small call do
+# not split well across threads. More than a few calls at once rarely have chunks to work on.
+PARALLEL_CALLS_MAX = 4
 GRAPH_LEVELS = {
     "basic": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
     "extended": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -97,11 +103,16 @@ def export(model_path: Path, *, int8: bool, cache_dir: Path | None = None) -> Pa
 
 
 class OnnxEmbedder:
-    """An :class:`classify.embedder.Embedder` on ONNX Runtime with the model's own tokenizer and pooling."""
+    """An :class:`classify.embedder.Embedder` on ONNX Runtime with the model's own tokenizer and pooling.
+
+    A batch's texts are sorted by length and cut into model calls (:meth:`_chunks`); ``parallel_calls`` of
+    them run at once, each on ``threads / parallel_calls`` intra-op threads (:func:`plan_threads`). A call's
+    vectors do not depend on which thread runs it, so the result is the same as one call after another.
+    """
 
     def __init__(self, onnx_file: Path, model_path: Path, *, name: str, backend: str, threads: int | None = None,
                  batch_size: int = 32, token_budget: int | None = TOKEN_BUDGET, token_cap: int | None = TOKEN_CAP,
-                 sort_by_length: bool = True, graph_level: str = "all") -> None:
+                 sort_by_length: bool = True, graph_level: str = "all", parallel_calls: int | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -118,8 +129,9 @@ class OnnxEmbedder:
         self._tok.no_padding()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = GRAPH_LEVELS[graph_level](ort)
-        if threads:
-            opts.intra_op_num_threads = threads
+        self.calls, intra = plan_threads(threads, parallel_calls)
+        if intra:
+            opts.intra_op_num_threads = intra
         opts.inter_op_num_threads = 1
         # Spinning threads would keep the cores busy after each call, starving the scoring that follows.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -132,6 +144,8 @@ class OnnxEmbedder:
         self._batch = batch_size
         self._budget = token_budget
         self._sort = sort_by_length
+        # Concurrent InferenceSession.run calls are safe; ONNX Runtime releases the GIL while a call computes.
+        self._lanes = (ThreadPoolExecutor(self.calls, thread_name_prefix="onnx-call") if self.calls > 1 else None)
 
     @classmethod
     def from_model(cls, model_path: Path, *, name: str, int8: bool, cache_dir: Path | None = None,
@@ -185,8 +199,17 @@ class OnnxEmbedder:
         order = list(range(len(texts)))
         if self._sort:
             order.sort(key=lambda i: len(encodings[i].ids))
-        for chunk in self._chunks(order, [len(e.ids) for e in encodings]):
-            out[chunk] = self._run([encodings[i] for i in chunk])
+        chunks = self._chunks(order, [len(e.ids) for e in encodings])
+
+        def run(chunk: list[int]) -> None:
+            out[chunk] = self._run([encodings[i] for i in chunk])  # disjoint rows: no two calls write one
+
+        if self._lanes is None or len(chunks) < 2:
+            for chunk in chunks:
+                run(chunk)
+        else:
+            for _ in self._lanes.map(run, chunks):  # re-raises a failed call's error here
+                pass
         return out
 
     def _chunks(self, order: list[int], lengths: list[int]) -> list[list[int]]:
@@ -208,6 +231,28 @@ class OnnxEmbedder:
         if cur:
             chunks.append(cur)
         return chunks
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity; the machine's count where that is unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def plan_threads(threads: int | None, calls: int | None) -> tuple[int, int | None]:
+    """How many model calls run at once and the intra-op threads of each (None: ONNX Runtime's default).
+
+    ``threads`` is the cores the embedder may use (None: all available), ``calls`` the model calls at once
+    (None: as many as ``threads``, at most :data:`PARALLEL_CALLS_MAX`). ``calls=1`` is one call at a time on
+    every thread, as before parallel calls (unset ``threads`` then leaves the count to ONNX Runtime).
+    """
+    if calls == 1:
+        return 1, threads
+    total = threads or available_cores()
+    n = max(1, min(total, calls or PARALLEL_CALLS_MAX))
+    return n, max(1, total // n)
 
 
 @dataclass(frozen=True)

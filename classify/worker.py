@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from classify.classifier import Classifier
-from classify.embedder import load_embedder
+from classify.embedder import embedder_for
 from classify.prefilter import FirstPass
 from classify.recent import RecentStore
 from classify.topics import TopicStore
@@ -113,8 +113,7 @@ def build(settings: Settings) -> Worker:
     # Scoring matrices are small; a second BLAS thread only waits on a core the model is using.
     threadpool_limits(1, user_api="blas")
     c = settings.classify
-    embedder = load_embedder(c.model, c.backend, cache_size=c.embed_cache_size, threads=c.threads,
-                             onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size, languages=c.model_languages)
+    embedder = embedder_for(c)
     metrics.CLASSIFY_MODEL.info({"model": embedder.name, "revision": embedder.revision, "backend": embedder.backend,
                                  "dim": str(embedder.dim)})
     classifier = Classifier(embedder, content_chars=c.content_chars, include_vector=c.include_vector)

@@ -181,6 +181,10 @@ class ClassifySettings(Section):
     embed_batch_size: int = Field(default=16, ge=1, le=1024, description="texts per model call (ONNX: 8-32 is fastest)")
     embed_cache_size: int = Field(default=50000, ge=0, description="distinct texts whose vectors are kept (LRU)")
     threads: int | None = Field(default=None, ge=1, le=256, description="model threads; unset = all cores")
+    model_calls: int | None = Field(
+        default=None, ge=1, le=64,
+        description="ONNX model calls run at once, sharing the threads (each gets threads / calls); unset = one per "
+                    "thread, up to 4; 1 = one call at a time on every thread")
     onnx_dir: Path | None = Field(default=None,
                                   description="where ONNX exports are cached; unset = ~/.cache/wirewatch/onnx")
     content_chars: int = Field(default=600, ge=0, description="lead of the content embedded after title and summary")

@@ -246,6 +246,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "budget 256 tokens": {"token_budget": 256},
     "budget 1024 tokens": {"token_budget": 1024},
     "1 intra-op thread": {"threads": 1},
+    "one call at a time on every thread (before)": {"parallel_calls": 1},
     "graph level basic": {"graph_level": "basic"},
     "graph level extended": {"graph_level": "extended"},
     "no token cap (model's 256)": {"token_cap": None},

@@ -25,11 +25,10 @@ Say = Callable[[str], None]
 
 def build_classifier(settings: Settings, *, cache_size: int) -> Classifier:
     """The classifier with the settings' embedder; its cache holds every item, so feedback texts are hits."""
-    from classify.embedder import load_embedder
+    from classify.embedder import embedder_for
 
     c = settings.classify
-    embedder = load_embedder(c.model, c.backend, cache_size=max(c.embed_cache_size, cache_size), threads=c.threads,
-                             onnx_dir=c.onnx_dir, batch_size=c.embed_batch_size, languages=c.model_languages)
+    embedder = embedder_for(c, cache_size=max(c.embed_cache_size, cache_size))
     return Classifier(embedder, content_chars=c.content_chars, include_vector=False)
 
 

@@ -1,6 +1,7 @@
 """The ONNX embedder's length batching: texts sorted by token length, cut into model calls by a padded-token
-budget, and put back in input order, with the same vectors (fp32, within 1e-5) as one text per call; and the
-cache in front never embeds one text twice."""
+budget, and put back in input order, with the same vectors (fp32, within 1e-5) as one text per call; model calls
+run side by side on the threads given, with the vectors of one call after another, and a failed one raises; and
+the cache in front never embeds one text twice."""
 
 from __future__ import annotations
 
@@ -92,3 +93,65 @@ def test_identical_texts_are_embedded_once_per_call_and_once_while_cached(size: 
     assert np.array_equal(out[0], out[2]) and np.array_equal(out[1], out[4])
     emb.embed(["a", "ccc"])
     assert inner.seen == (["a", "bb", "ccc"] if size else ["a", "bb", "a", "ccc"])
+
+
+@pytest.mark.parametrize(("threads", "calls", "cores", "plan"), [
+    (None, None, 2, (2, 1)),    # default on two cores: two single-threaded calls at once
+    (2, None, 8, (2, 1)),
+    (1, None, 8, (1, 1)),
+    (16, None, 16, (4, 4)),     # at most four calls; the threads are shared out among them
+    (None, 3, 8, (3, 2)),
+    (2, 4, 8, (2, 1)),          # never more calls than threads
+    (None, 1, 8, (1, None)),    # one call at a time: ONNX Runtime picks the threads, as before
+    (6, 1, 8, (1, 6)),
+])
+def test_threads_are_planned_as_parallel_calls(monkeypatch: pytest.MonkeyPatch, threads: int | None,
+                                               calls: int | None, cores: int, plan: tuple[int, int | None]) -> None:
+    from classify import onnx_backend
+
+    monkeypatch.setattr(onnx_backend, "available_cores", lambda: cores)
+    assert onnx_backend.plan_threads(threads, calls) == plan
+
+
+def test_parallel_calls_give_the_vectors_of_one_call_at_a_time_and_use_several_threads() -> None:
+    import threading
+
+    from classify.embedder import load_embedder
+
+    one = load_embedder(backend="onnx", cache_size=0, threads=2, model_calls=1).inner
+    two = load_embedder(backend="onnx", cache_size=0, threads=2, model_calls=2).inner
+    assert isinstance(one, OnnxEmbedder) and isinstance(two, OnnxEmbedder)
+    assert (one.calls, two.calls) == (1, 2)
+    texts = [f"{t} ({i})" for i in range(6) for t in TEXTS]  # 48 texts: several model calls
+    ran_on: set[str] = set()
+    both_in_a_call = threading.Barrier(2, timeout=10)  # broken (and the test failed) unless two calls overlap
+    run = two._run
+
+    def recording(encodings: Sequence[object]) -> Vectors:
+        name = threading.current_thread().name
+        if name not in ran_on:
+            ran_on.add(name)
+            both_in_a_call.wait()
+        return run(encodings)  # type: ignore[arg-type]
+
+    two._run = recording  # type: ignore[method-assign]
+    np.testing.assert_array_equal(two.embed(texts), one.embed(texts))
+    assert len(ran_on) == 2 and all(n.startswith("onnx-call") for n in ran_on)
+
+
+def test_a_failed_parallel_call_raises_from_embed() -> None:
+    from classify.embedder import load_embedder
+
+    two = load_embedder(backend="onnx", cache_size=0, threads=2, model_calls=2).inner
+    assert isinstance(two, OnnxEmbedder)
+    calls = 0
+
+    def failing(encodings: Sequence[object]) -> Vectors:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("model call failed")
+
+    two._run = failing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="model call failed"):
+        two.embed([f"{t} ({i})" for i in range(6) for t in TEXTS])
+    assert calls >= 1
