@@ -1,11 +1,13 @@
 """Feedback benchmark: does a topic get better as an editor judges its alerts?
 
-    .venv/bin/python -m bench.feedback [--sets kobani bbc] [--seeds 5] [--plot feedback.png] [--json out.json]
+    .venv/bin/python -m bench.feedback [--sets kobani kobani-plain bbc] [--seeds 5] [--plot P.png] [--json out.json]
 
 Replays labelled streams in order through the real classifier (the settings' default embedder; each item
 embedded once): ../shared/eval/dev/kobani_window.jsonl (Guardian headlines in time order) with
-examples/kobani/topics.toml, and ../shared/eval/dev/bbc_topics.jsonl (no time order: shuffled, one replay per
-seed) cut to what feeds deliver (title + first sentence, ~300 characters) with examples/bbc_topics.toml. A
+examples/kobani/topics.toml and, as ``kobani-plain``, with examples/kobani/plain.toml (the topic as a new user
+writes it: a sentence, three headlines, the town's names, no counter-examples), and
+../shared/eval/dev/bbc_topics.jsonl (no time order: shuffled, one replay per seed) cut to what feeds deliver
+(title + first sentence, ~300 characters) with examples/bbc_topics.toml. A
 simulated editor who knows the labels judges every alert of a topic relevant or not, and in every
 ``--miss-every``-th judgement slot reports one miss found on the dashboard. Each judgement goes the API's way
 (``TopicStore.feedback`` on a throwaway redis-server: a new topic version) and the classifier picks it up through
@@ -38,6 +40,8 @@ EVAL = ROOT.parent / "shared" / "eval" / "dev"
 SETS = {
     "kobani": (EVAL / "kobani_window.jsonl", ROOT / "examples" / "kobani" / "topics.toml",
                "Guardian headlines in time order"),
+    "kobani-plain": (EVAL / "kobani_window.jsonl", ROOT / "examples" / "kobani" / "plain.toml",
+                     "the same headlines, the topic as a new user writes it (no counter-examples)"),
     "bbc": (EVAL / "bbc_topics.jsonl", ROOT / "examples" / "bbc_topics.toml",
             "BBC articles as feed items (title + first sentence), shuffled per seed"),
 }
@@ -107,6 +111,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
     ap.add_argument("--kobani", type=Path, default=SETS["kobani"][0], help="the Kobani stream (JSON lines)")
     ap.add_argument("--kobani-topics", type=Path, default=SETS["kobani"][1])
+    ap.add_argument("--kobani-plain-topics", type=Path, default=SETS["kobani-plain"][1])
     ap.add_argument("--bbc", type=Path, default=SETS["bbc"][0], help="the BBC set (JSON lines)")
     ap.add_argument("--bbc-topics", type=Path, default=SETS["bbc"][1])
     ap.add_argument("--seeds", type=int, default=5, help="replay orders of sets without time order")
@@ -130,7 +135,8 @@ def main() -> None:
     from bench.feedback.data import DataMissing, load_stream
     from classify.topics import TopicFileError, load_topic_file
 
-    paths = {"kobani": (args.kobani, args.kobani_topics), "bbc": (args.bbc, args.bbc_topics)}
+    paths = {"kobani": (args.kobani, args.kobani_topics), "kobani-plain": (args.kobani, args.kobani_plain_topics),
+             "bbc": (args.bbc, args.bbc_topics)}
     streams, topic_sets = {}, {}
     try:
         for name in args.sets:

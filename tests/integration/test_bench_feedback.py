@@ -7,6 +7,7 @@ registry watcher; the report must have a row per checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,12 +19,17 @@ import pytest
 from bench.feedback.core import build_classifier, run_set
 from bench.feedback.data import load_stream
 from bench.feedback.report import summarize, tables
+from classify.evaluate import evaluate, load_labelled
+from classify.topics import load_topic_file
 from wirewatch import state
 from wirewatch.records import Topic
 from wirewatch.settings import Settings
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
+DEV = ROOT.parent / "shared" / "eval" / "dev"
+needs_dev = pytest.mark.skipif(not DEV.exists() and not os.environ.get("CI"),
+                               reason="../shared/eval/dev is not checked out here")
 
 ITEMS = [
     ("Dock workers walk out at the port of Felixstowe", "Container traffic stopped as the strike over pay began.",
@@ -111,3 +117,26 @@ def test_missing_data_says_so_and_fails(tmp_path: Path) -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode != 0
     assert f"data file not found: {missing}" in proc.stderr and "never copied" in proc.stderr
+
+
+@needs_dev
+def test_a_plain_topic_that_loses_to_its_keyword_rule_learns_from_its_first_judged_alerts(
+        make_settings: Callable[..., Settings]) -> None:
+    """examples/kobani/plain.toml (no counter-examples) over-alerts on same-region news until an editor judges."""
+    s = make_settings(classify={"threads": 2, "backend": "onnx-int8"})
+    topics = load_topic_file(ROOT / "examples" / "kobani" / "plain.toml")
+    classifier = build_classifier(s, cache_size=5_000)
+    before = evaluate(classifier, topics, load_labelled(DEV / "kobani_window.jsonl"), shape="feed")
+    r = before.topics["kobani-siege"]
+    assert r.f1 is not None and r.keyword_f1 is not None and r.best_f1 is not None
+    # As written it loses to its own keyword rule: the similarity alone passes Isis news from elsewhere.
+    assert r.f1 < r.keyword_f1 - 0.2 and r.best_f1 > r.keyword_f1
+
+    stream = load_stream(DEV / "kobani_window.jsonl", "kobani-plain")
+    res = run_set(classifier, s, stream, topics, [np.arange(len(stream))], [None], title="plain topic",
+                  namespace=f"{s.redis.key_prefix}fbplain", tail=0.4, checkpoints=[0, 5, 20], miss_every=10)
+    rows = {row["judgements"]: row for row in summarize(res)["checkpoints"]}
+    assert rows[0]["tail"]["f1"] < 0.5 and rows[0]["rest"]["f1"] < 0.6
+    # A handful of judgements (the first false alarms become counter-examples) make it beat the rule.
+    assert rows[5]["rest"]["f1"] > r.keyword_f1 and rows[20]["rest"]["f1"] > r.keyword_f1
+    assert rows[20]["tail"]["f1"] >= 0.9
