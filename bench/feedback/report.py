@@ -206,8 +206,9 @@ def tables(summaries: dict[str, dict[str, Any]], *, tail: float, miss_every: int
         if short:
             out.append("  judgements reached before the tail (fewest over replays): "
                        + ", ".join(f"{t} {v}" for t, v in short.items()))
+    nw = max([8, *(len(name) for name in summaries)])
     out += ["", "what one judgement does to tail F1 (mean over every judgement of every topic and replay)",
-            f"{'set':<8} {'judged':>6} {'mean dF1':>9} {'relevant':>9} {'false al.':>9} {'miss':>8} "
+            f"{'set':<{nw}} {'judged':>6} {'mean dF1':>9} {'relevant':>9} {'false al.':>9} {'miss':>8} "
             f"{'<0':>6} {'>0':>6} {'worst n':>13} {f'after {GOAL_AFTER}':>9}"]
     for name, s in summaries.items():
         st, k = s["single_judgement"], s["single_judgement"]["by_kind"]
@@ -215,7 +216,7 @@ def tables(summaries: dict[str, dict[str, Any]], *, tail: float, miss_every: int
         worst = "-" if wr is None else f"{wr['judgement']}: {wr['mean_delta_f1']:+.3f}"
         kinds = " ".join(f"{_f(k[kind]['mean_delta_f1'], '+.4f'):>{w}}" for kind, w in zip(KINDS, (9, 9, 8),
                                                                                           strict=True))
-        out.append(f"{name:<8} {st['judgements']:>6} {_f(st['mean_delta_f1'], '+.4f'):>9} {kinds} "
+        out.append(f"{name:<{nw}} {st['judgements']:>6} {_f(st['mean_delta_f1'], '+.4f'):>9} {kinds} "
                    f"{_f(st['share_lowering'], '.0%'):>6} "
                    f"{_f(st['share_raising'], '.0%'):>6} {worst:>13} {_f(s['gain']['mean'], '+.3f'):>9}")
     out += ["", "by kind of judgement: count, mean change in tail F1 / precision / recall"]
