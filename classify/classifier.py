@@ -129,10 +129,11 @@ class Classifier:
         now = utcnow()
         matches = []
         as_tuple: dict[int, tuple[float, ...]] = {}
-        for row, col in scores.passed(idx.thresholds):
+        pairs = [(row, col) for row, col in scores.passed(idx.thresholds)
+                 if only_topic is None or idx.topics[col].id == only_topic]
+        evidence = idx.evidence_many(vectors, docs, pairs, scores)
+        for (row, col), ev in zip(pairs, evidence, strict=True):
             topic = idx.topics[col]
-            if only_topic is not None and topic.id != only_topic:
-                continue
             vec = None
             if self._include_vector:
                 if row not in as_tuple:
@@ -141,7 +142,7 @@ class Classifier:
             matches.append(Match(
                 article=articles[row], topic_id=topic.id, topic_version=topic.version,
                 score=round(float(scores.scores[row, col]), 4), threshold=topic.threshold,
-                evidence=idx.evidence(vectors[row], docs[row], col, scores, row), model=self.model_info,
+                evidence=ev, model=self.model_info,
                 classified_at=now, vector=vec, replay=replay,
             ))
         return Batch(vectors, docs, scores, idx, matches)

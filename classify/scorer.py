@@ -28,7 +28,7 @@ from classify.model import (
     fit,
     topic_text,
 )
-from classify.topics import Doc, KeywordIndex
+from classify.topics import Doc, KeywordIndex, Term
 from wirewatch.records import Evidence, Topic
 
 Array = NDArray[np.float64]
@@ -192,24 +192,70 @@ class TopicIndex:
 
     def evidence(self, vector: Vectors, doc: Doc, col: int, scores: Scores, row: int) -> Evidence:
         """Why article ``row`` scored as it did on topic ``col``: closest text, counter margin, keywords."""
-        tv, _ = self.entries[col]
-        topic = tv.topic
-        s_desc = float(vector @ tv.desc)
-        closest, kind, sim = topic_text(topic), "description", s_desc
-        if len(tv.examples):
-            sims = tv.examples @ vector
-            j = int(np.argmax(sims))
-            if float(sims[j]) > s_desc:
-                closest, kind, sim = topic.examples[j], "example", float(sims[j])
-        counter, margin = None, None
-        if len(tv.counters):
-            csims = tv.counters @ vector
-            k = int(np.argmax(csims))
-            counter, margin = tv.counter_of[k], sim - float(csims[k])
-        hits = tv.rules.check(doc) if not tv.rules.empty else None
-        return Evidence(
-            closest=closest, closest_kind=kind, similarity=round(sim, 4), counter_example=counter,
-            counter_margin=None if margin is None else round(margin, 4),
-            keywords=hits.fired if hits else (),
-            features={name: round(float(x), 4) for name, x in zip(FEATURES, scores.features[row, col], strict=True)},
-        )
+        return self.evidence_many(vector[None, :], [doc], [(0, col)], scores, rows=[row])[0]
+
+    def evidence_many(self, vectors: Vectors, docs: Sequence[Doc], pairs: Sequence[tuple[int, int]], scores: Scores,
+                      *, rows: Sequence[int] | None = None) -> list[Evidence]:
+        """:meth:`evidence` for every (article, topic) pair of a batch, in the order of ``pairs``.
+
+        A batch with many matches is explained with one small matrix product per topic instead of three per
+        match, and each keyword term is looked up once per article however many topics share it.
+        ``rows`` maps a pair's article to its row of ``scores`` (default: the same index).
+        """
+        out: list[Evidence | None] = [None] * len(pairs)
+        by_topic: dict[int, list[int]] = {}
+        for k, (_, col) in enumerate(pairs):
+            by_topic.setdefault(col, []).append(k)
+        matched: dict[tuple[int, str], str | None] = {}
+        for col, ks in by_topic.items():
+            tv, _ = self.entries[col]
+            topic = tv.topic
+            arts = np.array([pairs[k][0] for k in ks], dtype=np.intp)
+            v = np.asarray(vectors, dtype=np.float32)[arts]
+            sim = (v @ tv.desc).astype(np.float64)
+            best = np.full(len(ks), -1, dtype=np.intp)
+            if len(tv.examples):
+                ex = v @ tv.examples.T
+                j = np.argmax(ex, axis=1)
+                top = ex[np.arange(len(ks)), j]
+                best = np.where(top > sim, j, -1)
+                sim = np.maximum(sim, top)
+            counter: NDArray[np.intp] | None = None
+            margin = np.zeros(len(ks))
+            if len(tv.counters):
+                cx = v @ tv.counters.T
+                counter = np.argmax(cx, axis=1)
+                margin = sim - cx[np.arange(len(ks)), counter]
+            sc_rows = [pairs[k][0] if rows is None else rows[pairs[k][0]] for k in ks]
+            feats = np.round(scores.features[sc_rows, col], 4).tolist()
+            for i, k in enumerate(ks):
+                art = pairs[k][0]
+                fired: tuple[str, ...] = ()
+                if not tv.rules.empty:
+                    fired = _fired_terms(tv.rules.all, tv.rules.any, docs[art], art, matched)
+                out[k] = Evidence(
+                    closest=topic_text(topic) if best[i] < 0 else topic.examples[int(best[i])],
+                    closest_kind="description" if best[i] < 0 else "example", similarity=round(float(sim[i]), 4),
+                    counter_example=None if counter is None else tv.counter_of[int(counter[i])],
+                    counter_margin=None if counter is None else round(float(margin[i]), 4),
+                    keywords=fired, features=dict(zip(FEATURES, feats[i], strict=True)),
+                )
+        return [e for e in out if e is not None]
+
+
+def _fired_terms(all_terms: Sequence[Term], any_terms: Sequence[Term], doc: Doc, art: int,
+                 matched: dict[tuple[int, str], str | None]) -> tuple[str, ...]:
+    """The include terms that fire on ``doc`` (see :attr:`KeywordHits.fired`), each term matched once per article."""
+
+    def found(terms: Sequence[Term]) -> tuple[str, ...]:
+        hits = []
+        for term in terms:
+            key = (art, term.raw)
+            if key not in matched:
+                matched[key] = term.match(doc)
+            if (m := matched[key]) is not None:
+                hits.append(m)
+        return tuple(hits)
+
+    all_hits = found(all_terms)
+    return all_hits + tuple(t for t in found(any_terms) if t not in all_hits)

@@ -298,3 +298,41 @@ def test_desk_topics_learn_from_each_others_examples_and_refit_when_a_sibling_ch
     again = c.index_for([changed, b, lone])
     assert again.entries[again.position("markets")][1] is not index.entries[index.position("markets")][1]
     assert again.entries[again.position("lone")][1] is index.entries[index.position("lone")][1]
+
+
+def test_a_batchs_evidence_is_each_matchs_closest_text_counter_margin_and_fired_keywords(
+        background: Background) -> None:
+    """The batch path (one product per topic, each term looked up once per article) against a plain reference."""
+    shared = Topic(id="shared", name="Vardenburg markets", description="the market of Vardenburg",
+                   examples=("Vardenburg market reopens\nstalls", "Grain reaches Vardenburg market\ncarts"),
+                   counter_examples=("Ostmark market closes\nstalls shut",), include_all=("Vardenburg",),
+                   include_any=("market", "grain"), threshold=0.0)
+    topics = [SIEGE.model_copy(update={"threshold": 0.0}), MARKETS.model_copy(update={"threshold": 0.0}), shared,
+              Topic(id="bare", name="Bare", description="weather and storms", threshold=0.0)]
+    c = Classifier(fake_embedder(), background)
+    index = c.index_for(topics)
+    titles = ["Grain market opens in besieged Vardenburg", "Storm floods the wheat market", "Defenders hold the town",
+              "Vardenburg grain convoy arrives"]
+    batch = c.classify([article(t, "a report") for t in titles], index=index)
+    assert len(batch.matches) == len(titles) * len(topics)  # threshold 0: every pair is explained
+    for m in batch.matches:
+        row, col = titles.index(m.article.title), index.position(m.topic_id)
+        tv, v, doc = index.entries[col][0], batch.vectors[row], batch.docs[row]
+        pairs = zip(tv.examples, tv.topic.examples, strict=True)
+        candidates = [(float(v @ tv.desc), m.topic_id)] + [(float(v @ e), t) for e, t in pairs]
+        sim, closest = max(candidates, key=lambda x: x[0])  # the description wins ties
+        ev = m.evidence
+        assert ev.similarity == pytest.approx(sim, abs=1e-4)
+        assert (ev.closest == closest) if closest in tv.topic.examples else ev.closest_kind == "description"
+        if len(tv.counters):
+            k = int(np.argmax(tv.counters @ v))
+            assert ev.counter_example == tv.counter_of[k]
+            assert ev.counter_margin == pytest.approx(sim - float(tv.counters[k] @ v), abs=1e-4)
+        else:
+            assert ev.counter_example is None and ev.counter_margin is None
+        assert ev.keywords == (tv.rules.check(doc).fired if not tv.rules.empty else ())
+        assert ev.features == {n: pytest.approx(x, abs=1e-4) for n, x in zip(FEATURES, batch.scores.features[row, col],
+                                                                              strict=True)}
+        assert ev == index.evidence(v, doc, col, batch.scores, row)  # the one-match path says the same
+    assert batch.matches[0].evidence.keywords  # the rules fired somewhere: the check above is not vacuous
+    assert any(m.evidence.keywords == ("Vardenburg", "market", "grain") for m in batch.matches)
