@@ -120,23 +120,22 @@ def test_missing_data_says_so_and_fails(tmp_path: Path) -> None:
 
 
 @needs_dev
-def test_a_plain_topic_that_loses_to_its_keyword_rule_learns_from_its_first_judged_alerts(
+def test_a_plain_topic_beats_its_keyword_rule_after_a_handful_of_judgements(
         make_settings: Callable[..., Settings]) -> None:
-    """examples/kobani/plain.toml (no counter-examples) over-alerts on same-region news until an editor judges."""
+    """examples/kobani/plain.toml (no counter-examples) on same-region news, before and after an editor judges."""
     s = make_settings(classify={"threads": 2, "backend": "onnx-int8"})
     topics = load_topic_file(ROOT / "examples" / "kobani" / "plain.toml")
     classifier = build_classifier(s, cache_size=5_000)
     before = evaluate(classifier, topics, load_labelled(DEV / "kobani_window.jsonl"), shape="feed")
     r = before.topics["kobani-siege"]
     assert r.f1 is not None and r.keyword_f1 is not None and r.best_f1 is not None
-    # As written it loses to its own keyword rule: the similarity alone passes Isis news from elsewhere.
-    assert r.f1 < r.keyword_f1 - 0.2 and r.best_f1 > r.keyword_f1
+    # As written: its headline boundary is held near its examples (0.46 without that), still under its rule.
+    assert 0.8 <= r.f1 < r.best_f1 and r.best_f1 > r.keyword_f1
 
     stream = load_stream(DEV / "kobani_window.jsonl", "kobani-plain")
     res = run_set(classifier, s, stream, topics, [np.arange(len(stream))], [None], title="plain topic",
                   namespace=f"{s.redis.key_prefix}fbplain", tail=0.4, checkpoints=[0, 5, 20], miss_every=10)
     rows = {row["judgements"]: row for row in summarize(res)["checkpoints"]}
-    assert rows[0]["tail"]["f1"] < 0.5 and rows[0]["rest"]["f1"] < 0.6
-    # A handful of judgements (the first false alarms become counter-examples) make it beat the rule.
-    assert rows[5]["rest"]["f1"] > r.keyword_f1 and rows[20]["rest"]["f1"] > r.keyword_f1
-    assert rows[20]["tail"]["f1"] >= 0.9
+    # A handful of judgements (its first false alarm becomes a counter-example) make it beat the rule.
+    assert rows[5]["rest"]["f1"] > max(r.keyword_f1, rows[0]["rest"]["f1"])
+    assert rows[20]["rest"]["f1"] > r.keyword_f1 and rows[20]["tail"]["f1"] >= 0.9

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 from classify_fakes import BagOfWordsEmbedder, fake_embedder
 
+import classify.model as model_module
 from classify.background import Background
 from classify.classifier import Classifier
 from classify.embedder import CachedEmbedder
-from classify.model import FEATURES, SIM_NAMES, TopicVectors, fit, sim_features
+from classify.model import FEATURES, LONE_HEADLINE_MARGIN, SIM_NAMES, TopicVectors, fit, sim_features, training_set
 from classify.scorer import TopicIndex
 from classify.topics import Doc
 from wirewatch.records import Article, Topic
@@ -175,3 +177,43 @@ def test_nearest_example_peer_gives_each_item_one_topic_per_desk_and_none_outsid
                             [False, True, False, True],
                             [False, True, False, True]]
     assert not nearest_example_peer(np.zeros((0, 2)), ["a", "a"]).any()
+
+
+def test_a_topic_without_counter_examples_keeps_its_headline_boundary_near_its_least_typical_example(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    emb = fake_embedder()
+    bg = Background.build(BACKGROUND, emb)
+    # A narrow event: its examples share its words, which everyday news never uses.
+    siege = Topic(id="siege", name="Siege of Vardenburg", description="siege of vardenburg town",
+                  examples=("siege of vardenburg town shelled", "vardenburg town siege fighters",
+                            "siege of vardenburg town convoy", "vardenburg siege town refugees"),
+                  include_any=("vardenburg",))
+    lone = TopicVectors.build(siege, emb)
+    with_counter = siege.model_copy(update={"counter_examples": ("ostmark harbour blockade lifted",)})
+    paired = TopicVectors.build(with_counter, emb)
+    monkeypatch.setattr(model_module, "LONE_HEADLINE_MARGIN", 1e9)  # a margin no example reaches: no move
+    free, free_paired = fit(lone, bg), fit(paired, bg)
+    monkeypatch.undo()
+    moved, kept = fit(lone, bg), fit(paired, bg)
+
+    heads = training_set(lone, bg).subset(training_set(lone, bg).short)
+    pos = heads.x[heads.y == 1]
+    w0, b0 = free.shape_weights(True)
+    lowest = float((pos @ w0 + b0).min())
+    assert lowest > LONE_HEADLINE_MARGIN  # far from everyday news, so the rule has something to do here
+    w1, b1 = moved.shape_weights(True)
+    assert np.allclose(w1, w0) and b1 == pytest.approx(b0 - (lowest - LONE_HEADLINE_MARGIN))
+    assert float((pos @ w1 + b1).min()) == pytest.approx(LONE_HEADLINE_MARGIN)
+    # Longer items are scored as before, and a topic with a counter-example is left alone.
+    assert np.allclose(moved.weights, free.weights) and moved.bias == free.bias
+    paired_heads = training_set(paired, bg).subset(training_set(paired, bg).short)
+    wp, bp = free_paired.shape_weights(True)
+    assert float((paired_heads.x[paired_heads.y == 1] @ wp + bp).min()) > LONE_HEADLINE_MARGIN  # it would move
+    assert kept.shape_weights(True)[1] == free_paired.shape_weights(True)[1]
+    assert np.allclose(kept.shape_weights(True)[0], free_paired.shape_weights(True)[0])
+    # So a headline that resembles the examples less than they resemble each other no longer passes on that alone.
+    docs = [Doc.of("town siege")]
+    vec = emb.embed(["town siege"])
+    before = TopicIndex([(lone, free)], emb.dim).score(vec, docs).scores[0, 0]
+    after = TopicIndex([(lone, moved)], emb.dim).score(vec, docs).scores[0, 0]
+    assert after < before
