@@ -84,7 +84,13 @@ def test_topic_without_examples_uses_prior_calibrated_on_background() -> None:
     bare = Topic(id="bare", name="Volcano eruptions", description="volcano erupts lava ash")
     model = fit(TopicVectors.build(bare, emb), Background.build(BACKGROUND, emb))
     assert model.kind == "prior"
-    assert np.mean(model.background_scores < 0.5) >= 0.9
+    assert int((model.background_scores >= 0.5).sum()) <= 1
+    # Calibrated so that one everyday item in a thousand passes (at one in a hundred several of these 800 would).
+    words = [w for t in BACKGROUND for w in t.split()]
+    everyday = [" ".join(words[(i * k) % len(words)] for k in (1, 3, 7, 11, 13)) + " lava" * (i % 50 == 0)
+                for i in range(1, 801)]
+    wide = fit(TopicVectors.build(bare, emb), Background.build(everyday, emb, headlines=False))
+    assert int((wide.background_scores >= 0.5).sum()) <= 1
 
 
 def test_matches_carry_score_evidence_version_and_unit_vector() -> None:
