@@ -336,3 +336,16 @@ def test_a_batchs_evidence_is_each_matchs_closest_text_counter_margin_and_fired_
         assert ev == index.evidence(v, doc, col, batch.scores, row)  # the one-match path says the same
     assert batch.matches[0].evidence.keywords  # the rules fired somewhere: the check above is not vacuous
     assert any(m.evidence.keywords == ("Vardenburg", "market", "grain") for m in batch.matches)
+
+
+def test_a_topic_without_examples_measures_its_keywords_on_its_description(background: Background) -> None:
+    emb = fake_embedder()
+    named = Topic(id="v", name="Vardenburg", description="the siege of the town of Vardenburg",
+                  include_any=("Vardenburg",))
+    ev = keyword_evidence(TopicVectors.build(named, emb), background)
+    # The description fires the rule, so it counts as one example that does: (1 + s) / (1 + 2s) of positives.
+    assert ev.miss[0] == pytest.approx(np.log(1 - 1.5 / 2), abs=0.01) and ev.miss[0] < np.log(0.5)
+    unnamed = named.model_copy(update={"description": ""})
+    bare = keyword_evidence(TopicVectors.build(unnamed, emb), background)
+    assert bare.miss[0] == pytest.approx(np.log(0.5), abs=0.01)  # nothing to measure on: even odds
+    assert ev.hit[0] == pytest.approx(bare.hit[0] + np.log(1.5), abs=1e-3)
