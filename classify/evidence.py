@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classify.background import Background, TermHits, headline, is_roundup, is_short
-from classify.topics import Doc, Term
+from classify.topics import Doc, Term, topic_text
 
 if TYPE_CHECKING:
     from classify.model import TopicVectors
@@ -101,8 +101,7 @@ def keyword_evidence(tv: TopicVectors, background: Background, bg_kw: Array | No
     miss: list[float] = []
     # A topic without examples has its description stand in for one: the rule an editor writes names what the
     # description is about (Kobani in a sentence with its names: F1 0.648 -> 0.764; see docs/precision.md).
-    topic = tv.topic
-    measured_on = topic.examples or ((f"{topic.name}. {topic.description}".strip(),) if topic.description else ())
+    measured_on = tv.topic.examples or ((topic_text(tv.topic),) if tv.topic.description else ())
     for short in (False, True):
         texts = [headline(e) if short else e for e in measured_on]
         ex_kw = keyword_features(tv, [Doc.of(t) for t in texts])

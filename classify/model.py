@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 from classify.background import Background, headline, is_short
 from classify.embedder import Embedder, Vectors
 from classify.evidence import KeywordEvidence, keyword_evidence, keyword_features, sigmoid
-from classify.topics import Doc, KeywordRules
+from classify.topics import Doc, KeywordRules, topic_text
 from wirewatch.records import Topic
 
 SIM_NAMES = ("desc", "ex_max", "centroid", "cx_max", "margin")
@@ -74,11 +74,6 @@ COUNTERS_MAX_WEIGHT = 4.0
 # within this many logits of its least typical example's headline (scored leave-one-out); see docs/precision.md.
 LONE_HEADLINE_MARGIN = 2.0
 Array = NDArray[np.float64]
-
-
-def topic_text(topic: Topic) -> str:
-    """The text that stands for the topic's description: its name and description."""
-    return f"{topic.name}. {topic.description}".strip() if topic.description else topic.name
 
 
 def name_rules(topic: Topic) -> KeywordRules:
@@ -367,8 +362,8 @@ def fit(tv: TopicVectors, background: Background, *, lam: float = LAMBDA) -> Top
     if kind == "learned" and int((heads.y == 1).sum()) >= 2 and int((heads.y == 0).sum()) >= 2:
         head_weights, head_bias, _, _ = _fit_rows(heads, n_pos, lam)
     if kind == "learned" and not len(tv.counters):
-        head_weights, head_bias = _lone_headline_shape(heads, *(
-            (weights, bias) if head_weights is None or head_bias is None else (head_weights, head_bias)))
+        shaped = (weights, bias) if head_weights is None or head_bias is None else (head_weights, head_bias)
+        head_weights, head_bias = _lone_headline_shape(heads, *shaped)
     bg_kw = keyword_features(tv, background.docs, background.hits)
     evidence = keyword_evidence(tv, background, bg_kw)
     model = TopicModel(weights, bias, kind, n_pos, int(len(tv.counters) + len(background.vectors)), np.zeros(0),

@@ -26,9 +26,8 @@ from classify.model import (
     TopicVectors,
     centroid,
     fit,
-    topic_text,
 )
-from classify.topics import Doc, KeywordIndex, Term
+from classify.topics import Doc, KeywordHits, KeywordIndex, KeywordRules, Term, topic_text
 from wirewatch.records import Evidence, Topic
 
 Array = NDArray[np.float64]
@@ -202,16 +201,17 @@ class TopicIndex:
         match, and each keyword term is looked up once per article however many topics share it.
         ``rows`` maps a pair's article to its row of ``scores`` (default: the same index).
         """
-        out: list[Evidence | None] = [None] * len(pairs)
+        out: dict[int, Evidence] = {}
         by_topic: dict[int, list[int]] = {}
         for k, (_, col) in enumerate(pairs):
             by_topic.setdefault(col, []).append(k)
         matched: dict[tuple[int, str], str | None] = {}
+        vecs = np.asarray(vectors, dtype=np.float32)
         for col, ks in by_topic.items():
             tv, _ = self.entries[col]
             topic = tv.topic
             arts = np.array([pairs[k][0] for k in ks], dtype=np.intp)
-            v = np.asarray(vectors, dtype=np.float32)[arts]
+            v = vecs[arts]
             sim = (v @ tv.desc).astype(np.float64)
             best = np.full(len(ks), -1, dtype=np.intp)
             if len(tv.examples):
@@ -226,36 +226,29 @@ class TopicIndex:
                 cx = v @ tv.counters.T
                 counter = np.argmax(cx, axis=1)
                 margin = sim - cx[np.arange(len(ks)), counter]
-            sc_rows = [pairs[k][0] if rows is None else rows[pairs[k][0]] for k in ks]
+            sc_rows = arts if rows is None else np.asarray(rows, dtype=np.intp)[arts]
             feats = np.round(scores.features[sc_rows, col], 4).tolist()
             for i, k in enumerate(ks):
-                art = pairs[k][0]
-                fired: tuple[str, ...] = ()
-                if not tv.rules.empty:
-                    fired = _fired_terms(tv.rules.all, tv.rules.any, docs[art], art, matched)
+                art = int(arts[i])
                 out[k] = Evidence(
                     closest=topic_text(topic) if best[i] < 0 else topic.examples[int(best[i])],
                     closest_kind="description" if best[i] < 0 else "example", similarity=round(float(sim[i]), 4),
                     counter_example=None if counter is None else tv.counter_of[int(counter[i])],
                     counter_margin=None if counter is None else round(float(margin[i]), 4),
-                    keywords=fired, features=dict(zip(FEATURES, feats[i], strict=True)),
+                    keywords=() if tv.rules.empty else _fired(tv.rules, docs[art], art, matched),
+                    features=dict(zip(FEATURES, feats[i], strict=True)),
                 )
-        return [e for e in out if e is not None]
+        return [out[k] for k in range(len(pairs))]
 
 
-def _fired_terms(all_terms: Sequence[Term], any_terms: Sequence[Term], doc: Doc, art: int,
-                 matched: dict[tuple[int, str], str | None]) -> tuple[str, ...]:
-    """The include terms that fire on ``doc`` (see :attr:`KeywordHits.fired`), each term matched once per article."""
+def _fired(rules: KeywordRules, doc: Doc, art: int, matched: dict[tuple[int, str], str | None]) -> tuple[str, ...]:
+    """:attr:`KeywordHits.fired` of ``rules`` on ``doc``, each term matched once per article across topics."""
 
     def found(terms: Sequence[Term]) -> tuple[str, ...]:
-        hits = []
         for term in terms:
-            key = (art, term.raw)
-            if key not in matched:
-                matched[key] = term.match(doc)
-            if (m := matched[key]) is not None:
-                hits.append(m)
-        return tuple(hits)
+            if (art, term.raw) not in matched:
+                matched[art, term.raw] = term.match(doc)
+        return tuple(m for t in terms if (m := matched[art, t.raw]) is not None)
 
-    all_hits = found(all_terms)
-    return all_hits + tuple(t for t in found(any_terms) if t not in all_hits)
+    return KeywordHits(any_hits=found(rules.any), all_hits=found(rules.all), excluded=(),
+                       any_total=len(rules.any), all_total=len(rules.all)).fired

@@ -33,6 +33,7 @@ __all__ = [
     "enabled",
     "fold",
     "load_topic_file",
+    "topic_text",
 ]
 
 log = get_logger("classify.topics")
@@ -169,6 +170,11 @@ def apply_feedback(topic: Topic, text: str, relevant: bool) -> Topic:
     (examples if relevant else counters).append(text)
     return topic.model_copy(update={"examples": tuple(examples), "counter_examples": tuple(counters),
                                     "version": topic.version + 1, "updated_at": utcnow()})
+
+
+def topic_text(topic: Topic) -> str:
+    """The text that stands for the topic's description: its name and description."""
+    return f"{topic.name}. {topic.description}".strip() if topic.description else topic.name
 
 
 def enabled(topics: Sequence[Topic]) -> list[Topic]:

@@ -7,7 +7,6 @@ registry watcher; the report must have a row per checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dev_data import DEV, needs_dev
 
 from bench.feedback.core import build_classifier, run_set
 from bench.feedback.data import load_stream
@@ -27,9 +27,6 @@ from wirewatch.settings import Settings
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-DEV = ROOT.parent / "shared" / "eval" / "dev"
-needs_dev = pytest.mark.skipif(not DEV.exists() and not os.environ.get("CI"),
-                               reason="../shared/eval/dev is not checked out here")
 
 ITEMS = [
     ("Dock workers walk out at the port of Felixstowe", "Container traffic stopped as the strike over pay began.",

@@ -8,11 +8,11 @@ here); outside CI a checkout may lack them, in CI (CI=true) they are always ther
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dev_data import DEV, needs_dev
 
 from classify.classifier import Classifier
 from classify.embedder import CachedEmbedder, load_embedder
@@ -20,10 +20,7 @@ from classify.evaluate import evaluate, load_labelled
 from classify.topics import load_topic_file
 
 ROOT = Path(__file__).resolve().parents[3]
-DEV = ROOT.parent / "shared" / "eval" / "dev"
 ALEPPO = ROOT / "examples" / "aleppo"
-needs_dev = pytest.mark.skipif(not DEV.exists() and not os.environ.get("CI"),
-                               reason="../shared/eval/dev is not checked out here")
 
 
 @pytest.fixture(scope="module")
