@@ -43,6 +43,12 @@ class TopicIn(BaseModel):
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     desk: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$",
                              description="topics of one desk are exclusive: an article goes to its best one")
+    since: str | None = Field(default=None, max_length=40,
+                              description="an event's window opens (ISO 8601 date or date-time, UTC when no offset): "
+                                          "articles published earlier are not matched")
+    until: str | None = Field(default=None, max_length=40,
+                              description="the window closes (a bare date: the end of that day): articles published "
+                                          "from then on are not matched")
     enabled: bool = True
 
     def topic(self, *, version: int = 1, owner: str | None = None) -> Topic:

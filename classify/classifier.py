@@ -83,8 +83,8 @@ class Classifier:
         return getattr(self.embedder, "languages", None)
 
     def doc_of(self, article: Article) -> Doc:
-        """``article``'s text prepared for the keyword rules, with its language."""
-        return Doc.of(self.text_of(article), article.language)
+        """``article``'s text prepared for the keyword rules, with its language and publication time."""
+        return Doc.of(self.text_of(article), article.language, article.published_at)
 
     def set_topics(self, topics: Sequence[Topic]) -> None:
         """Put the enabled ``topics`` in force (called by the registry watcher on every change)."""
@@ -124,7 +124,7 @@ class Classifier:
         idx = index or self._index
         texts = [self.text_of(a) for a in articles]
         vectors = self.embed(texts)
-        docs = [Doc.of(t, a.language) for t, a in zip(texts, articles, strict=True)]
+        docs = [Doc.of(t, a.language, a.published_at) for t, a in zip(texts, articles, strict=True)]
         scores = idx.score(vectors, docs)
         now = utcnow()
         matches = []

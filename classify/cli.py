@@ -252,6 +252,10 @@ def _print_report(report: object) -> None:
             "closest example, no threshold (a naive peer)")
     print("cosine = best F1 of cosine similarity alone (threshold picked in hindsight); keywords = the topic's "
           "keyword query alone" + (peer if desks else ""))
+    for tid, r in report.topics.items():
+        if r.outside_window:
+            print(f"{tid}: {r.outside_window} items published outside the topic's window (since/until), matched by "
+                  "none of the above")
 
 
 @topics_app.command("list")

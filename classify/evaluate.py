@@ -11,7 +11,9 @@ goes to its best topic only). The misses and false alarms can be listed with the
 split by the items' language.
 
 Labelled data: one JSON object a line with ``id``, ``title``, ``text`` and ``labels`` (topic ids); an optional
-``language`` (else detected).
+``language`` (else detected) and ``published`` (ISO 8601 date or date-time: a topic with a window, ``since`` /
+``until``, matches only the items published inside it, as in production; its keyword rule and cosine baselines
+are measured inside the same window).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Labelled:
     labels: tuple[str, ...]
     has_labels: bool
     language: str | None = None
+    published: datetime | None = None
 
     def article(self, shape: str = "full") -> Article:
         """As an Article presented in ``shape`` (see :data:`SHAPES`).
@@ -85,8 +88,9 @@ class Labelled:
         title = self.title or first_sentence(self.text)
         summary = first_sentence(self.text) if shape == "feed" else ""
         content = (self.text or None) if shape == "full" else None
-        return Article(id=self.id[:128] or "x", title=title, summary=summary, content=content, published_at=EPOCH,
-                       fetched_at=EPOCH, feed_url="eval:", language=self.language)
+        return Article(id=self.id[:128] or "x", title=title, summary=summary, content=content,
+                       published_at=self.published or EPOCH, fetched_at=EPOCH, feed_url="eval:",
+                       language=self.language, published_estimated=self.published is None)
 
 
 def load_labelled(path: Path) -> list[Labelled]:
@@ -118,10 +122,23 @@ def load_labelled(path: Path) -> list[Labelled]:
             raise DataError(f"{path}:{n}: no title and no text")
         language = obj.get("language")
         out.append(Labelled(str(obj.get("id", n)), obj.get("title", ""), str(text), tuple(labels or ()),
-                            labels is not None, language if isinstance(language, str) and language else None))
+                            labels is not None, language if isinstance(language, str) and language else None,
+                            _published(obj.get("published", obj.get("published_at")), path, n)))
     if not out:
         raise DataError(f"{path}: no articles")
     return out
+
+
+def _published(value: Any, path: Path, n: int) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    if when is None:
+        raise DataError(f"{path}:{n}: 'published' must be an ISO 8601 date or date-time, not {value!r}")
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 @dataclass
@@ -144,6 +161,8 @@ class TopicReport:
     desk_f1: float | None = None
     nearest_f1: float | None = None
     """In a desk: F1 of a naive peer that sends every item to the desk topic with the closest example."""
+    outside_window: int = 0
+    """Items published outside the topic's window (``since``/``until``): never matched, by any of the above."""
     suggested_threshold: float | None = None
     suggested_from: str = "labels"
     curve: dict[str, list[float]] = field(default_factory=dict, repr=False)
@@ -271,13 +290,15 @@ def evaluate(classifier: Classifier, topics: Sequence[Topic], items: Sequence[La
     vectors = embed_all(classifier, articles, progress, cache_dir=cache_dir)
     # As ingest does: the item's declared language, else the one detected from what the feed would deliver.
     langs = [it.language or detect(a.text()) for it, a in zip(items, articles, strict=True)]
-    docs = [Doc.of(classifier.text_of(a), lang) for a, lang in zip(articles, langs, strict=True)]
+    docs = [Doc.of(classifier.text_of(a), lang, it.published)
+            for it, a, lang in zip(items, articles, langs, strict=True)]
     index = classifier.index_for(topics)
     scores = index.score(vectors, docs)
     labelled = any(it.has_labels for it in items)
     passed = _passed_matrix(scores, index)
     peer = nearest_example_peer(scores.features[:, :, FEATURES.index("ex_max")], [t.desk for t in index.topics])
-    reports = {topic.id: _topic_report(index, scores, col, items, labelled, percentile, passed, peer)
+    outside = index.outside(docs)
+    reports = {topic.id: _topic_report(index, scores, col, items, labelled, percentile, passed, peer, outside)
                for col, topic in enumerate(index.topics)}
     report = Report(reports, _macro(reports, labelled), labelled, len(items), shape)
     if labelled and errors:
@@ -311,11 +332,13 @@ def _passed_matrix(scores: Scores, index: TopicIndex) -> NDArray[np.bool_]:
 
 
 def _topic_report(index: TopicIndex, scores: Scores, col: int, items: Sequence[Labelled], labelled: bool,
-                  percentile: float, passed: NDArray[np.bool_], peer: NDArray[np.bool_]) -> TopicReport:
+                  percentile: float, passed: NDArray[np.bool_], peer: NDArray[np.bool_],
+                  outside: NDArray[np.bool_]) -> TopicReport:
     desc_i, ex_i, kw_i = FEATURES.index("desc"), FEATURES.index("ex_max"), FEATURES.index("kw_bool")
     topic = index.topics[col]
     s = np.where(scores.excluded[:, col], 0.0, scores.scores[:, col])
-    rep = TopicReport(threshold=topic.threshold, predicted=int((s >= topic.threshold).sum()), desk=topic.desk)
+    rep = TopicReport(threshold=topic.threshold, predicted=int((s >= topic.threshold).sum()), desk=topic.desk,
+                      outside_window=int(outside[:, col].sum()))
     if not labelled:
         rep.suggested_threshold = round(float(np.percentile(s, percentile)), 4)
         rep.suggested_from = f"background p{percentile:g}"
@@ -326,10 +349,12 @@ def _topic_report(index: TopicIndex, scores: Scores, col: int, items: Sequence[L
     thr, f1, rep.curve = best_threshold(s, truth)
     rep.best_threshold, rep.best_f1 = thr, round(f1, 4)
     rep.suggested_threshold = thr
-    cosine = np.maximum(scores.features[:, col, desc_i], scores.features[:, col, ex_i])
+    # The baselines see what the topic sees: nothing outside its window.
+    inside = ~outside[:, col]
+    cosine = np.where(inside, np.maximum(scores.features[:, col, desc_i], scores.features[:, col, ex_i]), -1.0)
     rep.cosine_best_f1 = round(best_threshold(cosine, truth)[1], 4)
     if not index.entries[col][0].rules.empty:
-        rep.keyword_f1 = round(prf(scores.features[:, col, kw_i] > 0.5, truth)[2], 4)
+        rep.keyword_f1 = round(prf((scores.features[:, col, kw_i] > 0.5) & inside, truth)[2], 4)
     if topic.desk:
         rep.desk_precision, rep.desk_recall, rep.desk_f1 = (round(x, 4) for x in prf(passed[:, col], truth))
         rep.nearest_f1 = round(prf(peer[:, col], truth)[2], 4)

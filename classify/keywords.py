@@ -18,6 +18,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,8 @@ class Doc:
 
     ``folded`` is :func:`fold` of ``text``; ``lowered`` is that case-folded. ``words`` and ``lower_words``
     are their words, the dictionary keys that single-word terms are looked up by. ``language`` is the
-    article's ISO 639-1 code when known (see :class:`classify.scorer.TopicIndex` for what it changes).
+    article's ISO 639-1 code when known (see :class:`classify.scorer.TopicIndex` for what it changes);
+    ``published`` when it was published, for the topics that have a window (:meth:`Topic.in_window`).
     """
 
     text: str
@@ -73,15 +75,16 @@ class Doc:
     folded: str
     lowered: str
     language: str | None = None
+    published: datetime | None = None
 
     @classmethod
-    def of(cls, text: str, language: str | None = None) -> Doc:
-        """Prepare ``text`` (in ``language``, when known)."""
+    def of(cls, text: str, language: str | None = None, published: datetime | None = None) -> Doc:
+        """Prepare ``text`` (in ``language`` and published at ``published``, when known)."""
         folded = fold(text)
         lowered = folded.casefold()
         words = frozenset(_WORD.findall(folded))
         lower_words = words if lowered == folded else frozenset(_WORD.findall(lowered))
-        return cls(text, words, lower_words, folded, lowered, language)
+        return cls(text, words, lower_words, folded, lowered, language, published)
 
 
 class Spelling:

@@ -41,6 +41,7 @@ class Scores:
     features: Array
     """Shape ``(n, topics, F)``; see :data:`classify.model.FEATURES`."""
     excluded: NDArray[np.bool_]
+    """True where a topic's ``exclude`` rule vetoed the article, or it was published outside the topic's window."""
     outranked: NDArray[np.bool_] | None = None
     """True where another topic of the same desk scored the article higher (None: no desks)."""
 
@@ -60,8 +61,9 @@ class Scorer(Protocol):
 
     ``score(vectors, docs)`` takes unit-norm vectors (one row per article) and the articles' prepared texts
     (same order) and returns :class:`Scores` over ``topics``, whose ``i``-th entry is column ``i``. A score is
-    in [0, 1]; an article whose text fires a topic's ``exclude`` rule is marked excluded and scored 0. It never
-    raises for an empty batch or an empty topic list.
+    in [0, 1]; an article whose text fires a topic's ``exclude`` rule, or whose ``Doc.published`` lies outside
+    the topic's window (``since``/``until``), is marked excluded and scored 0. It never raises for an empty batch
+    or an empty topic list.
     """
 
     topics: Sequence[Topic]
@@ -111,6 +113,9 @@ class TopicIndex:
         self._miss = np.array([m.keywords.miss for m in models]).reshape(-1, 2)
         self._gated = np.array([len(tv.counters) > 0 for tv in tvs], dtype=bool)
         self.thresholds = np.array([tv.topic.threshold for tv in tvs], dtype=np.float64)
+        self._since = np.array([-np.inf if tv.topic.since is None else tv.topic.since.timestamp() for tv in tvs])
+        self._until = np.array([np.inf if tv.topic.until is None else tv.topic.until.timestamp() for tv in tvs])
+        self._windowed = bool(np.isfinite(self._since).any() or np.isfinite(self._until).any())
         desks: dict[str, list[int]] = {}
         for col, tv in enumerate(tvs):
             if tv.topic.desk:
@@ -130,6 +135,12 @@ class TopicIndex:
         langs = self.languages
         return np.array([langs is not None and d.language is not None and d.language not in langs for d in docs],
                         dtype=bool)
+
+    def outside(self, docs: Sequence[Doc]) -> NDArray[np.bool_]:
+        """Per doc and topic: published outside the topic's window? An undated doc is inside every window."""
+        when = np.array([np.nan if d.published is None else d.published.timestamp() for d in docs], dtype=np.float64)
+        inside = (when[:, None] >= self._since[None, :]) & (when[:, None] < self._until[None, :])
+        return np.asarray(~inside & ~np.isnan(when)[:, None], dtype=bool)
 
     def position(self, topic_id: str) -> int:
         """The column of ``topic_id``; raises KeyError when it is not indexed."""
@@ -156,6 +167,8 @@ class TopicIndex:
         feats[:, :, 0], feats[:, :, 1], feats[:, :, 2] = s_desc, ex_max, v @ self._cent.T
         feats[:, :, 3], feats[:, :, 4] = cx_max, ex_max - cx_max
         feats[:, :, SIM_FEATURES:SIM_FEATURES + 3], excluded = self._kw.features(docs)
+        if self._windowed:
+            excluded = excluded | self.outside(docs)
         feats[:, :, SIM_FEATURES + 3] = self._names.features(docs)[0][:, :, 1]
         short = np.array([is_short(d) for d in docs])
         feats[:, :, SIM_FEATURES + 4] = short[:, None]

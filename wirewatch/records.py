@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 SCHEMA_MAJOR = 1
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.0"
+_BARE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class RecordError(ValueError):
@@ -147,10 +148,43 @@ class Topic(Record):
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     desk: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     """Topics that share a desk are exclusive: an article goes to the one it matches best, at most."""
+    since: datetime | None = None
+    """An event topic's window opens: an article published before it is not matched (None: no bound). A bare
+    date means its first moment, in UTC."""
+    until: datetime | None = None
+    """The window closes: an article published at or after it is not matched (None: no bound). A bare date
+    means the end of that day, in UTC."""
     enabled: bool = True
     version: int = Field(default=1, ge=1)
     owner: str | None = None
     updated_at: datetime | None = None
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _window_bound(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and _BARE_DATE.match(value.strip()):
+            value = date.fromisoformat(value.strip())
+        if isinstance(value, date) and not isinstance(value, datetime):
+            day = datetime(value.year, value.month, value.day, tzinfo=UTC)
+            return day + timedelta(days=1) if info.field_name == "until" else day
+        return value
+
+    @field_validator("since", "until")
+    @classmethod
+    def _window_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _as_utc(value)
+
+    @model_validator(mode="after")
+    def _window_order(self) -> Topic:
+        if self.since is not None and self.until is not None and self.until <= self.since:
+            raise ValueError(f"until ({self.until.isoformat()}) must come after since ({self.since.isoformat()})")
+        return self
+
+    def in_window(self, published: datetime | None) -> bool:
+        """Is an article published at ``published`` inside the topic's window? Undated articles always are."""
+        if published is None:
+            return True
+        return (self.since is None or published >= self.since) and (self.until is None or published < self.until)
 
 
 class Feed(Record):

@@ -5,6 +5,7 @@ A screenshot of each page is kept under test-artifacts/browser/.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -159,12 +160,19 @@ def test_topic_editor_previews_as_you_type_and_saves(live_api: Api, browser: Any
     _shot(browser, "topic-preview")
     browser.find_element(By.ID, "t-include-all").send_keys("quake*|earthquake*")
     browser.find_element(By.ID, "t-desk").send_keys("science")
+    # A date field's typing order follows the browser's locale; set its value as the date picker would.
+    browser.execute_script("document.getElementById('t-until').value = '2026-03-31'")
     browser.find_element(By.ID, "t-description").send_keys(Keys.TAB)
     browser.find_element(By.CSS_SELECTOR, "#topic-form button[type=submit]").click()
     WebDriverWait(browser, 15).until(lambda d: d.current_url.endswith("/ui/topics/quakes"))
     t = registry.topics(state.connect(live_api.settings), live_api.settings).get("quakes")
     assert t is not None and t.owner == live_api.alice_id and t.version == 1
     assert t.desk == "science" and t.include_all == ("quake*|earthquake*",)
+    assert t.since is None and t.until == datetime(2026, 4, 1, tzinfo=UTC)  # to the end of the day chosen
+    # The editor shows the window as it was chosen, so saving the topic again keeps it.
+    WebDriverWait(browser, 10).until(
+        lambda d: d.find_element(By.ID, "t-until").get_attribute("value") == "2026-03-31")
+    assert browser.find_element(By.ID, "t-since").get_attribute("value") == ""
     _shot(browser, "topic-saved")
 
 

@@ -51,6 +51,10 @@ def test_topic_crud_versions_and_ownership(client: Any, make_settings: Any) -> N
     r = c.put("/v1/topics/aleppo", json=changed, headers=alice)
     assert r.status_code == 200 and r.json()["version"] == 2 and r.json()["threshold"] == 0.6
     assert c.get("/v1/topics/aleppo", headers=alice).json()["desk"] == "world"
+    r = c.put("/v1/topics/aleppo", json=changed | {"since": "2016-11-15", "until": "2016-12-31"}, headers=alice)
+    assert r.status_code == 200, r.text
+    stored = c.get("/v1/topics/aleppo", headers=alice).json()
+    assert (stored["since"], stored["until"]) == ("2016-11-15T00:00:00Z", "2017-01-01T00:00:00Z")
     assert c.put("/v1/topics/aleppo", json=ALEPPO | {"id": "other"}, headers=alice).status_code == 422
     assert c.delete("/v1/topics/aleppo", headers={"X-API-Key": "ww_nope_x"}).status_code == 401
     assert c.delete("/v1/topics/aleppo", headers=admin).status_code == 204
@@ -72,6 +76,8 @@ def test_subscriber_cannot_change_someone_elses_topic(client: Any) -> None:
         (ALEPPO | {"desk": "World Desk"}, "desk"),
         (ALEPPO | {"include_any": ["!!"]}, "no word characters"),
         (ALEPPO | {"version": 9}, "version"),  # server-owned field: refused, not ignored
+        (ALEPPO | {"since": "2016-12-01", "until": "2016-11-30"}, "must come after since"),
+        (ALEPPO | {"since": "soon"}, "since"),
     ],
 )
 def test_bad_topic_gets_422_naming_the_field(client: Any, body: dict[str, Any], needle: str) -> None:

@@ -7,6 +7,7 @@ from another origin: templates, script, style sheet and chart (inline SVG drawn 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 
 from wirewatch import registry
 from wirewatch.auth import COOKIE, ApiContext, ApiKey, get_context, refuse_guessing
+from wirewatch.records import Topic
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -52,6 +54,13 @@ def _page(request: Request, name: str, api_key: ApiKey, **data: Any) -> HTMLResp
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def window_days(topic: Topic) -> tuple[str, str]:
+    """The topic's window as the editor's two date fields: its first day and its last (``until`` is exclusive)."""
+    since = topic.since.date().isoformat() if topic.since else ""
+    until = (topic.until - timedelta(microseconds=1)).date().isoformat() if topic.until else ""
+    return since, until
 
 
 def _login_redirect() -> RedirectResponse:
@@ -99,14 +108,14 @@ def router() -> APIRouter:
 
     @r.get("/topics/new", response_class=HTMLResponse)
     def topic_new(request: Request, api_key: SignedIn) -> Response:
-        return _page(request, "topic_edit.html", api_key, topic=None)
+        return _page(request, "topic_edit.html", api_key, topic=None, window=("", ""))
 
     @r.get("/topics/{topic_id}", response_class=HTMLResponse)
     def topic_edit(topic_id: str, request: Request, ctx: Ctx, api_key: SignedIn) -> Response:
         topic = registry.topics(ctx.redis, ctx.settings).get(topic_id)
         if topic is None:
             return _page(request, "missing.html", api_key, what=f"topic {topic_id}")
-        return _page(request, "topic_edit.html", api_key, topic=topic)
+        return _page(request, "topic_edit.html", api_key, topic=topic, window=window_days(topic))
 
     @r.get("/subscriptions", response_class=HTMLResponse)
     def subscriptions_page(request: Request, ctx: Ctx, api_key: SignedIn) -> Response:

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from classify import evaluate
-from classify.topics import load_topic_file
+from classify.topics import dump_topics, load_topic_file
 from wirewatch.cli import app
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -104,3 +104,35 @@ def test_topics_test_prints_score_and_evidence(runner: CliRunner) -> None:
 def test_topics_test_unknown_topic_exits_2(runner: CliRunner) -> None:
     result = runner.invoke(app, ["topics", "test", "nope", "--topics", str(ALEPPO / "topics.toml"), "text"])
     assert result.exit_code == 2 and "no topic 'nope'" in result.stderr
+
+
+def test_eval_topics_honours_the_topics_window_for_the_topic_and_its_baselines(runner: CliRunner,
+                                                                                tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in (ALEPPO / "articles.jsonl").read_text().splitlines()]
+    (topic,) = load_topic_file(ALEPPO / "topics.toml")
+    assert topic.since is not None
+    before = {r["id"] for r in rows if r["published"] < topic.since.isoformat()}
+    assert before and not any(r["labels"] for r in rows if r["id"] in before)
+    windowed = _eval_json(runner, "--errors")
+    unbounded_file = tmp_path / "unbounded.toml"
+    unbounded_file.write_text(dump_topics([topic.model_copy(update={"since": None})]))
+    result = runner.invoke(app, ["eval", "topics", "--data", str(ALEPPO / "articles.jsonl"), "--topics",
+                                 str(unbounded_file), "--shape", "feed", "--json", "--errors"])
+    assert result.exit_code == 0, result.output
+    unbounded = json.loads(result.stdout)
+    w, u = windowed["topics"]["aleppo-ceasefire"], unbounded["topics"]["aleppo-ceasefire"]  # type: ignore[index]
+    assert w["outside_window"] == len(before) and u["outside_window"] == 0
+    # Outside the window nothing alerts, so the false alarms there go, for the topic and for its keyword rule.
+    assert not {e["item_id"] for e in windowed["errors"] if e["kind"] == "false alarm"} & before  # type: ignore[attr-defined]
+    assert {e["item_id"] for e in unbounded["errors"] if e["kind"] == "false alarm"} & before
+    assert w["precision"] > u["precision"] and w["recall"] == u["recall"]
+    assert w["keyword_f1"] > u["keyword_f1"]
+
+
+def test_eval_topics_unreadable_published_date_exits_2_naming_the_line(runner: CliRunner, tmp_path: Path) -> None:
+    data = tmp_path / "bad-date.jsonl"
+    data.write_text('{"id": "1", "title": "ok", "labels": [], "published": "2016-12-07"}\n'
+                    '{"id": "2", "title": "ok", "labels": [], "published": "last week"}\n')
+    result = runner.invoke(app, ["eval", "topics", "--data", str(data), "--topics", str(ALEPPO / "topics.toml")])
+    assert result.exit_code == 2
+    assert f"{data}:2: 'published' must be an ISO 8601 date" in result.stderr

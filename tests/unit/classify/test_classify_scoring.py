@@ -223,3 +223,24 @@ def test_a_topic_without_counter_examples_keeps_its_headline_boundary_near_its_l
     before = TopicIndex([(lone, free)], emb.dim).score(vec, docs).scores[0, 0]
     after = TopicIndex([(lone, moved)], emb.dim).score(vec, docs).scores[0, 0]
     assert after < before
+
+
+def test_a_topic_matches_only_articles_published_inside_its_window() -> None:
+    emb = fake_embedder()
+    c = Classifier(emb, Background.build(BACKGROUND, emb))
+    c.set_topics([TRAINS.model_copy(update={"since": datetime(2025, 12, 1, tzinfo=UTC),
+                                            "until": datetime(2026, 2, 1, tzinfo=UTC)}), FOOD])
+    text = "Rail strike: trains cancelled as drivers walk out"
+
+    def at(when: datetime, **extra: object) -> Article:
+        return article(text).model_copy(update={"id": f"a-{when:%Y%m%d}", "published_at": when, **extra})
+
+    before, inside, after = datetime(2025, 11, 30, tzinfo=UTC), NOW, datetime(2026, 2, 1, tzinfo=UTC)
+    batch = c.classify([at(before), at(inside), at(after)])
+    col = batch.index.position("trains")
+    assert [m.article.id for m in batch.matches] == ["a-20260101"]
+    assert batch.scores.excluded[:, col].tolist() == [True, False, True]
+    assert batch.scores.scores[[0, 2], col].tolist() == [0.0, 0.0]
+    assert not batch.scores.excluded[:, batch.index.position("food")].any()  # a topic without a window: every date
+    undated = Doc.of(text)  # no publication time known: inside every window
+    assert not batch.index.outside([undated]).any()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -95,3 +95,25 @@ def test_naive_datetimes_become_utc() -> None:
     a = Article(id="a" * 32, title="t", published_at=datetime(2016, 12, 13, 10, 0),
                 fetched_at=datetime(2016, 12, 13, 11, 0, tzinfo=UTC) + timedelta(hours=0), feed_url="https://x/f")
     assert a.published_at.tzinfo == UTC
+
+
+def test_topic_window_takes_bare_dates_as_whole_utc_days_and_round_trips() -> None:
+    t = Topic.model_validate({"id": "t", "name": "T", "since": date(2016, 11, 15), "until": "2016-12-31"})
+    assert t.since == datetime(2016, 11, 15, tzinfo=UTC)
+    assert t.until == datetime(2017, 1, 1, tzinfo=UTC)  # the end of the named day
+    assert decode(Topic, encode(t)) == t  # stored as date-times, not shifted a second day
+    assert not t.in_window(datetime(2016, 11, 14, 23, 59, tzinfo=UTC))
+    assert t.in_window(datetime(2016, 11, 15, tzinfo=UTC)) and t.in_window(datetime(2016, 12, 31, 23, 59, tzinfo=UTC))
+    assert not t.in_window(datetime(2017, 1, 1, tzinfo=UTC))
+    assert t.in_window(None)  # an undated article is never dropped for its date
+    naive = Topic(id="t", name="T", since=datetime(2016, 11, 15, 12, 0))
+    assert naive.since == datetime(2016, 11, 15, 12, 0, tzinfo=UTC)
+    assert Topic(id="t", name="T").in_window(datetime(1990, 1, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("window", [{"since": "2016-12-01", "until": "2016-11-30"},
+                                    {"since": "2016-12-01T00:00:00Z", "until": "2016-12-01T00:00:00Z"},
+                                    {"since": "next tuesday"}])
+def test_topic_window_that_is_empty_or_unreadable_is_refused(window: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match="until|since"):
+        Topic.model_validate({"id": "t", "name": "T", **window})

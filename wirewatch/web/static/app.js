@@ -226,7 +226,7 @@ function topicFromForm(form) {
     examples: lines(f.examples.value), counter_examples: lines(f.counter_examples.value),
     include_any: commas(f.include_any.value), include_all: commas(f.include_all.value),
     exclude: commas(f.exclude.value), threshold: Number(f.threshold.value), enabled: f.enabled.checked,
-    desk: f.desk.value.trim() || null,
+    desk: f.desk.value.trim() || null, since: f.since.value || null, until: f.until.value || null,
   };
 }
 
