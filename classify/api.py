@@ -112,7 +112,11 @@ class TestOut(BaseModel):
     score: float
     threshold: float
     matched: bool
+    """Would alert if it arrived now: at or above the threshold, not vetoed, and now inside the topic's window."""
     excluded: bool
+    """Vetoed by the topic's ``exclude`` rule."""
+    outside_window: bool = False
+    """Now lies outside the topic's window (``since``/``until``): the text is scored as if it did not."""
     evidence: Evidence
     model: dict[str, Any]
 
@@ -232,16 +236,18 @@ def router() -> APIRouter:
         if topic is None:
             raise HTTPException(404, "topic not found")
         classifier = classifier_for(ctx.settings)
-        index = classifier.index_for([topic])
         now = utcnow()
+        # The text is what is being tried: scored without the window, which is reported apart.
+        index = classifier.index_for([topic.model_copy(update={"since": None, "until": None})])
         article = Article(id="test", title=body.title, summary=body.summary, published_at=now, fetched_at=now,
                           feed_url="api:")
         batch = classifier.classify([article], index=index)
         score = float(batch.scores.scores[0, 0])
         info = classifier.model_info
+        outside = not topic.in_window(now)
         return TestOut(topic_id=topic.id, topic_version=topic.version, score=round(score, 4),
-                       threshold=topic.threshold, matched=bool(batch.matches),
-                       excluded=bool(batch.scores.excluded[0, 0]),
+                       threshold=topic.threshold, matched=bool(batch.matches) and not outside,
+                       excluded=bool(batch.scores.excluded[0, 0]), outside_window=outside,
                        evidence=index.evidence(batch.vectors[0], batch.docs[0], 0, batch.scores, 0),
                        model={"name": info.name, "revision": info.revision, "backend": info.backend,
                               "topic_model": describe(index.entries[0][1])})

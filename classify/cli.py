@@ -283,7 +283,7 @@ def topics_test(
     s = _settings()
     t = _find_topic(s, topic, topics_file)
     classifier = _classifier(s)
-    index = classifier.index_for([t])
+    index = classifier.index_for([t.model_copy(update={"since": None, "until": None})])  # the text, not the date
     title, _, summary = text.partition("\n")
     now = utcnow()
     article = Article(id="test", title=title, summary=summary, published_at=now, fetched_at=now, feed_url="cli:")
@@ -292,6 +292,9 @@ def topics_test(
     ev = index.evidence(batch.vectors[0], batch.docs[0], 0, batch.scores, 0)
     verdict = "MATCH" if batch.matches else ("excluded" if batch.scores.excluded[0, 0] else "no match")
     print(f"{t.id} v{t.version}: score {score:.3f} (threshold {t.threshold:.2f}) -> {verdict}")
+    if not t.in_window(now):
+        bounds = " and ".join(f"{k} {v.isoformat()}" for k, v in (("since", t.since), ("until", t.until)) if v)
+        print(f"  outside the topic's window now ({bounds}): an article arriving now would not alert")
     print(f"  closest {ev.closest_kind}: {ev.closest.splitlines()[0][:100]!r} (cosine {ev.similarity:.3f})")
     if ev.counter_example is not None:
         print(f"  closest counter-example: {ev.counter_example.splitlines()[0][:100]!r} "

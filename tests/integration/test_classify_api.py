@@ -111,4 +111,12 @@ def test_preview_scores_recent_articles_and_test_shows_evidence(client: Any) -> 
     t = r.json()
     assert t["matched"] and t["topic_version"] == 1 and "Aleppo" in t["evidence"]["keywords"]
     assert t["evidence"]["counter_example"] == "Yemen truce begins" and t["model"]["backend"] == "onnx-int8"
+    assert not t["outside_window"]
+    # A window that has closed: the text still scores as it would, and the answer says it would not alert now.
+    assert c.put("/v1/topics/aleppo", json=ALEPPO | {"until": "2016-12-31"}, headers=admin).status_code == 200
+    r = c.post("/v1/topics/aleppo/test", json={"title": "Aleppo evacuation resumes", "summary": "Under the truce."},
+               headers=admin)
+    closed = r.json()
+    assert closed["outside_window"] and not closed["matched"] and not closed["excluded"]
+    assert closed["score"] == t["score"] and closed["score"] >= closed["threshold"]
     assert c.post("/v1/topics/nope/test", json={"title": "x"}, headers=admin).status_code == 404

@@ -136,3 +136,13 @@ def test_eval_topics_unreadable_published_date_exits_2_naming_the_line(runner: C
     result = runner.invoke(app, ["eval", "topics", "--data", str(data), "--topics", str(ALEPPO / "topics.toml")])
     assert result.exit_code == 2
     assert f"{data}:2: 'published' must be an ISO 8601 date" in result.stderr
+
+
+def test_topics_test_scores_the_text_and_says_when_the_window_has_closed(runner: CliRunner, tmp_path: Path) -> None:
+    (topic,) = load_topic_file(ALEPPO / "topics.toml")
+    closed = tmp_path / "closed.toml"
+    closed.write_text(dump_topics([topic.model_copy(update={"until": topic.since.replace(year=2017)})]))
+    result = runner.invoke(app, ["topics", "test", "aleppo-ceasefire", "--topics", str(closed),
+                                 "Aleppo evacuation resumes\nBuses left the rebel-held east under the truce."])
+    assert result.exit_code == 0, result.output
+    assert "-> MATCH" in result.stdout and "outside the topic's window now (since 2016-11-15" in result.stdout
