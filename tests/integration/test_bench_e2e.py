@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_tiny_end_to_end_run_loses_nothing_and_reports_its_keys() -> None:
     proc = subprocess.run([sys.executable, "-m", "bench.e2e", "--articles", "30", "--feeds", "3", "--configs",
-                           "auto:1", "--latency-rate", "0", "--run-timeout", "150", "--json"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=280,
+                           "auto:1", "--latency-rate", "0", "--run-timeout", "150", "--warmup", "10", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=360,
                           env=os.environ | {"HF_HUB_OFFLINE": "1"}, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
@@ -28,6 +28,7 @@ def test_tiny_end_to_end_run_loses_nothing_and_reports_its_keys() -> None:
         assert key in doc, key
     assert doc["lost"] == 0, (doc["runs"][0]["lost_detail"], proc.stderr[-4000:])
     assert doc["duplicates"] == 0
+    assert doc["warmup"]["articles"] == 10 and doc["warmup"]["lost"] == 0  # counted in nothing but the loss
     run = doc["runs"][0]
     assert run["on_kafka"] == 30
     assert run["articles_per_s"] > 0
