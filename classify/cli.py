@@ -266,8 +266,9 @@ def topics_list() -> None:
 
     s = _settings()
     for t in TopicStore(state.connect(s), s).all():
+        window = "".join(f" {k} {v:%Y-%m-%d %H:%M}" for k, v in (("since", t.since), ("until", t.until)) if v)
         print(f"{t.id:<24} v{t.version:<4} thr {t.threshold:.2f} {'on ' if t.enabled else 'off'} "
-              f"{len(t.examples)} examples, {len(t.counter_examples)} counter-examples  {t.name}")
+              f"{len(t.examples)} examples, {len(t.counter_examples)} counter-examples  {t.name}{window}")
 
 
 @topics_app.command("test")

@@ -97,11 +97,11 @@ def test_keyboard_skip_link_and_navigation(live_api: Api, browser: Any) -> None:
 def test_every_page_renders(live_api: Api, browser: Any) -> None:
     r = state.connect(live_api.settings)
     registry.topics(r, live_api.settings).put(Topic(id="floods", name="Floods", description="river floods",
-                                                    examples=("River bursts its banks",)))
+                                                    examples=("River bursts its banks",), since="2026-01-15"))
     registry.feeds(r, live_api.settings).put(Feed(id="f1", url="https://news.example.com/rss", name="Example"))
     _sign_in(browser, live_api, live_api.admin)
     for path, name, marker in [
-        ("/ui/topics", "topics", "Floods"),
+        ("/ui/topics", "topics", "2026-01-15 – …"),  # the topic's window, open at its end
         ("/ui/topics/floods", "topic-editor", "Preview on recent articles"),
         ("/ui/topics/new", "topic-new", "New topic"),
         ("/ui/subscriptions", "subscriptions", "New subscription"),

@@ -63,7 +63,7 @@ def test_preview_feedback_put_and_list(cli: tuple[CliRunner, Settings]) -> None:
     r = runner.invoke(app, ["topics", "put", str(TOPICS)])
     assert "aleppo-ceasefire: version 3" in r.stdout  # saving again is a new version, never a step back
     r = runner.invoke(app, ["topics", "list"])
-    assert "aleppo-ceasefire" in r.stdout and "v3" in r.stdout
+    assert "aleppo-ceasefire" in r.stdout and "v3" in r.stdout and "since 2016-11-15 00:00" in r.stdout
 
 
 def test_feedback_errors_exit_2_and_change_nothing(cli: tuple[CliRunner, Settings]) -> None:

@@ -104,7 +104,8 @@ def router() -> APIRouter:
 
     @r.get("/topics", response_class=HTMLResponse)
     def topics_page(request: Request, ctx: Ctx, api_key: SignedIn) -> Response:
-        return _page(request, "topics.html", api_key, topics=registry.topics(ctx.redis, ctx.settings).all())
+        return _page(request, "topics.html", api_key, topics=registry.topics(ctx.redis, ctx.settings).all(),
+                     window=window_days)
 
     @r.get("/topics/new", response_class=HTMLResponse)
     def topic_new(request: Request, api_key: SignedIn) -> Response:
