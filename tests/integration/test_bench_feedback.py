@@ -126,8 +126,10 @@ def test_a_plain_topic_beats_its_keyword_rule_after_a_handful_of_judgements(
     before = evaluate(classifier, topics, load_labelled(DEV / "kobani_window.jsonl"), shape="feed")
     r = before.topics["kobani-siege"]
     assert r.f1 is not None and r.keyword_f1 is not None and r.best_f1 is not None
-    # As written: its headline boundary is held near its examples (0.46 without that), still under its rule.
-    assert 0.8 <= r.f1 < r.best_f1 and r.best_f1 > r.keyword_f1
+    # As written: its headline boundary is held near its examples (0.46 without that) and a headline that does not
+    # name the town costs what its description and examples say (0.847 when the examples alone said it): above
+    # its rule, short of its best threshold.
+    assert r.keyword_f1 < r.f1 < r.best_f1 and r.f1 >= 0.85
 
     stream = load_stream(DEV / "kobani_window.jsonl", "kobani-plain")
     res = run_set(classifier, s, stream, topics, [np.arange(len(stream))], [None], title="plain topic",

@@ -349,3 +349,18 @@ def test_a_topic_without_examples_measures_its_keywords_on_its_description(backg
     bare = keyword_evidence(TopicVectors.build(unnamed, emb), background)
     assert bare.miss[0] == pytest.approx(np.log(0.5), abs=0.01)  # nothing to measure on: even odds
     assert ev.hit[0] == pytest.approx(bare.hit[0] + np.log(1.5), abs=1e-3)
+
+
+def test_a_topic_without_counter_examples_counts_its_description_when_its_names_are_measured(
+        background: Background) -> None:
+    emb = fake_embedder()
+    lone = Topic(id="v", name="Vardenburg", description="the siege of the town of Vardenburg",
+                 examples=("Vardenburg shelled overnight", "Fighters hold Vardenburg", "Vardenburg civilians flee"),
+                 include_any=("Vardenburg",))
+    ev = keyword_evidence(TopicVectors.build(lone, emb), background)
+    # Four samples name it (three examples and the description): (4 + s) / (4 + 2s) of the topic's reports do.
+    assert ev.miss[0] == pytest.approx(np.log(1 - 4.5 / 5), abs=0.01)
+    countered = lone.model_copy(update={"counter_examples": ("Vardenburg football club wins the cup",)})
+    measured = keyword_evidence(TopicVectors.build(countered, emb), background)
+    assert measured.miss[0] == pytest.approx(np.log(1 - 3.5 / 4), abs=0.01)  # the examples alone
+    assert ev.hit == measured.hit  # what a firing rule is worth is measured on the examples either way
