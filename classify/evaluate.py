@@ -11,19 +11,21 @@ goes to its best topic only). The misses and false alarms can be listed with the
 split by the items' language.
 
 Labelled data: one JSON object a line with ``id``, ``title``, ``text`` and ``labels`` (topic ids); an optional
-``language`` (else detected) and ``published`` (ISO 8601 date or date-time: a topic with a window, ``since`` /
+``language`` (else detected) and ``published`` (ISO 8601, RFC 2822 or Unix seconds: a topic with a window, ``since`` /
 ``until``, matches only the items published inside it, as in production; its keyword rule and cosine baselines
 are measured inside the same window).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,14 +132,22 @@ def load_labelled(path: Path) -> list[Labelled]:
 
 
 def _published(value: Any, path: Path, n: int) -> datetime | None:
+    """An item's publication time: ISO 8601, a feed's RFC 2822 date or Unix seconds; naive means UTC."""
     if value is None or value == "":
         return None
-    try:
-        when = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        when = None
+    when: datetime | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError, OSError, ValueError):
+            when = datetime.fromtimestamp(value, UTC)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            when = datetime.fromisoformat(value.strip())
+        if when is None:
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                when = parsedate_to_datetime(value)
     if when is None:
-        raise DataError(f"{path}:{n}: 'published' must be an ISO 8601 date or date-time, not {value!r}")
+        raise DataError(f"{path}:{n}: 'published' must be an ISO 8601 date or date-time (or an RFC 2822 date, or "
+                        f"Unix seconds), not {value!r}")
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 

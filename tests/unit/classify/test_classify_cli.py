@@ -146,3 +146,16 @@ def test_topics_test_scores_the_text_and_says_when_the_window_has_closed(runner:
                                  "Aleppo evacuation resumes\nBuses left the rebel-held east under the truce."])
     assert result.exit_code == 0, result.output
     assert "-> MATCH" in result.stdout and "outside the topic's window now (since 2016-11-15" in result.stdout
+
+
+def test_labelled_items_take_their_dates_as_feeds_and_datasets_write_them(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    data = tmp_path / "dates.jsonl"
+    dates = ["2016-12-07", "2016-12-07T12:00:00Z", "2016-12-07T13:00:00+01:00", "Wed, 07 Dec 2016 12:00:00 GMT",
+             1481112000, ""]
+    data.write_text("".join(json.dumps({"id": str(i), "title": "t", "published": d}) + "\n"
+                            for i, d in enumerate(dates)))
+    got = [it.published for it in evaluate.load_labelled(data)]
+    noon = datetime(2016, 12, 7, 12, tzinfo=UTC)
+    assert got == [datetime(2016, 12, 7, tzinfo=UTC), noon, noon, noon, noon, None]  # "" = undated
