@@ -106,7 +106,8 @@ def keyword_evidence(tv: TopicVectors, background: Background, bg_kw: Array | No
     # description is one more sample of how often the event's reports name it (three examples and a description
     # that all name Kobani: a headline without the name costs 2.29 logits, not 2.08; the plain Kobani topic 0.847
     # -> 0.868, above its rule's 0.861). A topic with counter-examples measures its names on its examples alone.
-    lone = bool(tv.topic.description) and not len(tv.counters)
+    lone = bool(tv.topic.description and tv.topic.examples) and not len(tv.counters)
+    desc_named = int(keyword_features(tv, [Doc.of(topic_text(tv.topic))])[0, 3]) if lone and tv.names.any else 0
     for short in (False, True):
         texts = [headline(e) if short else e for e in measured_on]
         ex_kw = keyword_features(tv, [Doc.of(t) for t in texts])
@@ -117,10 +118,8 @@ def keyword_evidence(tv: TopicVectors, background: Background, bg_kw: Array | No
         p_pos, p_bg = _rate(int(ex_kw[:, 0].sum()), k), _rate(int(bg[:, 0].sum()), n)
         hit.append(float(np.log(p_pos / p_bg)))
         if tv.names.any:
-            named, k_named = int(ex_kw[:, 3].sum()), k
-            if lone and tv.topic.examples:
-                named, k_named = named + int(keyword_features(tv, [Doc.of(topic_text(tv.topic))])[0, 3]), k + 1
-            q_pos, q_bg = _rate(named, k_named), _rate(int(bg[:, 3].sum()), n)
+            q_pos = _rate(int(ex_kw[:, 3].sum()) + desc_named, k + int(lone))
+            q_bg = _rate(int(bg[:, 3].sum()), n)
             miss.append(min(0.0, float(np.log((1 - q_pos) / (1 - q_bg)))))
         else:
             miss.append(0.0)
