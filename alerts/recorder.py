@@ -35,11 +35,14 @@ class RecentDeliveries:
         self._r = client
         self._key = key(settings, "alerts", "deliveries", "recent")
 
-    def add(self, records: list[Delivery]) -> None:
-        """Prepend records (newest first) and trim to the cap; a Redis error is logged, never raised."""
+    def add(self, records: list[Delivery], encoded: list[bytes] | None = None) -> None:
+        """Prepend records (newest first) and trim to the cap; a Redis error is logged, never raised.
+
+        ``encoded``, when given, is ``records`` already encoded (the recorder encodes each once, for Kafka).
+        """
         try:
             pipe = self._r.pipeline(transaction=False)
-            pipe.lpush(self._key, *(encode(d) for d in records))
+            pipe.lpush(self._key, *(encoded if encoded is not None else [encode(d) for d in records]))
             pipe.ltrim(self._key, 0, RECENT_MAX - 1)
             pipe.execute()
         except (redis.RedisError, OSError) as exc:
@@ -95,9 +98,11 @@ class Recorder:
     def record_now(self, records: list[Delivery]) -> None:
         """Produce ``records`` and wait for the acknowledgement (raises ProduceError)."""
         if records:
-            self._producer.send_many([Outgoing(self._topic, d.subscription_id, encode(d)) for d in records])
+            encoded = [encode(d) for d in records]
+            self._producer.send_many([Outgoing(self._topic, d.subscription_id, raw)
+                                      for d, raw in zip(records, encoded, strict=True)])
             if self._recent is not None:
-                self._recent.add(records)
+                self._recent.add(records, encoded)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until every queued record was produced; False on timeout."""

@@ -9,7 +9,8 @@
    from another outlet (it folds and is suppressed).
 2. Throughput: M matches produced up front, then timed from the first batch to the last notification
    acknowledged: matches/s through folding, rules, outbox, ledger and send.
-3. Latency: matches produced at --rate per second for --seconds; per notification, the time from its
+3. Latency: matches produced at --rate per second for --seconds by a feeder process of its own (as classify
+   is one in production; see ``bench/alerts/feed.py``); per notification, the time from its
    match being consumed (the batch handed to the pipeline) to the receiver's acknowledgement, and from
    produce to acknowledgement. Target: p99 added latency under 50 ms at 200 matches/s.
 4. Folding on a busy topic (in process, no servers): the time to find an article's closest story member
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -40,61 +42,18 @@ from alerts.outbox import Entry  # noqa: E402
 from alerts.storyindex import Member, TopicIndex  # noqa: E402
 from alerts.worker import AlertsWorker  # noqa: E402
 from bench import machine  # noqa: E402
+from bench.alerts.feed import WORDS, Feeder  # noqa: E402
 from wirewatch import bus, stack  # noqa: E402
-from wirewatch.bus import Outgoing, Producer  # noqa: E402
+from wirewatch.bus import Producer  # noqa: E402
 from wirewatch.log import configure  # noqa: E402
-from wirewatch.records import Article, ChannelKind, ChannelSpec, Match, ModelInfo, Subscription, encode, utcnow  # noqa: E402
+from wirewatch.records import ChannelKind, ChannelSpec, Subscription  # noqa: E402
 from wirewatch.settings import Settings, load_settings  # noqa: E402
 
-WORDS = ("ministry harbour election drought vaccine pipeline bridge strike tariff festival satellite court railway "
-         "refinery museum stadium protest budget reactor glacier airline census merger treaty wildfire cyclone "
-         "subway orchestra lottery telescope vineyard factory bakery ferry prison archive border convoy summit "
-         "ceasefire outbreak verdict landslide blackout shipment").split()
 MIN_SCORES = (0.5, 0.7, 0.8, 0.9, 0.95)
 
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
-
-
-class Feeder:
-    """Builds matches: new stories, and copies of recent ones from another outlet."""
-
-    def __init__(self, topics: int, seed: int = 7) -> None:
-        self.rng = random.Random(seed)
-        self.np = np.random.default_rng(seed)
-        self.topics = topics
-        self.recent: list[tuple[str, str, np.ndarray]] = []
-        self.n = 0
-        self.produced_at: dict[str, float] = {}
-
-    def next(self) -> Match:
-        self.n += 1
-        aid = f"a{self.n}"
-        if self.recent and self.rng.random() < 0.2:
-            topic, title, vec = self.rng.choice(self.recent[-200:])
-            vec = vec + self.np.normal(0, 0.01, vec.shape).astype(np.float32)
-            source = "Copy Outlet"
-        else:
-            topic = f"t{self.rng.randrange(self.topics)}"
-            title = " ".join(self.rng.sample(WORDS, 8)).capitalize()
-            vec = self.np.normal(0, 1, 384).astype(np.float32)
-            source = "Wire"
-            self.recent.append((topic, title, vec))
-        vec = vec / np.linalg.norm(vec)
-        now = utcnow()
-        art = Article(id=aid, url=f"https://news.example/{aid}", title=title, summary=title + " in detail.",
-                      published_at=now, fetched_at=now, feed_url="https://news.example/feed", source=source)
-        return Match(article=art, topic_id=topic, score=self.rng.uniform(0.5, 1.0), threshold=0.5,
-                     model=ModelInfo(name="bench"), vector=tuple(float(x) for x in vec))
-
-    def produce(self, producer: Producer, settings: Settings, count: int) -> None:
-        items = []
-        for _ in range(count):
-            m = self.next()
-            self.produced_at[m.article.id] = time.monotonic()
-            items.append(Outgoing(settings.kafka.topics.matches, m.article.id, encode(m)))
-        producer.send_many(items)
 
 
 def subscriptions(n: int, topics: int, url: str) -> list[dict[str, Any]]:
@@ -145,7 +104,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "subscriptions": subscriptions(args.subscriptions, args.topics, f"http://127.0.0.1:{recv_port}"),
             "metrics_port": None, **({"send_workers": args.send_workers} if args.send_workers else {})})
         bus.ensure_default_topics(settings)
-        doc = run(settings, args, recv_port)
+        doc = run(settings, base, args, recv_port)
     finally:
         receiver.terminate()
         receiver.wait(10)
@@ -195,9 +154,10 @@ def fold_scaling(sizes: list[int], queries: int = 40) -> list[dict[str, Any]]:
     return out
 
 
-def run(settings: Settings, args: argparse.Namespace, recv_port: int) -> dict[str, Any]:
+def run(settings: Settings, base: dict[str, Any], args: argparse.Namespace, recv_port: int) -> dict[str, Any]:
     lat_added: list[float] = []
-    lat_e2e: list[float] = []
+    acks: list[tuple[str, float]] = []  # (article id, acknowledged at) in the latency run
+    produced_at: dict[str, float] = {}
     feeder = Feeder(args.topics)
     phase = {"latency": False}
     acked = [0]
@@ -206,9 +166,7 @@ def run(settings: Settings, args: argparse.Namespace, recv_port: int) -> dict[st
         acked[0] += 1
         if phase["latency"] and consumed is not None:
             lat_added.append(ack - consumed)
-            produced = feeder.produced_at.get(entry.notification.article_ids[0])
-            if produced is not None:
-                lat_e2e.append(ack - produced)
+            acks.append((entry.notification.article_ids[0], ack))
 
     worker = AlertsWorker(settings, on_sent=on_sent)
     handled = {"first": 0.0, "matches": 0}
@@ -239,34 +197,31 @@ def run(settings: Settings, args: argparse.Namespace, recv_port: int) -> dict[st
     sent_tp = acked[0]
     print(f"  {handled['matches']} matches, {sent_tp} notifications acknowledged in {took:.1f}s", flush=True)
 
-    print(f"latency: {args.rate:.0f} matches/s for {args.seconds:.0f}s ...", flush=True)
+    print(f"latency: {args.rate:.0f} matches/s for {args.seconds:.0f}s, produced by a process of its own ...",
+          flush=True)
     phase["latency"] = True
     load_before = os.getloadavg()[0]
     before = handled["matches"]
-    start = time.monotonic()
-    tick = 0.05
-    # What is due follows the clock, not the loop: a produce that takes longer than a tick (this process is
-    # busy with the worker too) is made up at the next one, so the worker is offered --rate however long the
-    # feeder's own calls take. (Counting per loop turn instead offered ~15 % less on 2 busy cores.)
-    offered = 0
-    last_produce = start
-    while (elapsed := time.monotonic() - start) < args.seconds:
-        n = int(args.rate * elapsed) - offered
-        if n > 0:
-            feeder.produce(producer, settings, n)
-            offered += n
-            last_produce = time.monotonic()
-        time.sleep(max(0.0, start + tick * (1 + int((time.monotonic() - start) / tick)) - time.monotonic()))
-    if (rest := int(args.rate * args.seconds) - offered) > 0:
-        feeder.produce(producer, settings, rest)
-        offered += rest
-        last_produce = time.monotonic()
-    offered_rate = offered / max(last_produce - start, 1e-9)
-    total = feeder.n - args.matches
+    spec = Path(tempfile.mkstemp(prefix="ww-bench-feed-", suffix=".json")[1])
+    out = spec.with_suffix(".out.json")
+    spec.write_text(json.dumps({"base": base, "topics": args.topics, "first": feeder.n, "rate": args.rate,
+                                "seconds": args.seconds}))
+    try:
+        subprocess.run([sys.executable, "-m", "bench.alerts.feed", str(spec), str(out)], check=True,
+                       timeout=args.seconds + 120)
+        fed = json.loads(out.read_text())
+    finally:
+        spec.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
+    produced_at.update(fed["produced_at"])
+    offered_rate = fed["offered_per_s"]
+    total = fed["offered"]
+    start = min(produced_at[k] for k in fed["produced_at"]) if fed["produced_at"] else time.monotonic()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (handled["matches"] - before >= total and worker.dispatcher.idle()):
         time.sleep(0.05)
     achieved = (handled["matches"] - before) / (time.monotonic() - start)
+    lat_e2e = [ack - produced_at[aid] for aid, ack in acks if aid in produced_at]
     load_after = os.getloadavg()[0]
     worker.stop()
     thread.join(60)
