@@ -75,6 +75,17 @@ def decode(cls: type[R], payload: bytes | str | dict[str, Any], *, stored: bool 
         RecordError: when the bytes are not JSON, the schema major version is unknown or missing,
             or a field is invalid. The message names the record kind and the first offending field.
     """
+    if not isinstance(payload, dict):
+        # Fast path: pydantic's own JSON parser validates in one pass (a Match with its 384-float vector in
+        # ~0.024 ms against ~0.089 through json.loads). Anything it refuses, and a record without its own
+        # ``v`` (the field has a default), goes the way below, which names what is wrong.
+        try:
+            fast = cls.model_validate_json(payload, context=_STORED if stored else None)
+        except ValidationError:
+            pass
+        else:
+            if "v" in fast.model_fields_set:
+                return fast
     try:
         data = payload if isinstance(payload, dict) else json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
