@@ -224,7 +224,11 @@ class AlertsSettings(Section):
     per_channel_concurrency: int = Field(default=4, ge=1, description="sends in flight to one destination")
     max_pending: int = Field(default=10000, ge=1, description="unacknowledged notifications before consuming pauses")
     batch_size: int = Field(default=200, ge=1, le=10000)
-    max_wait_ms: int = Field(default=20, ge=0)
+    max_wait_ms: int = Field(default=5, ge=0, description=(
+        "how long a batch waits for more matches once polling began; short, so that handling, the audit "
+        "records' acks and the commit (~40 ms a batch on 2 busy cores) stay inside the gap between classify's "
+        "bursts and each burst is handled as it comes (20 ms merged bursts: p99 added latency 64-65 ms "
+        "against 34-50 ms at 200 matches/s in bench.alerts)"))
     ledger_ttl_s: int = Field(default=7 * 86400, gt=0, description="how long a sent (subscription, story) is kept")
     session_timeout_ms: int = Field(default=10000, ge=6000, description="consumer group session (broker min 6 s)")
     group_instance_id: str | None = Field(
