@@ -227,8 +227,8 @@ class AlertsSettings(Section):
     max_wait_ms: int = Field(default=5, ge=0, description=(
         "how long a batch waits for more matches once polling began; short, so that handling, the audit "
         "records' acks and the commit (~40 ms a batch on 2 busy cores) stay inside the gap between classify's "
-        "bursts and each burst is handled as it comes (20 ms merged bursts: p99 added latency 64-65 ms "
-        "against 34-50 ms at 200 matches/s in bench.alerts)"))
+        "bursts and each burst is handled as it comes (20 ms merged bursts: p99 added latency 62-65 ms "
+        "against 34-59 ms at 200 matches/s in bench.alerts)"))
     ledger_ttl_s: int = Field(default=7 * 86400, gt=0, description="how long a sent (subscription, story) is kept")
     session_timeout_ms: int = Field(default=10000, ge=6000, description="consumer group session (broker min 6 s)")
     group_instance_id: str | None = Field(
