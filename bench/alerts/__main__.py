@@ -12,7 +12,9 @@
 3. Latency: matches produced at --rate per second for --seconds by a feeder process of its own (as classify
    is one in production; see ``bench/alerts/feed.py``); per notification, the time from its
    match being consumed (the batch handed to the pipeline) to the receiver's acknowledgement, and from
-   produce to acknowledgement. Target: p99 added latency under 50 ms at 200 matches/s.
+   produce to acknowledgement. Target: p99 added latency under 50 ms at 200 matches/s. A table splits the
+   loop's time per batch into its steps (waiting for the batch, folding, the outbox write, the audit
+   records' acknowledgement, the commit), which is where a latency that grows comes from.
 4. Folding on a busy topic (in process, no servers): the time to find an article's closest story member
    among --fold-members members of one topic, the vectorised index side by side with a one-by-one scan.
 """
@@ -154,6 +156,50 @@ def fold_scaling(sizes: list[int], queries: int = 40) -> list[dict[str, Any]]:
     return out
 
 
+class Steps:
+    """Wall time of each step of the alerts loop while ``on`` is set: where a notification's latency goes.
+
+    Wraps the worker's own objects (``poll`` waits for a batch, ``fold`` finds stories, ``outbox`` writes and
+    claims the sends, ``audit`` produces the suppressions and waits for Kafka, ``commit`` commits the offsets);
+    ``handle`` is the whole batch, the rules included. The sends themselves run on their own threads.
+    """
+
+    NAMES = ("poll", "fold", "outbox", "audit", "commit", "handle")
+
+    def __init__(self) -> None:
+        self.on = False
+        self.took: dict[str, list[float]] = {n: [] for n in self.NAMES}
+        self.sizes: list[int] = []
+
+    def wrap(self, obj: Any, attr: str, name: str) -> None:
+        inner = getattr(obj, attr)
+
+        def timed(*a: Any, **kw: Any) -> Any:
+            t0 = time.monotonic()
+            try:
+                return inner(*a, **kw)
+            finally:
+                # the loop's own calls only: the recorder's thread produces the sent records the same way
+                if self.on and threading.current_thread().name != "alerts-recorder":
+                    self.took[name].append(time.monotonic() - t0)
+
+        setattr(obj, attr, timed)
+
+    def table(self) -> list[dict[str, Any]]:
+        print()
+        print(f"{'alerts loop, latency run: step (poll = waiting for a batch)':<40}{'p50 ms':>10}{'p99 ms':>10}"
+              f"{'batches':>10}")
+        print("-" * 70)
+        out = []
+        for name in self.NAMES:
+            v = self.took[name]
+            row = {"step": name, "p50_ms": pct(v, 50) * 1000, "p99_ms": pct(v, 99) * 1000, "n": len(v)}
+            print(f"{name:<40}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}{len(v):>10}")
+            out.append(row)
+        print(f"{'matches per batch (p50 / p99)':<40}{pct(self.sizes, 50):>10.0f}{pct(self.sizes, 99):>10.0f}")
+        return out
+
+
 def run(settings: Settings, base: dict[str, Any], args: argparse.Namespace, recv_port: int) -> dict[str, Any]:
     lat_added: list[float] = []
     acks: list[tuple[str, float]] = []  # (article id, acknowledged at) in the latency run
@@ -172,14 +218,24 @@ def run(settings: Settings, base: dict[str, Any], args: argparse.Namespace, recv
     handled = {"first": 0.0, "matches": 0}
     inner = worker.loop._handle
 
+    steps = Steps()
+
     def timed(batch: list[Any]) -> Any:
         if not handled["first"]:
             handled["first"] = time.monotonic()
+        if steps.on:
+            steps.sizes.append(len(batch))
         out = inner(batch)
         handled["matches"] += len(batch)
         return out
 
     worker.loop._handle = timed
+    steps.wrap(worker.loop._poller, "batch", "poll")
+    steps.wrap(worker.stories, "fold", "fold")
+    steps.wrap(worker.dispatcher, "accept", "outbox")
+    steps.wrap(worker.recorder, "record_now", "audit")
+    steps.wrap(worker.loop, "_commit", "commit")
+    steps.wrap(worker.loop, "_handle", "handle")
     producer = Producer(settings, client_id="bench")
     print(f"throughput: producing {args.matches} matches for {args.subscriptions} subscriptions "
           f"on {args.topics} topics ...", flush=True)
@@ -200,6 +256,7 @@ def run(settings: Settings, base: dict[str, Any], args: argparse.Namespace, recv
     print(f"latency: {args.rate:.0f} matches/s for {args.seconds:.0f}s, produced by a process of its own ...",
           flush=True)
     phase["latency"] = True
+    steps.on = True
     load_before = os.getloadavg()[0]
     before = handled["matches"]
     spec = Path(tempfile.mkstemp(prefix="ww-bench-feed-", suffix=".json")[1])
@@ -240,6 +297,7 @@ def run(settings: Settings, base: dict[str, Any], args: argparse.Namespace, recv
     rows = [
         ("subscriptions / topics / send workers",
          f"{args.subscriptions} / {args.topics} / {settings.alerts.send_workers}"),
+        ("alerts.batch_size / alerts.max_wait_ms", f"{settings.alerts.batch_size} / {settings.alerts.max_wait_ms}"),
         ("throughput: matches", f"{args.matches}"),
         ("throughput: notifications acknowledged", f"{sent_tp}"),
         ("throughput: matches/s (fold, rules, ledger, send)", f"{args.matches / took:.0f}"),
@@ -259,7 +317,9 @@ def run(settings: Settings, base: dict[str, Any], args: argparse.Namespace, recv
     ]
     for name, value in rows:
         print(f"{name:<48}{value:>14}")
-    return {"bench": "alerts", "subscriptions": args.subscriptions, "topics": args.topics,
+    step_rows = steps.table()
+    return {"bench": "alerts", "steps": step_rows, "max_wait_ms": settings.alerts.max_wait_ms,
+            "subscriptions": args.subscriptions, "topics": args.topics,
             "matches_per_s": args.matches / took, "notifications_per_s": sent_tp / took,
             "cpu_ms_per_match": cpu_tp / args.matches * 1000, "offered_per_s": offered_rate,
             "handled_per_s": achieved, "handled_vs_offered": achieved / args.rate,
