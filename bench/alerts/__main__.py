@@ -187,23 +187,22 @@ class Steps:
 
     def table(self) -> list[dict[str, Any]]:
         print()
-        print(f"{'alerts loop, latency run: step (poll = waiting for a batch)':<40}{'p50 ms':>10}{'p99 ms':>10}"
+        print(f"{'alerts loop, latency run: step (poll = waiting for a batch)':<60}{'p50 ms':>10}{'p99 ms':>10}"
               f"{'batches':>10}")
-        print("-" * 70)
+        print("-" * 90)
         out = []
         for name in self.NAMES:
             v = self.took[name]
             row = {"step": name, "p50_ms": pct(v, 50) * 1000, "p99_ms": pct(v, 99) * 1000, "n": len(v)}
-            print(f"{name:<40}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}{len(v):>10}")
+            print(f"{name:<60}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}{len(v):>10}")
             out.append(row)
-        print(f"{'matches per batch (p50 / p99)':<40}{pct(self.sizes, 50):>10.0f}{pct(self.sizes, 99):>10.0f}")
+        print(f"{'matches per batch (p50 / p99)':<60}{pct(self.sizes, 50):>10.0f}{pct(self.sizes, 99):>10.0f}")
         return out
 
 
 def run(settings: Settings, base: dict[str, Any], args: argparse.Namespace, recv_port: int) -> dict[str, Any]:
     lat_added: list[float] = []
     acks: list[tuple[str, float]] = []  # (article id, acknowledged at) in the latency run
-    produced_at: dict[str, float] = {}
     feeder = Feeder(args.topics)
     phase = {"latency": False}
     acked = [0]
@@ -270,10 +269,10 @@ def run(settings: Settings, base: dict[str, Any], args: argparse.Namespace, recv
     finally:
         spec.unlink(missing_ok=True)
         out.unlink(missing_ok=True)
-    produced_at.update(fed["produced_at"])
+    produced_at: dict[str, float] = fed["produced_at"]
     offered_rate = fed["offered_per_s"]
     total = fed["offered"]
-    start = min(produced_at[k] for k in fed["produced_at"]) if fed["produced_at"] else time.monotonic()
+    start = min(produced_at.values(), default=time.monotonic())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (handled["matches"] - before >= total and worker.dispatcher.idle()):
         time.sleep(0.05)
